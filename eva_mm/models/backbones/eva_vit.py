@@ -1,0 +1,438 @@
+"""EVAViT: the one EVA-01 vision transformer behind every task of eva_mm."""
+import math
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+from mmengine.model import BaseModule
+from torch.utils.checkpoint import checkpoint
+
+from eva_mm.registry import MODELS
+from ..layers.pos_embed import resize_patch_kernel, resize_pos_embed
+from ..layers.transformer import EVABlock, LayerNorm
+
+
+def _pair(value: Union[int, Sequence[int]]) -> Tuple[int, int]:
+    if isinstance(value, int):
+        return value, value
+    return tuple(value)
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping conv patch embedding with a clear size check.
+
+    Args:
+        patch_size: Patch (kernel and stride) size.
+        in_channels: Input image channels.
+        embed_dims: Output token dimension.
+    """
+
+    def __init__(self, patch_size: int, in_channels: int,
+                 embed_dims: int) -> None:
+        super().__init__()
+        self.patch_size = _pair(patch_size)
+        self.proj = nn.Conv2d(
+            in_channels,
+            embed_dims,
+            kernel_size=self.patch_size,
+            stride=self.patch_size)
+
+    def forward(self,
+                x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
+        """Embed (B, C, H, W) images as (B, H/p * W/p, D) tokens."""
+        h, w = x.shape[-2:]
+        ph, pw = self.patch_size
+        if h % ph or w % pw:
+            raise ValueError(
+                f'Input size {h}x{w} is not a multiple of the patch size '
+                f'{ph}x{pw}. Resize or pad the images to a multiple of '
+                f'{ph}x{pw} (in OpenMMLab configs: pad_size_divisor={ph} '
+                'in the data_preprocessor, or a Pad/Resize transform).')
+        x = self.proj(x)
+        return x.flatten(2).transpose(1, 2), (x.shape[-2], x.shape[-1])
+
+
+@MODELS.register_module()
+class EVAViT(BaseModule):
+    """The EVA-01 vision transformer (Fang et al., arXiv:2211.07636).
+
+    A plain ViT: conv patch embedding, cls token, learned absolute position
+    embedding, pre-norm blocks whose attention has ``q_bias``/``v_bias`` only,
+    and a final LayerNorm. The variants every task needs are options of this
+    one class: dense feature maps with ViTDet window attention and relative
+    positions (detection, segmentation), a ``mask_token`` (masked image
+    modelling), pooled outputs (classification).
+
+    Args:
+        arch: A preset name from :attr:`arch_zoo` or a dict with
+            ``embed_dims``, ``num_layers``, ``num_heads``, ``mlp_hidden_dim``
+            and optionally ``patch_size``.
+        img_size: The input size the position embedding is learned for
+            (other sizes are resized at run time).
+        patch_size: Patch size; ``None`` takes the preset's (14 for giant,
+            16 for the others).
+        in_channels: Input image channels.
+        out_type: ``'raw'`` (B, N, C) tokens, ``'cls_token'`` (B, C),
+            ``'featmap'`` (B, C, H, W) patch tokens, or ``'avg_featmap'``
+            (B, C) mean of the patch tokens.
+        out_indices: Blocks whose output is returned; negative indices count
+            from the end.
+        with_cls_token: Prepend a cls token (dense ViTDet models drop it).
+        final_norm: Apply the final LayerNorm after the last block.
+        use_fc_norm: With ``'avg_featmap'``, apply a LayerNorm ``fc_norm``
+            after pooling (set ``final_norm=False`` as timm does).
+        with_mask_token: Learn a ``mask_token`` that replaces the embeddings
+            of masked patches (masked image modelling).
+        qkv_bias: Learn ``q_bias`` and ``v_bias`` in attention.
+        drop_rate: Dropout after adding the position embedding and in the
+            projections.
+        attn_drop_rate: Dropout on attention weights.
+        drop_path_rate: Stochastic depth rate, linearly increasing with depth.
+        layer_scale_init_value: Initial layer-scale value; 0 disables it.
+        norm_eps: LayerNorm epsilon.
+        fp32_norm: Compute every LayerNorm in fp32 (as the official code).
+        use_abs_pos_embed: Learn an absolute position embedding.
+        rel_pos: ``None``, ``'decomposed'`` (ViTDet) or ``'bias'`` (BEiT)
+            relative positions in every block.
+        window_size: Window (in patches) of the window-attention blocks.
+        global_block_indexes: Blocks that attend globally when
+            ``window_size`` > 0; all other blocks use windows.
+        frozen_stages: Freeze the embeddings and the first ``frozen_stages``
+            blocks; -1 freezes nothing, 0 only the embeddings.
+        freeze_patch_embed: Freeze the patch embedding only.
+        with_cp: Use activation checkpointing in every block while training.
+        init_cfg: mmengine initialisation config; ``type='Pretrained'`` loads
+            a checkpoint with resizing and a clear key report.
+    """
+
+    arch_zoo: Dict[str, Dict[str, int]] = {
+        # Tiny matches DeiT-Ti widths; small enough for CPU tests.
+        'tiny': dict(embed_dims=192, num_layers=12, num_heads=3,
+                     mlp_hidden_dim=768, patch_size=16),
+        'small': dict(embed_dims=384, num_layers=12, num_heads=6,
+                      mlp_hidden_dim=1536, patch_size=16),
+        'base': dict(embed_dims=768, num_layers=12, num_heads=12,
+                     mlp_hidden_dim=3072, patch_size=16),
+        'large': dict(embed_dims=1024, num_layers=24, num_heads=16,
+                      mlp_hidden_dim=4096, patch_size=16),
+        # EVA-01 ViT-g/14 (paper, Table 1): 40 layers, width 1408, MLP 6144.
+        'giant': dict(embed_dims=1408, num_layers=40, num_heads=16,
+                      mlp_hidden_dim=6144, patch_size=14),
+    }
+    OUT_TYPES = ('raw', 'cls_token', 'featmap', 'avg_featmap')
+
+    def __init__(self,
+                 arch: Union[str, dict] = 'base',
+                 img_size: Union[int, Sequence[int]] = 224,
+                 patch_size: Optional[int] = None,
+                 in_channels: int = 3,
+                 out_type: str = 'cls_token',
+                 out_indices: Union[int, Sequence[int]] = -1,
+                 with_cls_token: bool = True,
+                 final_norm: bool = True,
+                 use_fc_norm: bool = False,
+                 with_mask_token: bool = False,
+                 qkv_bias: bool = True,
+                 drop_rate: float = 0.,
+                 attn_drop_rate: float = 0.,
+                 drop_path_rate: float = 0.,
+                 layer_scale_init_value: float = 0.,
+                 norm_eps: float = 1e-6,
+                 fp32_norm: bool = False,
+                 use_abs_pos_embed: bool = True,
+                 rel_pos: Optional[str] = None,
+                 window_size: int = 0,
+                 global_block_indexes: Sequence[int] = (),
+                 frozen_stages: int = -1,
+                 freeze_patch_embed: bool = False,
+                 with_cp: bool = False,
+                 init_cfg: Optional[dict] = None) -> None:
+        super().__init__(init_cfg=init_cfg)
+        self.arch_settings = self._parse_arch(arch)
+        self.embed_dims = self.arch_settings['embed_dims']
+        self.num_layers = self.arch_settings['num_layers']
+        patch_size = patch_size or self.arch_settings.get('patch_size', 16)
+        if out_type not in self.OUT_TYPES:
+            raise ValueError(
+                f'out_type must be one of {self.OUT_TYPES}, got {out_type!r}.')
+        if out_type == 'cls_token' and not with_cls_token:
+            raise ValueError("out_type='cls_token' needs with_cls_token=True.")
+        self.out_type = out_type
+        self.out_indices = self._parse_out_indices(out_indices)
+        self.num_extra_tokens = int(with_cls_token)
+        self.final_norm = final_norm
+        self.frozen_stages = frozen_stages
+        self.freeze_patch_embed = freeze_patch_embed
+        self.with_cp = with_cp
+
+        self.img_size = _pair(img_size)
+        self.patch_size = patch_size
+        self.patch_embed = PatchEmbed(patch_size, in_channels,
+                                      self.embed_dims)
+        self.patch_resolution = (self.img_size[0] // patch_size,
+                                 self.img_size[1] // patch_size)
+        num_patches = self.patch_resolution[0] * self.patch_resolution[1]
+
+        self.cls_token = nn.Parameter(torch.zeros(
+            1, 1, self.embed_dims)) if with_cls_token else None
+        self.mask_token = nn.Parameter(torch.zeros(
+            1, 1, self.embed_dims)) if with_mask_token else None
+        self.pos_embed = nn.Parameter(
+            torch.zeros(1, self.num_extra_tokens + num_patches,
+                        self.embed_dims)) if use_abs_pos_embed else None
+        self.pos_drop = nn.Dropout(drop_rate)
+
+        global_blocks = {i % self.num_layers for i in global_block_indexes}
+        # Plain Python so that building on the meta device works too.
+        dpr = [
+            drop_path_rate * i / max(self.num_layers - 1, 1)
+            for i in range(self.num_layers)
+        ]
+        self.blocks = nn.ModuleList([
+            EVABlock(
+                self.embed_dims,
+                self.arch_settings['num_heads'],
+                self.arch_settings['mlp_hidden_dim'],
+                qkv_bias=qkv_bias,
+                drop_path=dpr[i],
+                attn_drop=attn_drop_rate,
+                proj_drop=drop_rate,
+                layer_scale_init_value=layer_scale_init_value,
+                norm_eps=norm_eps,
+                fp32_norm=fp32_norm,
+                window_size=0 if i in global_blocks else window_size,
+                rel_pos=rel_pos,
+                rel_pos_size=self.patch_resolution,
+                num_extra_tokens=self.num_extra_tokens)
+            for i in range(self.num_layers)
+        ])
+        self.norm = LayerNorm(
+            self.embed_dims, eps=norm_eps,
+            fp32=fp32_norm) if final_norm else None
+        self.fc_norm = LayerNorm(
+            self.embed_dims, eps=norm_eps,
+            fp32=fp32_norm) if use_fc_norm else None
+
+        self._init_parameters()
+        self._register_load_state_dict_pre_hook(self._resize_on_load)
+        self._freeze()
+
+    # ------------------------------------------------------------------
+    # Construction helpers
+    # ------------------------------------------------------------------
+    def _parse_arch(self, arch: Union[str, dict]) -> dict:
+        if isinstance(arch, str):
+            if arch not in self.arch_zoo:
+                raise KeyError(f'Unknown EVAViT arch {arch!r}; choose one of '
+                               f'{sorted(self.arch_zoo)} or give a dict.')
+            return dict(self.arch_zoo[arch])
+        required = {'embed_dims', 'num_layers', 'num_heads', 'mlp_hidden_dim'}
+        missing = required - set(arch)
+        if missing:
+            raise KeyError(f'Custom arch is missing {sorted(missing)}.')
+        return dict(arch)
+
+    def _parse_out_indices(self, out_indices) -> List[int]:
+        if isinstance(out_indices, int):
+            out_indices = [out_indices]
+        parsed = []
+        for index in out_indices:
+            if not -self.num_layers <= index < self.num_layers:
+                raise ValueError(f'out index {index} is out of range for '
+                                 f'{self.num_layers} blocks.')
+            parsed.append(index % self.num_layers)
+        return sorted(parsed)
+
+    def _init_parameters(self) -> None:
+        for param in (self.pos_embed, self.cls_token, self.mask_token):
+            if param is not None:
+                nn.init.trunc_normal_(param, std=.02)
+        self.apply(self._init_module)
+        # BEiT/EVA rescale the residual projections by depth so that the
+        # residual stream keeps its scale at initialisation.
+        for layer_id, block in enumerate(self.blocks, start=1):
+            block.attn.proj.weight.data.div_(math.sqrt(2.0 * layer_id))
+            block.mlp.fc2.weight.data.div_(math.sqrt(2.0 * layer_id))
+
+    @staticmethod
+    def _init_module(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.trunc_normal_(module.weight, std=.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+    def init_weights(self) -> None:
+        """Load ``init_cfg=dict(type='Pretrained', checkpoint=...)`` strictly.
+
+        Missing, unexpected or mis-shaped keys raise one error naming them
+        all; keys a task does not use (``mask_token``, heads) are dropped.
+        """
+        if self.init_cfg and self.init_cfg.get('type') == 'Pretrained':
+            from ..utils.checkpoint import load_backbone_checkpoint
+            load_backbone_checkpoint(
+                self,
+                self.init_cfg['checkpoint'],
+                prefix=self.init_cfg.get('prefix'))
+            self._is_init = True
+            return
+        super().init_weights()
+
+    def _resize_on_load(self, state_dict: dict, prefix: str, *args,
+                        **kwargs) -> None:
+        """Resize a loaded pos_embed / patch kernel to this model's sizes."""
+        pos_key = prefix + 'pos_embed'
+        if self.pos_embed is not None and pos_key in state_dict:
+            loaded = state_dict[pos_key]
+            if loaded.shape != self.pos_embed.shape:
+                src_tokens = loaded.shape[1] - self.num_extra_tokens
+                side = math.isqrt(src_tokens)
+                if side * side == src_tokens:
+                    state_dict[pos_key] = resize_pos_embed(
+                        loaded, (side, side), self.patch_resolution,
+                        self.num_extra_tokens)
+        kernel_key = prefix + 'patch_embed.proj.weight'
+        if kernel_key in state_dict:
+            loaded = state_dict[kernel_key]
+            target = self.patch_embed.proj.weight.shape
+            if loaded.shape[:2] == target[:2] and loaded.shape != target:
+                state_dict[kernel_key] = resize_patch_kernel(
+                    loaded, target[-2:])
+
+    # ------------------------------------------------------------------
+    # Freezing
+    # ------------------------------------------------------------------
+    def _freeze(self) -> None:
+        frozen: List[nn.Module] = []
+        if self.freeze_patch_embed or self.frozen_stages >= 0:
+            frozen.append(self.patch_embed)
+        if self.frozen_stages >= 0:
+            for param in (self.cls_token, self.pos_embed, self.mask_token):
+                if param is not None:
+                    param.requires_grad = False
+            frozen.extend(self.blocks[:self.frozen_stages])
+            if self.frozen_stages >= self.num_layers and self.norm:
+                frozen.append(self.norm)
+        for module in frozen:
+            module.eval()
+            for param in module.parameters():
+                param.requires_grad = False
+
+    def train(self, mode: bool = True) -> 'EVAViT':
+        super().train(mode)
+        self._freeze()
+        return self
+
+    # ------------------------------------------------------------------
+    # Forward
+    # ------------------------------------------------------------------
+    def embed(self,
+              x: torch.Tensor,
+              mask: Optional[torch.Tensor] = None
+              ) -> Tuple[torch.Tensor, Tuple[int, int]]:
+        """Patch-embed images, apply the mask, add cls and position.
+
+        Args:
+            x: Images (B, C, H, W); H and W multiples of the patch size.
+            mask: Optional (B, H/p, W/p) or (B, N) bool mask; True patches are
+                replaced by ``mask_token``.
+
+        Returns:
+            Tokens (B, extra + N, C) and the patch grid (H/p, W/p).
+        """
+        x, hw = self.patch_embed(x)
+        if mask is not None:
+            if self.mask_token is None:
+                raise ValueError('A mask was given but the backbone has no '
+                                 'mask_token: build it with '
+                                 'with_mask_token=True.')
+            weight = mask.flatten(1).unsqueeze(-1).type_as(x)
+            x = x * (1 - weight) + self.mask_token.type_as(x) * weight
+        if self.cls_token is not None:
+            x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x],
+                          dim=1)
+        if self.pos_embed is not None:
+            x = x + resize_pos_embed(self.pos_embed, self.patch_resolution, hw,
+                                     self.num_extra_tokens)
+        return self.pos_drop(x), hw
+
+    def _run_block(self, block: EVABlock, x: torch.Tensor,
+                   hw: Tuple[int, int]) -> torch.Tensor:
+        if self.with_cp and self.training and x.requires_grad:
+            return checkpoint(block, x, hw, use_reentrant=False)
+        return block(x, hw)
+
+    def _format(self, x: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
+        if self.out_type == 'raw':
+            return x
+        if self.out_type == 'cls_token':
+            return x[:, 0]
+        patches = x[:, self.num_extra_tokens:]
+        if self.out_type == 'featmap':
+            b, _, c = patches.shape
+            return patches.transpose(1, 2).reshape(b, c, *hw).contiguous()
+        pooled = patches.mean(dim=1)
+        return self.fc_norm(pooled) if self.fc_norm is not None else pooled
+
+    def forward_features(self,
+                         x: torch.Tensor,
+                         mask: Optional[torch.Tensor] = None
+                         ) -> torch.Tensor:
+        """All tokens (B, extra + N, C) after the last block and final norm."""
+        x, hw = self.embed(x, mask)
+        for block in self.blocks:
+            x = self._run_block(block, x, hw)
+        return self.norm(x) if self.norm is not None else x
+
+    def forward(self,
+                x: torch.Tensor,
+                mask: Optional[torch.Tensor] = None
+                ) -> Tuple[torch.Tensor, ...]:
+        """Outputs of the blocks in ``out_indices``, formatted by out_type.
+
+        The final norm applies to the last block's output only.
+        """
+        x, hw = self.embed(x, mask)
+        outs = []
+        last = self.num_layers - 1
+        for i, block in enumerate(self.blocks[:self.out_indices[-1] + 1]):
+            x = self._run_block(block, x, hw)
+            if i in self.out_indices:
+                out = x
+                if i == last and self.norm is not None:
+                    out = self.norm(x)
+                outs.append(self._format(out, hw))
+        return tuple(outs)
+
+    # ------------------------------------------------------------------
+    # Layer-wise learning-rate decay
+    # ------------------------------------------------------------------
+    def get_layer_depth(self, param_name: str,
+                        prefix: str = '') -> Tuple[int, int]:
+        """The layer id of a parameter for layer-wise lr decay.
+
+        Embeddings (patch, position, cls, mask) are layer 0, block ``i`` is
+        layer ``i + 1``, everything after the blocks (final norm, and any
+        parameter outside the backbone) is the last layer. This one rule
+        serves every task through
+        :class:`eva_mm.engine.LayerDecayOptimWrapperConstructor`.
+
+        Args:
+            param_name: Parameter name, including ``prefix``.
+            prefix: The backbone's prefix in the full model (``backbone.``).
+
+        Returns:
+            ``(layer_id, num_layers)`` with ``num_layers = depth + 2``.
+        """
+        num_layers = self.num_layers + 2
+        if not param_name.startswith(prefix):
+            return num_layers - 1, num_layers
+        name = param_name[len(prefix):]
+        if name in ('cls_token', 'pos_embed', 'mask_token') or \
+                name.startswith('patch_embed'):
+            return 0, num_layers
+        if name.startswith('blocks.'):
+            return int(name.split('.')[1]) + 1, num_layers
+        return num_layers - 1, num_layers

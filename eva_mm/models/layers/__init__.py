@@ -1,0 +1,10 @@
+from .attention import EVAAttention
+from .pos_embed import (resize_patch_kernel, resize_pos_embed, resize_rel_pos,
+                        resize_rel_pos_bias_table)
+from .transformer import EVABlock, LayerNorm, window_partition, window_unpartition
+
+__all__ = [
+    'EVAAttention', 'EVABlock', 'LayerNorm', 'resize_patch_kernel',
+    'resize_pos_embed', 'resize_rel_pos', 'resize_rel_pos_bias_table',
+    'window_partition', 'window_unpartition'
+]

@@ -1,0 +1,119 @@
+"""Resizing of position embeddings and patch kernels between resolutions.
+
+One implementation serves the run-time resize inside :class:`EVAViT` and the
+load-time resize of the checkpoint converters, so both give the same numbers.
+All resizing is done with ``torch.nn.functional.interpolate``: SciPy >= 1.14
+removed ``interp2d``, which the BEiT resizers of mmseg/mmpretrain call.
+"""
+from typing import Tuple
+
+import torch
+import torch.nn.functional as F
+
+
+def resize_pos_embed(pos_embed: torch.Tensor,
+                     src_shape: Tuple[int, int],
+                     dst_shape: Tuple[int, int],
+                     num_extra_tokens: int = 1,
+                     mode: str = 'bicubic') -> torch.Tensor:
+    """Resize a learned absolute position embedding to another patch grid.
+
+    Args:
+        pos_embed: Embedding of shape (1, num_extra_tokens + H * W, C).
+        src_shape: The grid (H, W) that ``pos_embed`` was learned for.
+        dst_shape: The grid to resize to.
+        num_extra_tokens: Leading tokens (cls) that are kept as they are.
+        mode: Interpolation mode of ``F.interpolate``.
+
+    Returns:
+        The embedding of shape (1, num_extra_tokens + H' * W', C).
+    """
+    if tuple(src_shape) == tuple(dst_shape):
+        return pos_embed
+    src_h, src_w = src_shape
+    if pos_embed.shape[1] != num_extra_tokens + src_h * src_w:
+        raise ValueError(
+            f'pos_embed has {pos_embed.shape[1]} tokens, which does not '
+            f'match a {src_h}x{src_w} grid plus {num_extra_tokens} extra '
+            'token(s).')
+    extra, grid = (pos_embed[:, :num_extra_tokens],
+                   pos_embed[:, num_extra_tokens:])
+    dim = grid.shape[-1]
+    grid = grid.reshape(1, src_h, src_w, dim).permute(0, 3, 1, 2)
+    grid = F.interpolate(
+        grid.float(), size=tuple(dst_shape), mode=mode, align_corners=False)
+    grid = grid.to(pos_embed.dtype).flatten(2).transpose(1, 2)
+    return torch.cat([extra, grid], dim=1)
+
+
+def resize_patch_kernel(weight: torch.Tensor,
+                        patch_size: Tuple[int, int],
+                        mode: str = 'bicubic') -> torch.Tensor:
+    """Resize a patch-embedding conv kernel, e.g. 14x14 -> 16x16.
+
+    This is what the official EVA ``interpolate_patch_14to16`` script does to
+    reuse a patch-14 model at patch 16 for the dense tasks.
+
+    Args:
+        weight: Kernel of shape (C_out, C_in, kh, kw) or, for a video tubelet,
+            (C_out, C_in, t, kh, kw).
+        patch_size: Target (kh, kw).
+        mode: Interpolation mode of ``F.interpolate``.
+
+    Returns:
+        The resized kernel, in the input dtype.
+    """
+    if tuple(weight.shape[-2:]) == tuple(patch_size):
+        return weight
+    lead = weight.shape[:-2]
+    flat = weight.reshape(-1, 1, *weight.shape[-2:]).float()
+    flat = F.interpolate(
+        flat, size=tuple(patch_size), mode=mode, align_corners=False)
+    return flat.reshape(*lead, *patch_size).to(weight.dtype)
+
+
+def resize_rel_pos(rel_pos: torch.Tensor, length: int) -> torch.Tensor:
+    """Linearly resize a decomposed relative position table (ViTDet).
+
+    Args:
+        rel_pos: Table of shape (L, head_dim) with L = 2 * size - 1.
+        length: Target length 2 * size' - 1.
+
+    Returns:
+        Table of shape (length, head_dim).
+    """
+    if rel_pos.shape[0] == length:
+        return rel_pos
+    table = rel_pos.float().t().unsqueeze(0)
+    table = F.interpolate(table, size=length, mode='linear')
+    return table.squeeze(0).t().to(rel_pos.dtype)
+
+
+def resize_rel_pos_bias_table(table: torch.Tensor,
+                              src_shape: Tuple[int, int],
+                              dst_shape: Tuple[int, int],
+                              num_extra: int = 3) -> torch.Tensor:
+    """Resize a BEiT relative position bias table to another window.
+
+    Args:
+        table: Table of shape ((2H-1)(2W-1) + num_extra, num_heads); the last
+            ``num_extra`` rows are the cls-to-token, token-to-cls and cls-to-cls
+            biases.
+        src_shape: The window (H, W) of ``table``.
+        dst_shape: The window (H', W') to resize to.
+        num_extra: Number of trailing rows for the cls token.
+
+    Returns:
+        Table of shape ((2H'-1)(2W'-1) + num_extra, num_heads).
+    """
+    if tuple(src_shape) == tuple(dst_shape):
+        return table
+    src_len = (2 * src_shape[0] - 1, 2 * src_shape[1] - 1)
+    dst_len = (2 * dst_shape[0] - 1, 2 * dst_shape[1] - 1)
+    grid, extra = table[:-num_extra], table[-num_extra:]
+    heads = table.shape[1]
+    grid = grid.t().reshape(1, heads, *src_len).float()
+    grid = F.interpolate(
+        grid, size=dst_len, mode='bicubic', align_corners=False)
+    grid = grid.reshape(heads, -1).t().to(table.dtype)
+    return torch.cat([grid, extra], dim=0)

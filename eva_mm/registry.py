@@ -1,0 +1,36 @@
+"""eva_mm's registries.
+
+Each registry is a child of mmengine's root registry of the same kind, under the
+scope ``eva_mm``. A config of any OpenMMLab toolbox (mmdet, mmseg, mmaction2,
+mmpretrain) then reaches eva_mm components by the scoped name, e.g.
+``backbone=dict(type='eva_mm.EVAViT')``, once ``custom_imports`` has imported
+``eva_mm``.
+"""
+from mmengine.registry import DATASETS as MMENGINE_DATASETS
+from mmengine.registry import HOOKS as MMENGINE_HOOKS
+from mmengine.registry import METRICS as MMENGINE_METRICS
+from mmengine.registry import MODELS as MMENGINE_MODELS
+from mmengine.registry import \
+    OPTIM_WRAPPER_CONSTRUCTORS as MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS
+from mmengine.registry import TRANSFORMS as MMENGINE_TRANSFORMS
+from mmengine.registry import Registry
+
+MODELS = Registry(
+    'model', parent=MMENGINE_MODELS, scope='eva_mm',
+    locations=['eva_mm.models'])
+DATASETS = Registry(
+    'dataset', parent=MMENGINE_DATASETS, scope='eva_mm',
+    locations=['eva_mm.datasets'])
+TRANSFORMS = Registry(
+    'transform', parent=MMENGINE_TRANSFORMS, scope='eva_mm',
+    locations=['eva_mm.datasets'])
+METRICS = Registry(
+    'metric', parent=MMENGINE_METRICS, scope='eva_mm',
+    locations=['eva_mm.evaluation'])
+HOOKS = Registry(
+    'hook', parent=MMENGINE_HOOKS, scope='eva_mm',
+    locations=['eva_mm.engine'])
+OPTIM_WRAPPER_CONSTRUCTORS = Registry(
+    'optimizer wrapper constructor',
+    parent=MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS, scope='eva_mm',
+    locations=['eva_mm.engine'])
