@@ -1,7 +1,12 @@
+from .optim_wrapper import AutocastOptimWrapper
+from .optimizers import LayerDecayOptimWrapperConstructor
 from .safe_checkpoint import register_mmengine_safe_globals
 
 # Done at import so that every entry point that imports eva_mm (tools/*.py,
 # custom_imports in a config) can resume and load mmengine checkpoints.
 register_mmengine_safe_globals()
 
-__all__ = ['register_mmengine_safe_globals']
+__all__ = [
+    'AutocastOptimWrapper', 'LayerDecayOptimWrapperConstructor',
+    'register_mmengine_safe_globals'
+]

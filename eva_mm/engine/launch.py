@@ -1,0 +1,84 @@
+"""Adapting OpenMMLab configs to the hardware at hand, for tools/*.py."""
+import difflib
+import os
+from typing import Iterable, List
+
+import torch
+import torch.distributed as torch_dist
+from mmengine.config import Config
+from mmengine.logging import print_log
+
+
+def prepare_distributed(cfg: Config) -> None:
+    """Make ``--launcher pytorch`` work on a machine without GPUs.
+
+    mmengine 0.10.7 calls ``torch.cuda.set_device`` before initialising the
+    process group and wraps the model with ``device_ids=[LOCAL_RANK]``; both
+    fail without a GPU. On CPU this initialises the group with gloo (the
+    Runner then skips its own initialisation) and wraps without device ids.
+    On GPU it changes nothing.
+
+    Args:
+        cfg: The config, with ``cfg.launcher`` set.
+    """
+    if cfg.get('launcher', 'none') == 'none' or torch.cuda.is_available():
+        return
+    if not torch_dist.is_initialized():
+        torch_dist.init_process_group(backend='gloo')
+    wrapper = cfg.get('model_wrapper_cfg') or dict(
+        type='MMDistributedDataParallel')
+    wrapper.setdefault('device_ids', None)
+    wrapper.setdefault('broadcast_buffers', False)
+    wrapper.setdefault('find_unused_parameters',
+                       cfg.get('find_unused_parameters', False))
+    cfg.model_wrapper_cfg = wrapper
+
+
+def enable_amp(cfg: Config) -> None:
+    """``--amp``: fp16 with dynamic loss scaling on GPU, bf16 on CPU."""
+    if torch.cuda.is_available():
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.loss_scale = 'dynamic'
+    else:
+        cfg.optim_wrapper.type = 'eva_mm.AutocastOptimWrapper'
+        cfg.optim_wrapper.dtype = 'bfloat16'
+
+
+def _flat_keys(node: object, prefix: str = '') -> List[str]:
+    if not isinstance(node, dict):
+        return []
+    keys = []
+    for key, value in node.items():
+        full = f'{prefix}{key}'
+        keys.append(full)
+        keys.extend(_flat_keys(value, full + '.'))
+    return keys
+
+
+def warn_new_keys(cfg: Config, options: Iterable[str]) -> None:
+    """Name ``--cfg-options`` keys that the config does not have.
+
+    Adding keys is legitimate (a constructor argument the config leaves at
+    its default), so this warns rather than fails, and suggests the closest
+    existing key to catch typos.
+
+    Args:
+        cfg: The config before the options are merged.
+        options: The option keys, dotted.
+    """
+    existing = _flat_keys(cfg._cfg_dict.to_dict())
+    for key in options:
+        if key in existing:
+            continue
+        close = difflib.get_close_matches(key, existing, n=1, cutoff=0.8)
+        hint = f' Did you mean {close[0]!r}?' if close else ''
+        print_log(
+            f'--cfg-options adds {key!r}, which the config does not have.'
+            f'{hint}',
+            logger='current',
+            level=30)
+
+
+def set_local_rank(local_rank: int) -> None:
+    """Keep LOCAL_RANK for launchers that pass it as an argument."""
+    os.environ.setdefault('LOCAL_RANK', str(local_rank))
