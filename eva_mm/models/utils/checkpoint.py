@@ -1,0 +1,543 @@
+"""Reading, converting and loading EVA-01 checkpoints into :class:`EVAViT`.
+
+Checkpoints reach eva_mm in three shapes: the official BAAI files (weights
+under ``'model'`` or ``'module'``, fp16 when saved by DeepSpeed, a MIM
+``lm_head``), timm ``eva_*`` models (a classifier ``head`` and optionally a
+``fc_norm``) and OpenMMLab checkpoints of whole detectors or segmentors (the
+backbone under ``'backbone.'``). :class:`EVAViT` uses the official EVA-01
+parameter names, so converting is mostly dropping and casting; what remains is
+telling the user precisely what does not fit, in one error, instead of
+PyTorch's first-error-wins messages or mmengine's warnings that let a model
+train from random weights.
+"""
+import argparse
+import logging
+import math
+import os
+import re
+from collections import Counter
+from typing import (TYPE_CHECKING, Dict, Iterable, List, Mapping,
+                    NamedTuple, Optional, Sequence, Tuple, Union)
+
+import torch
+from mmengine.logging import print_log
+
+from ..layers.pos_embed import resize_patch_kernel, resize_pos_embed
+
+if TYPE_CHECKING:
+    from ..backbones.eva_vit import EVAViT
+
+StateDict = Dict[str, torch.Tensor]
+PathLike = Union[str, os.PathLike]
+SizeLike = Union[int, Sequence[int]]
+
+CONVERTER = 'tools/model_converters/convert_eva.py'
+
+# Containers that wrap the weights: mmengine ('state_dict'), the official EVA
+# / BEiT training code ('model', 'model_ema') and DeepSpeed ('module'). The raw
+# weights win over the EMA copy when a file holds both.
+_CONTAINER_KEYS = ('state_dict', 'model', 'module', 'model_ema')
+
+# Every parameter name EVAViT can have; anything else in a converted file is
+# a different architecture and must not be loaded silently.
+_EVA01_KEY = re.compile(
+    r'^(cls_token|mask_token|pos_embed'
+    r'|patch_embed\.proj\.(weight|bias)'
+    r'|blocks\.\d+\.(norm1|norm2)\.(weight|bias)'
+    r'|blocks\.\d+\.attn\.(qkv\.weight|q_bias|v_bias|proj\.(weight|bias)'
+    r'|rel_pos_h|rel_pos_w|relative_position_bias_table)'
+    r'|blocks\.\d+\.mlp\.(fc1|fc2)\.(weight|bias)'
+    r'|blocks\.\d+\.gamma_[12]'
+    r'|(norm|fc_norm)\.(weight|bias))$')
+
+# Parts of timm's EVA-02 (rotary embeddings, separate q/k/v, SwiGLU, sub-LN)
+# that EVA-01 does not have.
+_EVA02_KEY = re.compile(r'(^rope\.|\.attn\.[qkv]_proj\.|\.attn\.norm\.'
+                        r'|\.mlp\.fc1_[gx]\.|\.mlp\.norm\.)')
+
+# Parameters a plain pretrained checkpoint never holds because the task adds
+# them: relative positions (zero-initialised), the MIM mask token, the pooled
+# LayerNorm and layer scale. Missing, they keep the model's initialisation.
+_FRESH_KEY = re.compile(
+    r'^(mask_token|fc_norm\.(weight|bias)|blocks\.\d+\.gamma_[12]'
+    r'|blocks\.\d+\.attn\.(rel_pos_h|rel_pos_w|relative_position_bias_table))$'
+)
+
+# Checkpoint entries a backbone may lack without harm when the model does not
+# have them: heads, the unused mask token, norms of the other pooling, relative
+# positions of another task, and BEiT's derived index buffers.
+_UNUSED_KEY = re.compile(
+    r'^(lm_head\.|head\.)|^(mask_token|pos_embed)$|^(norm|fc_norm)\.'
+    r'|\.attn\.(rel_pos_h|rel_pos_w|relative_position_bias_table)$'
+    r'|relative_position_index$')
+_HEAD_KEY = re.compile(r'^(lm_head|head)\.')
+_DERIVED_KEY = re.compile(r'relative_position_index$')
+_BLOCK_KEY = re.compile(r'^blocks\.(\d+)\.')
+
+
+class CheckpointError(RuntimeError):
+    """A file that cannot be read or converted as an EVA-01 checkpoint."""
+
+
+class CheckpointMismatchError(CheckpointError):
+    """A checkpoint whose keys or shapes do not fit the model."""
+
+
+class LoadResult(NamedTuple):
+    """What :func:`load_backbone_checkpoint` did besides loading.
+
+    Attributes:
+        initialised_fresh: Model parameters the checkpoint does not hold that
+            keep their initialisation (e.g. zero relative position tables).
+        ignored: Checkpoint entries the model does not use (e.g. ``lm_head``).
+    """
+    initialised_fresh: Tuple[str, ...]
+    ignored: Tuple[str, ...]
+
+
+def _pair(size: SizeLike) -> Tuple[int, int]:
+    if isinstance(size, int):
+        return size, size
+    height, width = size
+    return int(height), int(width)
+
+
+def _shape(tensor: torch.Tensor) -> Tuple[int, ...]:
+    return tuple(tensor.shape)
+
+
+def _to_fp32(state_dict: Mapping[str, torch.Tensor]) -> StateDict:
+    # DeepSpeed saves fp16 weights; models and optimisers here start in fp32
+    # and mixed precision casts at run time.
+    return {
+        key: value.float() if value.is_floating_point() else value
+        for key, value in state_dict.items()
+    }
+
+
+def unwrap_state_dict(checkpoint: Mapping) -> StateDict:
+    """Take the tensors out of the usual checkpoint containers.
+
+    Descends through ``'state_dict'`` (mmengine), ``'model'`` (official EVA),
+    ``'module'`` (DeepSpeed) and ``'model_ema'`` until the values are tensors,
+    then strips the ``'module.'`` prefix that DistributedDataParallel adds.
+
+    Args:
+        checkpoint: What ``torch.load`` returned, or a state dict.
+
+    Returns:
+        A new flat dict of tensors.
+
+    Raises:
+        CheckpointError: If no dict of tensors is found.
+    """
+    if not isinstance(checkpoint, Mapping):
+        raise CheckpointError(
+            f'Expected a dict of tensors, got a {type(checkpoint).__name__}.')
+    state = checkpoint
+    while True:
+        inner = next((state[key] for key in _CONTAINER_KEYS
+                      if isinstance(state.get(key), Mapping)), None)
+        if inner is None:
+            break
+        state = inner
+    not_tensors = [k for k, v in state.items() if not torch.is_tensor(v)]
+    if not state or not_tensors:
+        raise CheckpointError(
+            'Found no state dict of tensors: the top-level keys are '
+            f'{sorted(map(str, checkpoint))[:20]} and the weights are not '
+            f'under any of {list(_CONTAINER_KEYS)}'
+            + (f' (non-tensor entries: {sorted(not_tensors)[:20]})'
+               if not_tensors else '') + '.')
+    return {
+        key[len('module.'):] if key.startswith('module.') else key: value
+        for key, value in state.items()
+    }
+
+
+def _reason(err: Exception) -> str:
+    """The line of a reader's error that says what went wrong."""
+    text = str(err)
+    # torch's weights_only refusal buries the refused global under advice
+    # that does not apply here.
+    marker = 'WeightsUnpickler error: '
+    if marker in text:
+        return text.split(marker, 1)[1].split('. ', 1)[0] + '.'
+    lines = text.strip().splitlines()
+    return f'{type(err).__name__}: {lines[0] if lines else ""}'
+
+
+def load_state_dict_file(path: PathLike) -> StateDict:
+    """Read a checkpoint file as a flat state dict on the CPU.
+
+    ``.safetensors`` files are read with safetensors, everything else
+    (``.pth``, ``.pt``, ``.bin``) with ``torch.load(weights_only=True)``,
+    which refuses to unpickle arbitrary Python objects: a checkpoint should
+    never be able to run code.
+
+    Args:
+        path: The checkpoint file.
+
+    Returns:
+        The weights, unwrapped by :func:`unwrap_state_dict`.
+
+    Raises:
+        FileNotFoundError: If ``path`` is not a file.
+        CheckpointError: If the file is not a checkpoint of tensors.
+    """
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise FileNotFoundError(
+            f'Checkpoint path {path!r} is a directory: give the weights file '
+            'inside it (e.g. model.safetensors or pytorch_model.bin).')
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f'No checkpoint file at {path!r}. Check the path (relative paths '
+            f'start at {os.getcwd()!r}) or download the weights first; '
+            f'official EVA and timm weights are converted with {CONVERTER}.')
+    try:
+        if path.endswith('.safetensors'):
+            from safetensors.torch import load_file
+            checkpoint = load_file(path, device='cpu')
+        else:
+            # The official EVA training code saves its argparse arguments
+            # next to the weights; a Namespace only holds attributes.
+            with torch.serialization.safe_globals([argparse.Namespace]):
+                checkpoint = torch.load(
+                    path, map_location='cpu', weights_only=True)
+    # Readers fail in many ways (bad zip, bad pickle, refused global, bad
+    # header); each means the same to the user: not a usable checkpoint.
+    except Exception as err:
+        raise CheckpointError(
+            f'Could not read {path!r} as a checkpoint: {_reason(err)}\n'
+            'Give a .pth/.pt/.bin file saved with torch.save or a '
+            '.safetensors file. Files are read with weights_only=True, so a '
+            'file that also pickles Python objects (not just tensors, '
+            'numbers, strings and containers) is refused: if you trust it, '
+            're-save only its state dict, e.g. torch.save({"state_dict": '
+            'model.state_dict()}, dst).') from err
+    try:
+        return unwrap_state_dict(checkpoint)
+    except CheckpointError as err:
+        raise CheckpointError(f'{path!r}: {err}') from None
+
+
+def _check_eva01_keys(state_dict: Mapping[str, torch.Tensor],
+                      src_format: str) -> None:
+    eva02 = sorted(k for k in state_dict if _EVA02_KEY.search(k))
+    if eva02:
+        raise CheckpointError(
+            f'This looks like an EVA-02 checkpoint ({len(eva02)} keys such '
+            f'as {eva02[:4]}): EVA-02 has rotary position embeddings, '
+            'separate q/k/v projections and SwiGLU MLPs, while eva_mm '
+            'implements EVA-01. Use an EVA-01 model (timm eva_giant_patch14_*'
+            ' or the official EVA-01 weights).')
+    unknown = sorted(k for k in state_dict if not _EVA01_KEY.match(k))
+    if not unknown:
+        return
+    hint = (f' Is --src-format {src_format} right for this file? The '
+            "'official' format has the BAAI EVA-01 names "
+            "(blocks.N.attn.qkv.weight, ...), 'timm' the names of timm's "
+            'eva_* models.')
+    nested = Counter(
+        key.split('.', 1)[0] + '.' for key in unknown
+        if '.' in key and _EVA01_KEY.match(key.split('.', 1)[1]))
+    if nested:
+        # An eva_mm detector or segmentor: its backbone is already EVAViT.
+        hint = (f' The keys look like a whole model with the backbone under '
+                f'{nested.most_common(1)[0][0]!r}: it needs no conversion, '
+                'load it with init_cfg=dict(type=\'Pretrained\', '
+                f"checkpoint=..., prefix={nested.most_common(1)[0][0]!r}).")
+    raise CheckpointError(
+        f'{len(unknown)} key(s) are not EVA-01 ViT parameters: '
+        f'{unknown}.{hint}')
+
+
+def convert_official_eva(state_dict: Mapping) -> StateDict:
+    """Convert an official BAAI EVA-01 checkpoint to EVAViT weights.
+
+    The official names are already EVAViT's; this unwraps ``'model'`` /
+    ``'module'``, casts DeepSpeed's fp16 weights to fp32 and drops the MIM
+    ``lm_head`` and any classifier ``head``, which are not backbone weights.
+
+    Args:
+        state_dict: The loaded file, wrapped or not.
+
+    Returns:
+        The EVAViT state dict.
+
+    Raises:
+        CheckpointError: If keys that EVA-01 does not have remain.
+    """
+    weights = unwrap_state_dict(state_dict)
+    weights = {
+        key: value
+        for key, value in weights.items()
+        if not (_HEAD_KEY.match(key) or _DERIVED_KEY.search(key))
+    }
+    _check_eva01_keys(weights, 'official')
+    return _to_fp32(weights)
+
+
+def convert_timm_eva(state_dict: Mapping) -> StateDict:
+    """Convert a timm ``eva_*`` (EVA-01) checkpoint to EVAViT weights.
+
+    timm keeps the EVA-01 names; this drops the classifier ``head`` and the
+    always-zero ``k_bias`` buffer (non-persistent, but present in files saved
+    from older timm), and keeps ``norm`` / ``fc_norm`` as they are: load the
+    result into an EVAViT built with the same pooling (``fc_norm`` comes with
+    ``out_type='avg_featmap', final_norm=False, use_fc_norm=True``).
+
+    Args:
+        state_dict: The timm state dict.
+
+    Returns:
+        The EVAViT state dict.
+
+    Raises:
+        CheckpointError: For EVA-02 checkpoints (rotary embeddings, SwiGLU),
+            which EVA-01 cannot represent, and for any other foreign key.
+    """
+    weights = unwrap_state_dict(state_dict)
+    weights = {
+        key: value
+        for key, value in weights.items()
+        if not (key.startswith('head.') or key.endswith('.attn.k_bias'))
+    }
+    _check_eva01_keys(weights, 'timm')
+    return _to_fp32(weights)
+
+
+def resize_checkpoint(state_dict: Mapping[str, torch.Tensor],
+                      patch_size: Optional[SizeLike] = None,
+                      img_size: Optional[SizeLike] = None,
+                      num_extra_tokens: int = 1) -> StateDict:
+    """Resize the patch kernel and the position embedding of a checkpoint.
+
+    Each is resized when the checkpoint holds it. The kernel is resized
+    bicubically, as the official EVA
+    ``interpolate_patch_14to16`` script does to run the patch-14 model at
+    patch 16 for detection and segmentation; the position embedding grid is
+    resized to ``img_size // patch_size`` with :func:`resize_pos_embed`.
+
+    Args:
+        state_dict: EVAViT weights.
+        patch_size: The target patch size; ``None`` keeps the kernel's.
+        img_size: The target image size; ``None`` keeps the grid.
+        num_extra_tokens: Leading non-patch tokens (the cls token) in the
+            checkpoint's ``pos_embed``.
+
+    Returns:
+        A new dict with the resized tensors (the others are shared).
+
+    Raises:
+        ValueError: If a size is needed that the checkpoint does not give,
+            or the position embedding is not a square grid.
+    """
+    weights = dict(state_dict)
+    kernel_key = 'patch_embed.proj.weight'
+    if patch_size is not None and kernel_key in weights:
+        weights[kernel_key] = resize_patch_kernel(weights[kernel_key],
+                                                  _pair(patch_size))
+    if img_size is None or 'pos_embed' not in weights:
+        return weights
+    if patch_size is None:
+        if kernel_key not in weights:
+            raise ValueError('Give patch_size: the checkpoint has no patch '
+                             'kernel to read it from.')
+        patch_size = tuple(weights[kernel_key].shape[-2:])
+    patch_h, patch_w = _pair(patch_size)
+    img_h, img_w = _pair(img_size)
+    # The model floors the grid the same way (EVAViT.patch_resolution).
+    dst_grid = (img_h // patch_h, img_w // patch_w)
+    pos_embed = weights['pos_embed']
+    num_patches = pos_embed.shape[1] - num_extra_tokens
+    side = math.isqrt(max(num_patches, 0))
+    if side * side != num_patches:
+        raise ValueError(
+            f'pos_embed of shape {_shape(pos_embed)} does not hold a square '
+            f'grid after {num_extra_tokens} extra token(s); pass the right '
+            'num_extra_tokens.')
+    weights['pos_embed'] = resize_pos_embed(pos_embed, (side, side), dst_grid,
+                                            num_extra_tokens)
+    return weights
+
+
+def _select_prefix(state_dict: StateDict, prefix: str,
+                   path: str) -> StateDict:
+    selected = {
+        key[len(prefix):]: value
+        for key, value in state_dict.items() if key.startswith(prefix)
+    }
+    if not selected:
+        found = Counter(
+            key.split('.', 1)[0] + '.' if '.' in key else key
+            for key in state_dict)
+        raise CheckpointMismatchError(
+            f'No key of {path!r} starts with prefix {prefix!r}. The file '
+            f'has these top-level prefixes (with key counts): '
+            f'{dict(found.most_common(10))}. Set prefix to the backbone\'s '
+            "(e.g. 'backbone.' for an mmdet/mmseg checkpoint) or leave it "
+            'unset for a backbone-only file.')
+    return selected
+
+
+def _block_count(keys: Iterable[str]) -> int:
+    indexes = {int(m.group(1)) for m in map(_BLOCK_KEY.match, keys) if m}
+    return max(indexes) + 1 if indexes else 0
+
+
+def _mismatch_hints(model_shapes: Mapping[str, Tuple[int, ...]],
+                    checkpoint: Mapping[str, torch.Tensor],
+                    unexpected: Sequence[str], prefix: Optional[str],
+                    has_mismatch: bool) -> List[str]:
+    hints = []
+    if unexpected and not prefix:
+        # A full detector file: "backbone.blocks.0..." would match once the
+        # leading component is stripped.
+        heads = Counter(
+            key.split('.', 1)[0] + '.' for key in unexpected
+            if '.' in key and key.split('.', 1)[1] in model_shapes)
+        if heads:
+            hints.append(f'The keys look like a full model\'s: set '
+                         f'prefix={heads.most_common(1)[0][0]!r} (init_cfg='
+                         'dict(type=\'Pretrained\', checkpoint=..., '
+                         'prefix=...)).')
+    if any(_EVA02_KEY.search(key) for key in unexpected):
+        hints.append('Keys such as rope/q_proj/fc1_g are EVA-02\'s; eva_mm\'s '
+                     'EVAViT is EVA-01.')
+    ckpt_blocks, model_blocks = _block_count(checkpoint), _block_count(
+        model_shapes)
+    # Without any block the keys are foreign, not another size of EVA.
+    if ckpt_blocks and (has_mismatch or ckpt_blocks != model_blocks):
+        width = checkpoint.get('blocks.0.norm1.weight')
+        ckpt_width = '?' if width is None else width.shape[0]
+        model_width = model_shapes.get('blocks.0.norm1.weight', ('?', ))[0]
+        hints.append(
+            f'The checkpoint has {ckpt_blocks} blocks of width {ckpt_width}, '
+            f'the model {model_blocks} of width {model_width}: build EVAViT '
+            'with the checkpoint\'s arch (embed_dims, num_layers, num_heads, '
+            'mlp_hidden_dim) and its pooling (final_norm / use_fc_norm).')
+    hints.append(f'Convert and check official BAAI EVA-01 or timm eva_* '
+                 f'weights with: python {CONVERTER} --src-format '
+                 '{official,timm} SRC DST [--patch-size 16] '
+                 '[--img-size 1024].')
+    return hints
+
+
+def load_backbone_checkpoint(model: 'EVAViT',
+                             path: PathLike,
+                             prefix: Optional[str] = None) -> LoadResult:
+    """Load a checkpoint into an :class:`EVAViT`, strictly but helpfully.
+
+    Before anything is copied the checkpoint is compared with the model, and
+    every missing, unexpected and mis-shaped key is reported in one
+    :class:`CheckpointMismatchError`, so that a model never trains from
+    partly random weights. The checkpoint is adapted where that is
+    unambiguous: the patch kernel and position grid are resized to the
+    model's, the cls token (and its position) is dropped for models without
+    one, unused entries (heads, ``mask_token``, norms and relative position
+    tables the model lacks) are ignored, and task-specific parameters a
+    pretrained file never holds (relative positions, ``mask_token``,
+    ``fc_norm``, layer scale) keep their initialisation.
+
+    Args:
+        model: The EVAViT to load into.
+        path: A checkpoint file (see :func:`load_state_dict_file`).
+        prefix: Load only the keys starting with this prefix, stripped of it,
+            e.g. ``'backbone.'`` for a detector checkpoint. A missing
+            trailing dot is added.
+
+    Returns:
+        The keys initialised fresh and the checkpoint keys ignored.
+
+    Raises:
+        FileNotFoundError: If ``path`` is not a file.
+        CheckpointError: If the file is not a checkpoint of tensors.
+        CheckpointMismatchError: If the checkpoint does not fit the model.
+    """
+    path = os.fspath(path)
+    checkpoint = load_state_dict_file(path)
+    if prefix:
+        prefix = prefix if prefix.endswith('.') else prefix + '.'
+        checkpoint = _select_prefix(checkpoint, prefix, path)
+    original_shapes = {key: _shape(value) for key, value in checkpoint.items()}
+    model_shapes = {
+        key: _shape(value)
+        for key, value in model.state_dict().items()
+    }
+
+    ignored = [
+        key for key in checkpoint
+        if key not in model_shapes and _UNUSED_KEY.search(key)
+    ]
+    for key in ignored:
+        del checkpoint[key]
+    src_extra_tokens = int('cls_token' in checkpoint)
+    if src_extra_tokens and 'cls_token' not in model_shapes:
+        # Dense (ViTDet) models drop the cls token, and with it its position.
+        ignored.append('cls_token')
+        del checkpoint['cls_token']
+        if 'pos_embed' in checkpoint:
+            checkpoint['pos_embed'] = checkpoint['pos_embed'][:, 1:]
+        src_extra_tokens = 0
+    # Resize here rather than leave it to EVAViT's load pre-hook so that the
+    # shape check below sees the shapes that will really be copied. The
+    # kernel goes first, on its own, so that it is resized even when the
+    # position grid cannot be.
+    checkpoint = resize_checkpoint(checkpoint, patch_size=model.patch_size)
+    if src_extra_tokens == model.num_extra_tokens:
+        try:
+            checkpoint = resize_checkpoint(
+                checkpoint,
+                patch_size=model.patch_size,
+                img_size=model.img_size,
+                num_extra_tokens=src_extra_tokens)
+        except ValueError:
+            pass  # a non-square grid stays as it is and is reported below
+
+    missing = sorted(key for key in model_shapes
+                     if key not in checkpoint and not _FRESH_KEY.match(key))
+    fresh = sorted(key for key in model_shapes
+                   if key not in checkpoint and _FRESH_KEY.match(key))
+    unexpected = sorted(key for key in checkpoint if key not in model_shapes)
+    mismatched = sorted(key for key in checkpoint if key in model_shapes and
+                        _shape(checkpoint[key]) != model_shapes[key])
+    if missing or unexpected or mismatched:
+        source = f'{path!r}' + (f' (prefix {prefix!r})' if prefix else '')
+        lines = [
+            f'Checkpoint {source} does not fit {type(model).__name__}: '
+            f'{len(missing)} missing, {len(unexpected)} unexpected and '
+            f'{len(mismatched)} mis-shaped key(s).'
+        ]
+        if missing:
+            lines.append('Missing in the checkpoint:')
+            lines += [f'  {key} {list(model_shapes[key])}' for key in missing]
+        if unexpected:
+            lines.append('Unexpected (not in the model):')
+            lines += [f'  {key} {list(original_shapes[key])}'
+                      for key in unexpected]
+        if mismatched:
+            lines.append('Shape mismatch (checkpoint vs model):')
+            lines += [
+                f'  {key}: {list(original_shapes[key])} vs '
+                f'{list(model_shapes[key])}' for key in mismatched
+            ]
+        lines.append('How to fix:')
+        lines += [
+            f'  - {hint}' for hint in _mismatch_hints(
+                model_shapes, checkpoint, unexpected, prefix, bool(mismatched))
+        ]
+        raise CheckpointMismatchError('\n'.join(lines))
+
+    model.load_state_dict(checkpoint, strict=False)
+    ignored.sort()
+    message = f'Loaded {len(checkpoint)} tensors from {path}'
+    if prefix:
+        message += f' (prefix {prefix!r})'
+    if fresh:
+        message += f'; initialised fresh: {", ".join(fresh)}'
+    if ignored:
+        message += f'; ignored: {", ".join(ignored)}'
+    print_log(message, logger='current', level=logging.INFO)
+    return LoadResult(tuple(fresh), tuple(ignored))
