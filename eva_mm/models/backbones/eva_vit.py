@@ -8,7 +8,8 @@ from mmengine.model import BaseModule
 from torch.utils.checkpoint import checkpoint
 
 from eva_mm.registry import MODELS
-from ..layers.pos_embed import resize_patch_kernel, resize_pos_embed
+from ..layers.pos_embed import (resize_patch_kernel, resize_pos_embed,
+                                resize_rel_pos, resize_rel_pos_bias_table)
 from ..layers.transformer import EVABlock, LayerNorm
 
 
@@ -101,6 +102,9 @@ class EVAViT(BaseModule):
             blocks; -1 freezes nothing, 0 only the embeddings.
         freeze_patch_embed: Freeze the patch embedding only.
         with_cp: Use activation checkpointing in every block while training.
+        tuple_output: Return a tuple of outputs, the convention of mmdet,
+            mmseg and mmpretrain; ``False`` returns the one output tensor,
+            as mmaction2's recognizers expect (needs a single out index).
         init_cfg: mmengine initialisation config; ``type='Pretrained'`` loads
             a checkpoint with resizing and a clear key report.
     """
@@ -146,6 +150,7 @@ class EVAViT(BaseModule):
                  frozen_stages: int = -1,
                  freeze_patch_embed: bool = False,
                  with_cp: bool = False,
+                 tuple_output: bool = True,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         self.arch_settings = self._parse_arch(arch)
@@ -159,6 +164,10 @@ class EVAViT(BaseModule):
             raise ValueError("out_type='cls_token' needs with_cls_token=True.")
         self.out_type = out_type
         self.out_indices = self._parse_out_indices(out_indices)
+        if not tuple_output and len(self.out_indices) != 1:
+            raise ValueError('tuple_output=False needs exactly one out index, '
+                             f'got {self.out_indices}.')
+        self.tuple_output = tuple_output
         self.num_extra_tokens = int(with_cls_token)
         self.final_norm = final_norm
         self.frozen_stages = frozen_stages
@@ -282,17 +291,16 @@ class EVAViT(BaseModule):
 
     def _resize_on_load(self, state_dict: dict, prefix: str, *args,
                         **kwargs) -> None:
-        """Resize a loaded pos_embed / patch kernel to this model's sizes."""
+        """Fit the sized tensors of a loaded checkpoint to this model.
+
+        The position grid and the patch kernel (e.g. 14 -> 16) are resized, a
+        cls position is dropped for a model without cls token, and relative
+        position tables are resized to each block's window or grid. Anything
+        else that does not fit is left for the loader to report.
+        """
         pos_key = prefix + 'pos_embed'
         if self.pos_embed is not None and pos_key in state_dict:
-            loaded = state_dict[pos_key]
-            if loaded.shape != self.pos_embed.shape:
-                src_tokens = loaded.shape[1] - self.num_extra_tokens
-                side = math.isqrt(src_tokens)
-                if side * side == src_tokens:
-                    state_dict[pos_key] = resize_pos_embed(
-                        loaded, (side, side), self.patch_resolution,
-                        self.num_extra_tokens)
+            state_dict[pos_key] = self._fit_pos_embed(state_dict[pos_key])
         kernel_key = prefix + 'patch_embed.proj.weight'
         if kernel_key in state_dict:
             loaded = state_dict[kernel_key]
@@ -300,6 +308,38 @@ class EVAViT(BaseModule):
             if loaded.shape[:2] == target[:2] and loaded.shape != target:
                 state_dict[kernel_key] = resize_patch_kernel(
                     loaded, target[-2:])
+        for i, block in enumerate(self.blocks):
+            attn, key = block.attn, f'{prefix}blocks.{i}.attn.'
+            for name in ('rel_pos_h', 'rel_pos_w'):
+                if hasattr(attn, name) and key + name in state_dict:
+                    state_dict[key + name] = resize_rel_pos(
+                        state_dict[key + name],
+                        getattr(attn, name).shape[0])
+            table_key = key + 'relative_position_bias_table'
+            if hasattr(attn, 'relative_position_bias_table') and \
+                    table_key in state_dict:
+                table = state_dict[table_key]
+                side = (math.isqrt(table.shape[0] - 3) + 1) // 2
+                state_dict[table_key] = resize_rel_pos_bias_table(
+                    table, (side, side), attn.rel_pos_size)
+
+    def _fit_pos_embed(self, loaded: torch.Tensor) -> torch.Tensor:
+        if loaded.shape == self.pos_embed.shape:
+            return loaded
+        tokens = loaded.shape[1]
+        # A square grid tells whether the checkpoint has a cls position.
+        if math.isqrt(tokens - 1)**2 == tokens - 1:
+            src_extra = 1
+        elif math.isqrt(tokens)**2 == tokens:
+            src_extra = 0
+        else:
+            return loaded
+        if src_extra < self.num_extra_tokens:
+            return loaded
+        loaded = loaded[:, src_extra - self.num_extra_tokens:]
+        side = math.isqrt(tokens - src_extra)
+        return resize_pos_embed(loaded, (side, side), self.patch_resolution,
+                                self.num_extra_tokens)
 
     # ------------------------------------------------------------------
     # Freezing
@@ -389,7 +429,7 @@ class EVAViT(BaseModule):
     def forward(self,
                 x: torch.Tensor,
                 mask: Optional[torch.Tensor] = None
-                ) -> Tuple[torch.Tensor, ...]:
+                ) -> Union[torch.Tensor, Tuple[torch.Tensor, ...]]:
         """Outputs of the blocks in ``out_indices``, formatted by out_type.
 
         The final norm applies to the last block's output only.
@@ -404,7 +444,7 @@ class EVAViT(BaseModule):
                 if i == last and self.norm is not None:
                     out = self.norm(x)
                 outs.append(self._format(out, hw))
-        return tuple(outs)
+        return tuple(outs) if self.tuple_output else outs[0]
 
     # ------------------------------------------------------------------
     # Layer-wise learning-rate decay
