@@ -47,7 +47,8 @@ class SimpleFPN(BaseModule):
                  out_channels: int = 256,
                  scale_factors: Sequence[float] = (4.0, 2.0, 1.0, 0.5),
                  num_outs: int = 5,
-                 norm_cfg: Optional[dict] = dict(type='eva_mm.LN2d'),
+                 norm_cfg: Optional[dict] = dict(
+                     type='eva_mm.LN2d', eps=1e-6),
                  act_cfg: dict = dict(type='GELU'),
                  init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
         super().__init__(init_cfg=init_cfg)
