@@ -1,0 +1,161 @@
+"""Layer-wise learning-rate decay for EVAViT, the BEiT/EVA fine-tuning rule."""
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch.nn as nn
+from mmengine.logging import print_log
+from mmengine.optim import DefaultOptimWrapperConstructor
+
+from eva_mm.registry import OPTIM_WRAPPER_CONSTRUCTORS
+
+DEFAULT_NO_DECAY_NAMES: Tuple[str, ...] = (
+    'pos_embed', 'cls_token', 'mask_token', 'rel_pos_h', 'rel_pos_w',
+    'relative_position_bias_table')
+
+
+@OPTIM_WRAPPER_CONSTRUCTORS.register_module()
+class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
+    """Param groups with a learning rate that decays from the head down.
+
+    A parameter at layer ``i`` of ``L`` layers gets
+    ``lr = base_lr * layer_decay_rate ** (L - 1 - i)``. The layer ids come
+    only from the backbone's ``get_layer_depth(param_name, prefix)`` (see
+    :meth:`eva_mm.models.EVAViT.get_layer_depth`), so every task shares one
+    rule: embeddings are layer 0, block ``k`` is layer ``k + 1`` and the
+    final norm and everything outside the backbone (necks, heads) is the
+    last layer, at the full learning rate.
+
+    Weight decay is ``weight_decay`` of the optimizer config except for
+    1-D parameters (norms, layer scales, ``q_bias``/``v_bias``), biases and
+    the parameters named in ``no_decay_names``, which get 0.
+
+    Each trainable parameter lands in exactly one group, one group per
+    (layer, decay or not); parameters with ``requires_grad=False`` are left
+    out of the optimizer. Every group carries ``param_names``, ``layer_id``
+    and ``lr_scale`` for inspection.
+
+    ``paramwise_cfg`` keys:
+
+    - ``layer_decay_rate`` (float, required): the decay per layer, in
+      (0, 1], e.g. 0.9 for EVA-L fine-tuning.
+    - ``backbone_prefix`` (str): where the backbone sits in the model,
+      default ``'backbone.'``. When the model has no such submodule but has
+      ``get_layer_depth`` itself, the model is the backbone and the prefix
+      is ``''``.
+    - ``no_decay_names`` (sequence of str): parameter names (the last
+      component of the dotted name) without weight decay; default
+      :data:`DEFAULT_NO_DECAY_NAMES`.
+
+    Example:
+        >>> optim_wrapper = dict(
+        ...     optimizer=dict(type='AdamW', lr=1e-4, weight_decay=0.05),
+        ...     constructor='eva_mm.LayerDecayOptimWrapperConstructor',
+        ...     paramwise_cfg=dict(layer_decay_rate=0.9))
+
+    Args:
+        optim_wrapper_cfg: The optimizer wrapper config, with ``optimizer``.
+        paramwise_cfg: The options above.
+    """
+
+    KNOWN_KEYS = ('layer_decay_rate', 'backbone_prefix', 'no_decay_names')
+
+    def __init__(self,
+                 optim_wrapper_cfg: dict,
+                 paramwise_cfg: Optional[dict] = None) -> None:
+        super().__init__(optim_wrapper_cfg, paramwise_cfg)
+        unknown = sorted(set(self.paramwise_cfg) - set(self.KNOWN_KEYS))
+        if unknown:
+            # Options of other constructors (mmdet's num_layers, mmengine's
+            # custom_keys, bias_decay_mult...) would be silently ignored here;
+            # the layer count comes from the backbone instead.
+            raise KeyError(
+                f'LayerDecayOptimWrapperConstructor does not support '
+                f'paramwise_cfg keys {unknown}; it takes {self.KNOWN_KEYS} '
+                'and reads the number of layers from the backbone.')
+        if 'layer_decay_rate' not in self.paramwise_cfg:
+            raise KeyError("paramwise_cfg needs 'layer_decay_rate'.")
+        self.layer_decay_rate = float(self.paramwise_cfg['layer_decay_rate'])
+        if not 0 < self.layer_decay_rate <= 1:
+            raise ValueError('layer_decay_rate must be in (0, 1], got '
+                             f'{self.layer_decay_rate}.')
+        self.backbone_prefix: str = self.paramwise_cfg.get(
+            'backbone_prefix', 'backbone.')
+        self.no_decay_names = frozenset(
+            self.paramwise_cfg.get('no_decay_names', DEFAULT_NO_DECAY_NAMES))
+
+    def _find_backbone(self, model: nn.Module) -> Tuple[nn.Module, str]:
+        """The module that owns ``get_layer_depth`` and its name prefix."""
+        prefix = self.backbone_prefix
+        if prefix:
+            try:
+                backbone = model.get_submodule(prefix.rstrip('.'))
+            except AttributeError:
+                backbone = None
+            if backbone is not None and hasattr(backbone, 'get_layer_depth'):
+                return backbone, prefix
+        if hasattr(model, 'get_layer_depth'):
+            return model, ''
+        raise TypeError(
+            f'{type(model).__name__} has no backbone with get_layer_depth at '
+            f'{prefix!r} and no get_layer_depth itself; set '
+            'paramwise_cfg.backbone_prefix to where the EVAViT backbone is.')
+
+    def _no_decay(self, name: str, ndim: int) -> bool:
+        leaf = name.rsplit('.', 1)[-1]
+        return ndim <= 1 or leaf == 'bias' or leaf in self.no_decay_names
+
+    def add_params(self,
+                   params: List[dict],
+                   module: nn.Module,
+                   prefix: str = '',
+                   is_dcn_module: Optional[float] = None) -> None:
+        """Fill ``params`` with one group per (layer, weight decay or not).
+
+        Args:
+            params: The list of param groups, filled in place.
+            module: The whole model (already unwrapped from DDP by
+                :meth:`__call__`).
+            prefix: Unused; names are taken relative to ``module``.
+            is_dcn_module: Unused; part of the parent's signature.
+        """
+        backbone, backbone_prefix = self._find_backbone(module)
+        groups: Dict[Tuple[int, bool], dict] = {}
+        num_layers = None
+        for name, param in module.named_parameters():
+            if not param.requires_grad:
+                continue
+            layer_id, num_layers = backbone.get_layer_depth(
+                name, backbone_prefix)
+            no_decay = self._no_decay(name, param.ndim)
+            group = groups.get((layer_id, no_decay))
+            if group is None:
+                scale = self.layer_decay_rate**(num_layers - 1 - layer_id)
+                group = dict(
+                    params=[],
+                    param_names=[],
+                    lr=self.base_lr * scale,
+                    lr_scale=scale,
+                    layer_id=layer_id,
+                    group_name=f'layer_{layer_id}_'
+                    f'{"no_decay" if no_decay else "decay"}')
+                if self.base_wd is not None:
+                    group['weight_decay'] = 0. if no_decay else self.base_wd
+                groups[(layer_id, no_decay)] = group
+            group['params'].append(param)
+            group['param_names'].append(name)
+        params.extend(groups[key] for key in sorted(groups))
+        self._log_groups(params, num_layers)
+
+    def _log_groups(self, groups: Sequence[dict],
+                    num_layers: Optional[int]) -> None:
+        lines = [
+            f'Layer-wise lr decay: rate {self.layer_decay_rate}, '
+            f'{num_layers} layers, {len(groups)} param groups',
+            f'{"group":<22}{"lr scale":>10}{"weight decay":>14}'
+            f'{"tensors":>9}{"params":>12}'
+        ]
+        for group in groups:
+            numel = sum(p.numel() for p in group['params'])
+            decay = group.get('weight_decay', '-')
+            lines.append(f'{group["group_name"]:<22}{group["lr_scale"]:>10.4g}'
+                         f'{decay:>14}{len(group["params"]):>9}{numel:>12}')
+        print_log('\n'.join(lines), logger='current')

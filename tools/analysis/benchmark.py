@@ -1,0 +1,439 @@
+"""Throughput and peak memory of EVAViT against timm's Eva, same weights.
+
+Both models are built for the same arch and resolution and EVAViT loads
+timm's weights; the script first checks that both ``forward_features`` give
+the same numbers, so the comparison is of two implementations of one model.
+
+Example:
+    python tools/analysis/benchmark.py --arch tiny base --img-size 224 \
+        --batch-size 16 4 --dtype fp32 bf16 --out docs/benchmark.md
+
+Throughput: both models live in this process and their iterations alternate
+(timm, EVAViT, EVAViT, timm, ...), so a slow spell on a machine shared with
+other jobs hits both alike; images/s is ``batch_size`` over the median
+iteration time of ``--iters`` timed iterations after ``--warmup`` untimed
+ones.
+
+Peak memory: each case (arch, dtype, pass, implementation) runs in a fresh
+subprocess that builds the model, loads the weights and runs one warm-up
+iteration; the numbers are how far one more iteration raises memory above
+what the process holds before it.
+
+- Tensor peak. CUDA: ``torch.cuda.max_memory_allocated`` after
+  ``reset_peak_memory_stats``. CPU: the running sum of the allocations and
+  frees that ``torch.profiler`` (``profile_memory=True``) records from
+  PyTorch's CPU allocator, in time order; exact and deterministic, but blind
+  to memory that bypasses that allocator.
+- RSS growth (CPU, Linux): the resident-set high-water mark (``VmHWM``),
+  reset through ``/proc/self/clear_refs`` right before the iteration, minus
+  the resident set then; freed heap is first returned to the OS with glibc's
+  ``malloc_trim`` so that reused pages do not hide allocations. It counts
+  every page the process touches, allocator slack included, and varies by a
+  few percent from run to run. (``tracemalloc`` would see neither:
+  PyTorch does not allocate tensors through Python's allocator.)
+"""
+import argparse
+import ctypes
+import gc
+import json
+import os
+import os.path as osp
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import nullcontext
+from typing import Callable, ContextManager, Dict, List, Optional
+
+import timm
+import torch
+import torch.nn as nn
+from timm.layers import use_fused_attn
+from timm.models.eva import Eva
+from torch.profiler import ProfilerActivity, profile
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+from eva_mm.models import EVAViT  # noqa: E402
+
+IMPLS = ('timm', 'eva_mm')
+PASSES = ('fwd', 'fwd+bwd')
+DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16}
+RESULT_TAG = 'BENCHMARK_MEMORY '
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description='Benchmark EVAViT against timm Eva (same weights).')
+    parser.add_argument(
+        '--arch', nargs='+', default=['base'],
+        choices=sorted(EVAViT.arch_zoo), help='EVAViT presets to compare')
+    parser.add_argument('--img-size', type=int, default=224)
+    parser.add_argument(
+        '--batch-size', type=int, nargs='+', default=[8],
+        help='one batch size for all archs, or one per arch')
+    parser.add_argument(
+        '--dtype', nargs='+', default=['fp32', 'bf16'], choices=list(DTYPES),
+        help='bf16 runs fp32 weights under torch.autocast')
+    parser.add_argument('--iters', type=int, default=10,
+                        help='timed iterations per model and case')
+    parser.add_argument('--warmup', type=int, default=2,
+                        help='untimed iterations per model before timing')
+    parser.add_argument(
+        '--device', default='cuda' if torch.cuda.is_available() else 'cpu',
+        choices=['cpu', 'cuda'])
+    parser.add_argument(
+        '--threads', type=int,
+        help='torch CPU threads (default: torch\'s choice); 1 gives steadier '
+        'numbers on a machine shared with other jobs')
+    parser.add_argument('--out', help='write a markdown report here')
+    parser.add_argument('--memory-worker', help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if len(args.batch_size) not in (1, len(args.arch)):
+        parser.error('give one --batch-size, or one per --arch')
+    if args.iters < 1:
+        parser.error('--iters must be at least 1')
+    return args
+
+
+# ----------------------------------------------------------------------
+# Models and one iteration
+# ----------------------------------------------------------------------
+def build_timm(arch: str, img_size: int) -> Eva:
+    """timm's Eva configured as the EVA-01 ViT of ``arch``."""
+    cfg = EVAViT.arch_zoo[arch]
+    model = Eva(
+        img_size=img_size,
+        patch_size=cfg['patch_size'],
+        embed_dim=cfg['embed_dims'],
+        depth=cfg['num_layers'],
+        num_heads=cfg['num_heads'],
+        mlp_ratio=cfg['mlp_hidden_dim'] / cfg['embed_dims'],
+        num_classes=0,
+        global_pool='token')
+    hidden = model.blocks[0].mlp.fc1.out_features
+    if hidden != cfg['mlp_hidden_dim']:
+        raise RuntimeError(f'timm rounded the MLP width of {arch} to '
+                           f'{hidden}, not {cfg["mlp_hidden_dim"]}.')
+    return model
+
+
+def build(impl: str, arch: str, img_size: int) -> nn.Module:
+    """The ``impl`` model of ``arch``; both give tokens after the last norm
+    from ``forward_features``."""
+    if impl == 'timm':
+        return build_timm(arch, img_size)
+    return EVAViT(arch=arch, img_size=img_size, out_type='raw')
+
+
+def autocast_for(device: torch.device,
+                 dtype: str) -> Callable[[], ContextManager]:
+    if dtype == 'fp32':
+        return nullcontext
+    return lambda: torch.autocast(device.type, dtype=DTYPES[dtype])
+
+
+def make_step(model: nn.Module, x: torch.Tensor, backward: bool,
+              autocast: Callable[[], ContextManager]) -> Callable[[], None]:
+    """One iteration: inference-mode forward, or train-mode forward and
+    backward of the mean token."""
+    model.train(backward)
+    if not backward:
+
+        def forward() -> None:
+            with torch.inference_mode(), autocast():
+                model.forward_features(x)
+
+        return forward
+
+    def forward_backward() -> None:
+        with autocast():
+            out = model.forward_features(x)
+        out.float().mean().backward()
+        # Every iteration allocates the grads anew, as the first one does.
+        model.zero_grad(set_to_none=True)
+
+    return forward_backward
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+# ----------------------------------------------------------------------
+# Throughput, both models in this process
+# ----------------------------------------------------------------------
+def measure_throughput(steps: Dict[str, Callable[[], None]], batch_size: int,
+                       warmup: int, iters: int,
+                       device: torch.device) -> Dict[str, float]:
+    """Images/s of each step, timing them in alternating (ABBA) order."""
+    for step in steps.values():
+        for _ in range(warmup):
+            step()
+    times: Dict[str, List[float]] = {name: [] for name in steps}
+    names = list(steps)
+    for i in range(iters):
+        for name in names if i % 2 == 0 else names[::-1]:
+            synchronize(device)
+            start = time.perf_counter()
+            steps[name]()
+            synchronize(device)
+            times[name].append(time.perf_counter() - start)
+    return {
+        name: batch_size / statistics.median(values)
+        for name, values in times.items()
+    }
+
+
+# ----------------------------------------------------------------------
+# Peak memory, one fresh process per case
+# ----------------------------------------------------------------------
+def _proc_status_kib(field: str) -> int:
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith(field + ':'):
+                return int(line.split()[1])
+    raise KeyError(field)
+
+
+def _reset_rss_peak() -> bool:
+    """Reset VmHWM to the current RSS (Linux >= 4.0); False if impossible."""
+    try:
+        with open('/proc/self/clear_refs', 'w') as f:
+            f.write('5')
+        return True
+    except OSError:
+        return False
+
+
+def _release_free_heap() -> None:
+    try:
+        ctypes.CDLL('libc.so.6').malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc: freed pages may then hide some of the peak
+
+
+def _profiled_tensor_peak(step: Callable[[], None]) -> float:
+    """Peak of the CPU allocator's live bytes during ``step``, relative to
+    its start, from the profiler's time-ordered allocation events."""
+    with profile(activities=[ProfilerActivity.CPU],
+                 profile_memory=True) as prof:
+        step()
+    events = sorted((event for event in prof.profiler.kineto_results.events()
+                     if event.name() == '[memory]'),
+                    key=lambda event: event.start_ns())
+    live = peak = 0
+    for event in events:
+        live += event.nbytes()  # negative for a free
+        peak = max(peak, live)
+    return float(peak)
+
+
+def _rss_growth(step: Callable[[], None]) -> Optional[float]:
+    gc.collect()
+    _release_free_heap()
+    before = _proc_status_kib('VmRSS')
+    if not _reset_rss_peak():
+        return None
+    step()
+    return (_proc_status_kib('VmHWM') - before) * 1024.
+
+
+def peak_memory(step: Callable[[], None],
+                device: torch.device) -> Dict[str, Optional[float]]:
+    """Bytes by which one warm ``step`` raises memory above its start:
+    ``tensor`` (allocator level) and ``rss`` (whole process, CPU only)."""
+    step()  # warm-up: lazy initialisation, library pages, kernel caches
+    gc.collect()
+    if device.type == 'cuda':
+        synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        step()
+        synchronize(device)
+        return dict(
+            tensor=float(torch.cuda.max_memory_allocated(device) - before),
+            rss=None)
+    return dict(tensor=_profiled_tensor_peak(step), rss=_rss_growth(step))
+
+
+def memory_worker(spec: dict) -> Dict[str, Optional[float]]:
+    if spec['threads']:
+        torch.set_num_threads(spec['threads'])
+    device = torch.device(spec['device'])
+    model = build(spec['impl'], spec['arch'], spec['img_size'])
+    model.load_state_dict(torch.load(spec['weights'], weights_only=True))
+    model.to(device)
+    x = torch.randn(spec['batch_size'], 3, spec['img_size'],
+                    spec['img_size'], device=device)
+    step = make_step(model, x, spec['pass'] == 'fwd+bwd',
+                     autocast_for(device, spec['dtype']))
+    return peak_memory(step, device)
+
+
+def spawn_memory_worker(spec: dict) -> Dict[str, Optional[float]]:
+    proc = subprocess.run(
+        [sys.executable, osp.abspath(__file__), '--memory-worker',
+         json.dumps(spec)],
+        capture_output=True,
+        text=True)
+    for line in proc.stdout.splitlines():
+        if line.startswith(RESULT_TAG):
+            return json.loads(line[len(RESULT_TAG):])
+    raise RuntimeError(f'Memory case {spec} failed:\n{proc.stderr[-4000:]}')
+
+
+# ----------------------------------------------------------------------
+# Driver and report
+# ----------------------------------------------------------------------
+def benchmark_arch(args: argparse.Namespace, arch: str, batch_size: int,
+                   weights: str) -> List[dict]:
+    """All rows of one arch; also checks both models compute the same."""
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    models = {impl: build(impl, arch, args.img_size) for impl in IMPLS}
+    for model in models.values():
+        model.load_state_dict(torch.load(weights, weights_only=True))
+        model.to(device).eval()
+    probe = torch.randn(2, 3, args.img_size, args.img_size, device=device)
+    with torch.inference_mode():
+        timm_out, eva_out = (m.forward_features(probe)
+                             for m in models.values())
+    parity = (timm_out - eva_out).abs().max().item()
+    if parity > 1e-3:
+        raise RuntimeError(f'EVAViT and timm Eva differ by {parity} on '
+                           f'{arch}; the comparison would be meaningless.')
+
+    x = torch.randn(batch_size, 3, args.img_size, args.img_size,
+                    device=device)
+    rows = []
+    for dtype in args.dtype:
+        for pass_ in PASSES:
+            steps = {
+                impl: make_step(model, x, pass_ == 'fwd+bwd',
+                                autocast_for(device, dtype))
+                for impl, model in models.items()
+            }
+            throughput = measure_throughput(steps, batch_size, args.warmup,
+                                            args.iters, device)
+            peak = {
+                impl: spawn_memory_worker({
+                    'impl': impl, 'arch': arch, 'dtype': dtype,
+                    'pass': pass_, 'img_size': args.img_size,
+                    'batch_size': batch_size, 'device': args.device,
+                    'threads': args.threads, 'weights': weights
+                })
+                for impl in IMPLS
+            }
+            row = dict(arch=arch, batch_size=batch_size, dtype=dtype,
+                       pass_=pass_, throughput=throughput, peak=peak,
+                       parity=parity)
+            print(f'{arch} {dtype} {pass_}: ' + ', '.join(
+                f'{impl} {throughput[impl]:.2f} img/s, tensor peak '
+                f'{_mib(peak[impl]["tensor"])} MiB, RSS growth '
+                f'{_mib(peak[impl]["rss"])} MiB' for impl in IMPLS),
+                  flush=True)
+            rows.append(row)
+    return rows
+
+
+def _mib(num_bytes: Optional[float]) -> str:
+    return 'n/a' if num_bytes is None else f'{num_bytes / 2**20:.0f}'
+
+
+def _ratio(a: Optional[float], b: Optional[float]) -> str:
+    return 'n/a' if a is None or not b else f'{a / b:.2f}'
+
+
+def device_description(device: str) -> str:
+    if device == 'cuda':
+        return torch.cuda.get_device_name()
+    cpu = 'unknown CPU'
+    if osp.exists('/proc/cpuinfo'):
+        with open('/proc/cpuinfo') as f:
+            cpu = next((line.split(':', 1)[1].strip() for line in f
+                        if line.startswith('model name')), cpu)
+    return (f'CPU ({cpu}, {os.cpu_count()} logical cores), '
+            f'{torch.get_num_threads()} torch thread(s)')
+
+
+def report(args: argparse.Namespace, rows: List[dict]) -> str:
+    if args.device == 'cuda':
+        memory = ('tensor peak = growth of `torch.cuda.max_memory_allocated` '
+                  'during one warm iteration')
+    else:
+        memory = ('tensor peak = highest running sum of the CPU allocator\'s '
+                  'allocations minus frees during one warm iteration, from '
+                  '`torch.profiler(profile_memory=True)`; RSS growth = rise '
+                  'of the process peak RSS (VmHWM, reset through '
+                  '/proc/self/clear_refs after `malloc_trim`) above the RSS '
+                  'before one warm iteration, which also counts allocator '
+                  'slack and varies by a few percent between runs. Each case '
+                  'runs in a fresh subprocess')
+    command = ' '.join(['python', 'tools/analysis/benchmark.py'] +
+                       [shlex.quote(arg) for arg in sys.argv[1:]])
+    parity = {row['arch']: row['parity'] for row in rows}
+    lines = [
+        f'Command: `{command}`',
+        '',
+        f'- Device: {device_description(args.device)}; torch '
+        f'{torch.__version__}, timm {timm.__version__} (fused attention: '
+        f'{use_fused_attn()}).',
+        f'- Throughput: images/s = batch / median of {args.iters} timed '
+        f'iterations per model after {args.warmup} warm-up ones, the two '
+        'models alternating. `fwd`: inference mode; `fwd+bwd`: train mode, '
+        'backward of the mean of `forward_features`; bf16: fp32 weights '
+        'under `torch.autocast`.',
+        f'- Peak memory: {memory}.',
+        '- Same computation: EVAViT runs the timm model\'s weights; max abs '
+        'difference of `forward_features` at fp32: ' + ', '.join(
+            f'{arch} {diff:.1e}' for arch, diff in parity.items()) + '.',
+        '',
+        '| arch | img | batch | dtype | pass | timm img/s | EVAViT img/s '
+        '| speed ratio | timm tensor peak MiB | EVAViT tensor peak MiB '
+        '| timm RSS growth MiB | EVAViT RSS growth MiB |',
+        '|---|---|---|---|---|---|---|---|---|---|---|---|',
+    ]
+    for row in rows:
+        speed, peak = row['throughput'], row['peak']
+        lines.append(
+            f'| {row["arch"]} | {args.img_size} | {row["batch_size"]} '
+            f'| {row["dtype"]} | {row["pass_"]} | {speed["timm"]:.2f} '
+            f'| {speed["eva_mm"]:.2f} '
+            f'| {_ratio(speed["eva_mm"], speed["timm"])} '
+            f'| {_mib(peak["timm"]["tensor"])} '
+            f'| {_mib(peak["eva_mm"]["tensor"])} '
+            f'| {_mib(peak["timm"]["rss"])} | {_mib(peak["eva_mm"]["rss"])} |')
+    return '\n'.join(lines) + '\n'
+
+
+def main() -> None:
+    args = parse_args()
+    if args.memory_worker:
+        peak = memory_worker(json.loads(args.memory_worker))
+        print(RESULT_TAG + json.dumps(peak), flush=True)
+        return
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    batch_sizes = (args.batch_size * len(args.arch)
+                   if len(args.batch_size) == 1 else args.batch_size)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for arch, batch_size in zip(args.arch, batch_sizes):
+            # One set of timm weights per arch, shared with every process.
+            torch.manual_seed(0)
+            weights = osp.join(tmp, f'{arch}.pth')
+            torch.save(build_timm(arch, args.img_size).state_dict(), weights)
+            rows += benchmark_arch(args, arch, batch_size, weights)
+    text = report(args, rows)
+    print(text)
+    if args.out:
+        os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
+        with open(args.out, 'w') as f:
+            f.write(text)
+
+
+if __name__ == '__main__':
+    main()
