@@ -4,6 +4,6 @@ Importing the package registers every component under the ``eva_mm`` scope,
 so ``custom_imports=dict(imports=['eva_mm'])`` in any OpenMMLab config makes
 ``type='eva_mm.EVAViT'`` (and the other components) available.
 """
-from . import datasets, engine, models  # noqa: F401  (registration side effects)
+from . import datasets, engine, evaluation, models  # noqa: F401  (registration side effects)
 
 __version__ = '0.1.0'

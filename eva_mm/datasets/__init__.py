@@ -1,5 +1,9 @@
 from .demo_shapes import CLASSES as DEMO_SHAPES_CLASSES
 from .demo_shapes import PALETTE as DEMO_SHAPES_PALETTE
 from .demo_shapes import generate_demo_shapes
+from .imagenet_v2 import ImageNetV2
 
-__all__ = ['DEMO_SHAPES_CLASSES', 'DEMO_SHAPES_PALETTE', 'generate_demo_shapes']
+__all__ = [
+    'DEMO_SHAPES_CLASSES', 'DEMO_SHAPES_PALETTE', 'ImageNetV2',
+    'generate_demo_shapes'
+]

@@ -1,0 +1,3 @@
+from .metrics import ClassSubsetAccuracy, ReaLAccuracy
+
+__all__ = ['ClassSubsetAccuracy', 'ReaLAccuracy']

@@ -1,0 +1,3 @@
+from .imagenet_variants import ClassSubsetAccuracy, ReaLAccuracy
+
+__all__ = ['ClassSubsetAccuracy', 'ReaLAccuracy']
