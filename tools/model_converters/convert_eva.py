@@ -7,6 +7,10 @@ giant MIM weights at patch 16 for 1024x1024 detection::
 
     python tools/model_converters/convert_eva.py --src-format official \\
         eva_psz14.pt eva_psz14to16_1024.pth --patch-size 16 --img-size 1024
+
+``--classifier`` keeps the linear classifier of a fine-tuned model and writes
+an mmpretrain ``ImageClassifier`` checkpoint (``backbone.*``, ``head.fc.*``)
+for ``load_from`` or ``tools/test.py``.
 """
 import argparse
 import math
@@ -23,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from eva_mm.models.utils.checkpoint import (  # noqa: E402
     CheckpointError, convert_official_eva, convert_timm_eva,
-    load_state_dict_file, resize_checkpoint)
+    load_state_dict_file, resize_checkpoint, to_image_classifier)
 
 CONVERTERS = {'official': convert_official_eva, 'timm': convert_timm_eva}
 
@@ -67,6 +71,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         metavar='SIZE',
         help='Resize the position embedding to the grid of this image size '
         '(one value, or height and width).')
+    parser.add_argument(
+        '--classifier',
+        action='store_true',
+        help="Keep the linear classifier 'head' and write an mmpretrain "
+        'ImageClassifier checkpoint (backbone.*, head.fc.*).')
     args = parser.parse_args(argv)
     if args.img_size is not None and len(args.img_size) > 2:
         parser.error('--img-size takes one value or two (height width).')
@@ -103,7 +112,8 @@ def convert(src: str,
             dst: str,
             src_format: str,
             patch_size: Optional[int] = None,
-            img_size: Optional[List[int]] = None) -> None:
+            img_size: Optional[List[int]] = None,
+            classifier: bool = False) -> None:
     """Convert ``src`` to an eva_mm checkpoint at ``dst``.
 
     Args:
@@ -113,6 +123,8 @@ def convert(src: str,
         patch_size: Target patch size, or ``None`` to keep it.
         img_size: Target image size (one or two values), or ``None`` to keep
             the position grid.
+        classifier: Keep the classifier head and write ImageClassifier
+            weights.
     """
     source = load_state_dict_file(src)
     weights = CONVERTERS[src_format](source)
@@ -139,10 +151,14 @@ def convert(src: str,
         src=os.path.basename(src),
         src_format=src_format,
         **info)
+    dropped = sorted(set(source) - set(weights))
+    if classifier:
+        weights = to_image_classifier(weights, source)
+        dropped = [key for key in dropped if not key.startswith('head.')]
+        meta['num_classes'] = int(weights['head.fc.weight'].shape[0])
     os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
     torch.save({'state_dict': weights, 'meta': meta}, dst)
 
-    dropped = sorted(set(source) - set(weights))
     lines = [
         f'Converted {src} ({src_format}) -> {dst}',
         f'  {len(weights)} tensors, {info["num_params"]:,} parameters; '
@@ -150,10 +166,14 @@ def convert(src: str,
         f'MLP {info["mlp_hidden_dim"]}, patch {info["patch_size"]}, '
         f'pos_embed grid {info["pos_embed_grid"]}',
     ]
+    prefix = 'backbone.' if classifier else ''
     lines += [
-        f'  resized {key}: {list(before[key])} -> {list(weights[key].shape)}'
-        for key in sorted(weights) if tuple(weights[key].shape) != before[key]
+        f'  resized {key}: {list(before[key])} -> '
+        f'{list(weights[prefix + key].shape)}' for key in sorted(before)
+        if tuple(weights[prefix + key].shape) != before[key]
     ]
+    if classifier:
+        lines.append(f'  classifier head.fc: {meta["num_classes"]} classes')
     if dropped:
         lines.append(f'  dropped {len(dropped)} key(s) not used by the '
                      f'backbone: {", ".join(dropped)}')
@@ -169,7 +189,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parse_args(argv)
     try:
         convert(args.src, args.dst, args.src_format, args.patch_size,
-                args.img_size)
+                args.img_size, args.classifier)
     except (FileNotFoundError, CheckpointError, ValueError) as err:
         raise SystemExit(f'convert_eva.py: error: {err}') from err
 

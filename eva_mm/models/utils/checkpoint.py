@@ -308,6 +308,37 @@ def convert_timm_eva(state_dict: Mapping) -> StateDict:
     return _to_fp32(weights)
 
 
+def to_image_classifier(backbone: Mapping[str, torch.Tensor],
+                        source: Mapping) -> StateDict:
+    """Weights of an mmpretrain ``ImageClassifier`` with a linear head.
+
+    Official EVA-01 and timm classifiers keep their linear classifier as
+    ``head.weight`` / ``head.bias``, which the backbone converters drop;
+    mmpretrain's ``LinearClsHead`` names it ``head.fc``. The backbone goes
+    under ``backbone.``.
+
+    Args:
+        backbone: Converted (and possibly resized) EVAViT weights.
+        source: The original checkpoint, wrapped or not, holding the head.
+
+    Returns:
+        The classifier state dict.
+
+    Raises:
+        CheckpointError: If the source has no linear ``head``.
+    """
+    weights = unwrap_state_dict(source)
+    missing = [k for k in ('head.weight', 'head.bias') if k not in weights]
+    if missing:
+        raise CheckpointError(
+            f'The checkpoint has no classifier ({missing} missing): convert '
+            'it as a backbone, without --classifier.')
+    classifier = {f'backbone.{key}': value for key, value in backbone.items()}
+    classifier['head.fc.weight'] = weights['head.weight']
+    classifier['head.fc.bias'] = weights['head.bias']
+    return _to_fp32(classifier)
+
+
 def resize_checkpoint(state_dict: Mapping[str, torch.Tensor],
                       patch_size: Optional[SizeLike] = None,
                       img_size: Optional[SizeLike] = None,
