@@ -1,12 +1,16 @@
 """Adapting OpenMMLab configs to the hardware at hand, for tools/*.py."""
+import argparse
 import difflib
 import os
+import os.path as osp
 from typing import Iterable, List
 
 import torch
 import torch.distributed as torch_dist
-from mmengine.config import Config
+from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
 
 
 def prepare_distributed(cfg: Config) -> None:
@@ -79,6 +83,42 @@ def warn_new_keys(cfg: Config, options: Iterable[str]) -> None:
             level=30)
 
 
-def set_local_rank(local_rank: int) -> None:
-    """Keep LOCAL_RANK for launchers that pass it as an argument."""
-    os.environ.setdefault('LOCAL_RANK', str(local_rank))
+def add_common_args(parser: argparse.ArgumentParser) -> None:
+    """The arguments tools/train.py and tools/test.py share."""
+    parser.add_argument('--work-dir', help='where logs and outputs go')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override config entries, e.g. train_cfg.max_iters=100')
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher (the dist_*.sh scripts use pytorch)')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+
+
+def load_config(args: argparse.Namespace) -> Config:
+    """Read ``args.config`` and apply the common arguments to it."""
+    # Launchers that pass the rank as an argument do not set the variable.
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options:
+        warn_new_keys(cfg, args.cfg_options)
+        cfg.merge_from_dict(args.cfg_options)
+    if args.work_dir:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs',
+                                osp.splitext(osp.basename(args.config))[0])
+    return cfg
+
+
+def build_runner(cfg: Config) -> Runner:
+    """Build the config's runner, adapted to the hardware at hand."""
+    prepare_distributed(cfg)
+    if 'runner_type' in cfg:
+        return RUNNERS.build(cfg)
+    return Runner.from_cfg(cfg)
