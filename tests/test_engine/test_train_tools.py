@@ -4,7 +4,7 @@ A tiny EVAViT classifier (mmpretrain's ImageClassifier) trains on a generated
 image folder. The tests run the real tools in subprocesses: a run killed with
 SIGKILL resumes from its last checkpoint and then logs exactly the losses of an
 uninterrupted run; tools/test.py evaluates a saved checkpoint; two gloo
-processes train through dist_train.sh.
+processes train through dist_train.sh and evaluate through dist_test.sh.
 """
 import json
 import os
@@ -196,7 +196,7 @@ def test_load_from_and_missing_checkpoint(config, tmp_path):
     assert 'nope.pth does not exist' in missing.stderr
 
 
-def test_dist_train_two_cpu_processes(config, tmp_path):
+def test_dist_train_and_test_two_cpu_processes(config, tmp_path):
     work_dir = tmp_path / 'dist'
     result = _run([
         'bash',
@@ -213,3 +213,15 @@ def test_dist_train_two_cpu_processes(config, tmp_path):
     log = result.stdout + result.stderr
     assert 'Distributed training: True' in log
     assert 'GPU number: 2' in log
+
+    tested = _run([
+        'bash',
+        str(ROOT / 'tools/dist_test.sh'),
+        str(config),
+        str(work_dir / 'iter_2.pth'), '2', '--work-dir',
+        str(tmp_path / 'dist_test')
+    ],
+                  PYTHON=sys.executable,
+                  PORT='29532')
+    assert tested.returncode == 0, tested.stderr[-3000:]
+    assert 'accuracy/top1' in tested.stdout + tested.stderr
