@@ -1,0 +1,3 @@
+from .eva_mim_head import EVAMIMHead
+
+__all__ = ['EVAMIMHead']

@@ -1,0 +1,3 @@
+from .eva_mim import EVAMIM
+
+__all__ = ['EVAMIM']

@@ -1,0 +1,3 @@
+from .open_clip_teacher import OpenCLIPTeacher
+
+__all__ = ['OpenCLIPTeacher']
