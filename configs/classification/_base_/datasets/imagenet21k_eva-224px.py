@@ -1,0 +1,51 @@
+# ImageNet-21K (21841 classes, one folder per class) for EVA-01's
+# intermediate fine-tuning at 224 px (EVA-01/eva/README.md: --data_set
+# image_folder, --nb_classes 21841, --input_size 224, --scale 0.5 1.0,
+# --reprob 0.0, --disable_eval_during_finetuning).
+img_size = 224
+mean = [0.48145466 * 255, 0.4578275 * 255, 0.40821073 * 255]
+std = [0.26862954 * 255, 0.26130258 * 255, 0.27577711 * 255]
+data_preprocessor = dict(num_classes=21841, mean=mean, std=std, to_rgb=True)
+
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(
+        type='RandomResizedCrop',
+        scale=img_size,
+        crop_ratio_range=(0.5, 1.0),
+        backend='pillow',
+        interpolation='bicubic'),
+    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
+    # The IN-21K command passes no --aa: this assumes the default of the
+    # BEiT-derived run_class_finetuning.py, rand-m9-mstd0.5-inc1 (not
+    # re-checked in EVA-01's copy of the script).
+    dict(
+        type='RandAugment',
+        policies='timm_increasing',
+        num_policies=2,
+        total_level=10,
+        magnitude_level=9,
+        magnitude_std=0.5,
+        hparams=dict(
+            pad_val=[round(x) for x in mean[::-1]],
+            interpolation='bicubic')),
+    dict(type='PackInputs'),
+]
+
+train_dataloader = dict(
+    # 8 nodes x 8 GPUs x 64 = 4096 in the official run.
+    batch_size=64,
+    num_workers=8,
+    dataset=dict(
+        type='CustomDataset',
+        data_root='data/imagenet21k',
+        data_prefix='train',
+        pipeline=train_pipeline),
+    sampler=dict(type='DefaultSampler', shuffle=True))
+# The official run does not evaluate during IN-21K fine-tuning.
+val_dataloader = None
+val_evaluator = None
+val_cfg = None
+test_dataloader = None
+test_evaluator = None
+test_cfg = None
