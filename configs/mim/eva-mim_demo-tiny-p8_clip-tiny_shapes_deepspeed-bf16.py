@@ -1,0 +1,21 @@
+# The CPU demo run by FlexibleRunner + DeepSpeed (ZeRO-1, bf16, gloo), e.g.
+#   bash tools/dist_train.sh \
+#       configs/mim/eva-mim_demo-tiny-p8_clip-tiny_shapes_deepspeed-bf16.py 2
+_base_ = ['./eva-mim_demo-tiny-p8_clip-tiny_shapes.py']
+
+runner_type = 'FlexibleRunner'
+strategy = dict(
+    type='eva_mm.DeepSpeedStrategy',
+    bf16=dict(enabled=True),
+    inputs_to_half=['inputs'],
+    zero_optimization=dict(stage=1),
+    gradient_clipping=3.0,
+    train_micro_batch_size_per_gpu={{_base_.batch_per_gpu}})
+optim_wrapper = dict(
+    type='DeepSpeedOptimWrapper',
+    _delete_=True,
+    optimizer=dict(
+        type='AdamW', lr=1e-3, betas=(0.9, 0.98), eps=1e-6,
+        weight_decay=0.05),
+    constructor='eva_mm.LayerDecayOptimWrapperConstructor',
+    paramwise_cfg=dict(layer_decay_rate=1.0))

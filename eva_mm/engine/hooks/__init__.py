@@ -1,0 +1,3 @@
+from .non_finite_loss import NonFiniteLossError, NonFiniteLossHook
+
+__all__ = ['NonFiniteLossError', 'NonFiniteLossHook']
