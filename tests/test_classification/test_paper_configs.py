@@ -1,0 +1,154 @@
+"""Every paper config builds with the giant backbone on the meta device.
+
+The model, optimizer, layer-wise lr decay, schedule, EMA and evaluation of
+each config are compared with the recipe documented in its comments (the
+official EVA-01 commands, EVA-01/eva/README.md); learning rates and weight
+decay per parameter are recomputed here from the parameter names.
+"""
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.optim import build_optim_wrapper
+from mmengine.registry import DefaultScope, init_default_scope
+from mmpretrain.registry import MODELS
+
+import eva_mm  # noqa: F401  (registers eva_mm.* for the configs)
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / 'configs/classification'
+IN21K = 'eva-g-p14_mim-pre_in21k-224px'
+IN1K_336 = 'eva-g-p14_mim-in21k-pre_in1k-336px'
+IN1K_560 = 'eva-g-p14_mim-in21k-pre_in1k-560px'
+# name: img size, classes, peak lr, AdamW betas / eps, layer decay, epochs,
+# warm-up epochs, label smoothing, batch augments, EMA momentum.
+TRAIN = {
+    IN21K: dict(size=224, classes=21841, lr=1e-4, betas=(0.9, 0.98),
+                eps=1e-6, decay=0.85, epochs=60, warmup=15, smoothing=0.1,
+                augments=[dict(type='CutMix', alpha=1.0)], ema=None),
+    IN1K_336: dict(size=336, classes=1000, lr=3e-5, betas=(0.9, 0.999),
+                   eps=1e-8, decay=0.95, epochs=10, warmup=2, smoothing=0.3,
+                   augments=None, ema=1e-4),
+    IN1K_560: dict(size=560, classes=1000, lr=3e-5, betas=(0.9, 0.999),
+                   eps=1e-8, decay=0.95, epochs=15, warmup=2, smoothing=0.3,
+                   augments=None, ema=1e-4),
+}
+# name suffix: dataset type, data root, evaluator type.
+TEST = {
+    'imagenet-v2': ('eva_mm.ImageNetV2',
+                    'data/imagenet-v2/ImageNetV2-matched-frequency',
+                    'Accuracy'),
+    'imagenet-real': ('ImageNet', 'data/imagenet', 'eva_mm.ReaLAccuracy'),
+    'imagenet-a': ('CustomDataset', 'data/imagenet-a',
+                   'eva_mm.ClassSubsetAccuracy'),
+    'imagenet-r': ('CustomDataset', 'data/imagenet-r',
+                   'eva_mm.ClassSubsetAccuracy'),
+    'imagenet-sketch': ('CustomDataset', 'data/imagenet-sketch/sketch',
+                        'Accuracy'),
+}
+NUM_LAYERS = 40 + 2  # embeddings, 40 blocks, everything after the blocks
+
+
+@pytest.fixture(autouse=True)
+def _reset_scope():
+    yield
+    DefaultScope._instance_dict.clear()
+
+
+def load(name: str) -> Config:
+    return Config.fromfile(str(CONFIG_DIR / f'{name}.py'))
+
+
+def build_on_meta(cfg: Config) -> torch.nn.Module:
+    init_default_scope('mmpretrain')
+    with torch.device('meta'):
+        return MODELS.build(cfg.model)
+
+
+def hand_layer_id(name: str) -> int:
+    """BEiT/EVA layer ids: embeddings 0, block i is i + 1, the rest last."""
+    if name in ('backbone.cls_token', 'backbone.pos_embed'):
+        return 0
+    match = re.match(r'backbone\.blocks\.(\d+)\.', name)
+    return int(match.group(1)) + 1 if match else NUM_LAYERS - 1
+
+
+def test_every_config_is_covered() -> None:
+    names = {p.stem for p in CONFIG_DIR.glob('*.py')}
+    expected = set(TRAIN) | {f'{IN1K_336}_test-{suffix}' for suffix in TEST}
+    assert names == expected
+
+
+@pytest.mark.parametrize('name', sorted(TRAIN))
+def test_training_config(name: str) -> None:
+    cfg, want = load(name), TRAIN[name]
+    model = build_on_meta(cfg)
+    backbone = model.backbone
+    assert backbone.pos_embed.is_meta
+    # EVA-g/14: 40 blocks of width 1408, ~1.0B parameters (paper, Table 1).
+    assert (backbone.embed_dims, len(backbone.blocks)) == (1408, 40)
+    assert backbone.patch_size == 14
+    assert sum(p.numel() for p in backbone.parameters()) == pytest.approx(
+        1.0e9, rel=0.02)
+    grid = want['size'] // 14
+    assert backbone.pos_embed.shape == (1, 1 + grid * grid, 1408)
+    # Mean pooling + fc_norm + linear: no final norm.
+    assert backbone.out_type == 'avg_featmap'
+    assert backbone.norm is None and backbone.fc_norm is not None
+    assert backbone.blocks[-1].drop_path.drop_prob == pytest.approx(0.4)
+    assert not any(p.requires_grad for p in backbone.patch_embed.parameters())
+    assert model.head.fc.out_features == want['classes']
+    assert model.head.loss_module.label_smooth_val == want['smoothing']
+    assert cfg.model.get('train_cfg', {}).get('augments') == want['augments']
+
+    optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    groups = optim_wrapper.optimizer.param_groups
+    assert type(optim_wrapper.optimizer).__name__ == 'AdamW'
+    seen = set()
+    for group in groups:
+        assert group['betas'] == want['betas'] and group['eps'] == want['eps']
+        for name_, param in zip(group['param_names'], group['params']):
+            layer = hand_layer_id(name_)
+            assert group['lr'] == pytest.approx(
+                want['lr'] * want['decay']**(NUM_LAYERS - 1 - layer)), name_
+            no_decay = param.ndim == 1 or name_.endswith(
+                ('.bias', 'pos_embed', 'cls_token'))
+            assert group['weight_decay'] == (0. if no_decay else 0.05), name_
+            seen.add(name_)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert seen == trainable
+    # The embeddings get decay ** 41 of the head's lr.
+    assert min(g['lr'] for g in groups) == pytest.approx(
+        want['lr'] * want['decay']**41)
+
+    assert cfg.train_cfg.max_epochs == want['epochs']
+    warmup, cosine = cfg.param_scheduler
+    assert (warmup.type, warmup.end) == ('LinearLR', want['warmup'])
+    assert (cosine.type, cosine.begin, cosine.end) == (
+        'CosineAnnealingLR', want['warmup'], want['epochs'])
+    ema = [h for h in cfg.get('custom_hooks', []) if h.type == 'EMAHook']
+    assert [h.momentum for h in ema] == ([want['ema']] if want['ema'] else [])
+    for loader in ('train_dataloader', 'test_dataloader'):
+        pipeline = (cfg.get(loader) or {}).get('dataset', {}).get('pipeline')
+        sizes = [t.get('scale', t.get('crop_size')) for t in pipeline or ()
+                 if t.type in ('RandomResizedCrop', 'CenterCrop')]
+        assert all(size == want['size'] for size in sizes), (loader, sizes)
+
+
+@pytest.mark.parametrize('suffix', sorted(TEST))
+def test_evaluation_config(suffix: str) -> None:
+    cfg = load(f'{IN1K_336}_test-{suffix}')
+    dataset_type, data_root, evaluator = TEST[suffix]
+    dataset = cfg.test_dataloader.dataset
+    assert (dataset.type, dataset.data_root) == (dataset_type, data_root)
+    assert cfg.test_evaluator.type == evaluator
+    assert cfg.test_evaluator.topk == (1, 5)
+    # The official evaluation: short edge to 336, center crop 336.
+    resize, crop = dataset.pipeline[1], dataset.pipeline[2]
+    assert (resize.type, resize.scale, resize.edge) == ('ResizeEdge', 336,
+                                                        'short')
+    assert (crop.type, crop.crop_size) == ('CenterCrop', 336)
+    model = build_on_meta(cfg)
+    assert model.backbone.pos_embed.shape == (1, 1 + 24 * 24, 1408)
+    assert model.head.fc.out_features == 1000
