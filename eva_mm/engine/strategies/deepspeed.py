@@ -1,7 +1,7 @@
 """mmengine's DeepSpeedStrategy, made to run with current DeepSpeed and CPUs."""
 import os
 import socket
-from typing import List, Optional, Union
+from typing import Any, List, Optional, Union
 
 import torch
 import torch.distributed as torch_dist
@@ -42,6 +42,15 @@ def register_deepspeed_optimizers() -> List[str]:
     return names
 
 
+def _plain(value: Any) -> Any:
+    """``value`` with every mapping a dict and every sequence a list."""
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(('127.0.0.1', 0))
@@ -50,7 +59,7 @@ def _free_port() -> int:
 
 @STRATEGIES.register_module()
 class DeepSpeedStrategy(MMDeepSpeedStrategy):
-    """mmengine 0.10.7's DeepSpeedStrategy with three fixes.
+    """mmengine 0.10.7's DeepSpeedStrategy with four fixes.
 
     1. It no longer imports DeepSpeed's removed 1-bit optimizers.
     2. Without a GPU, the process group is set up with gloo by DeepSpeed
@@ -60,6 +69,9 @@ class DeepSpeedStrategy(MMDeepSpeedStrategy):
     3. A single process started without a launcher (``python
        tools/train.py``) gets a one-process group, which
        ``deepspeed.initialize`` needs.
+    4. The DeepSpeed config is kept as plain dicts: DeepSpeed pickles it into
+       every checkpoint, and mmengine's ``ConfigDict`` there makes
+       ``torch.load(weights_only=True)`` (resume, export) refuse the file.
 
     fp16 is refused on CPU with a clear error: DeepSpeed's CPU accelerator
     does not support it (use the bf16 config).
@@ -117,6 +129,9 @@ class DeepSpeedStrategy(MMDeepSpeedStrategy):
         self.config.update(
             {key: value for key, value in sections.items() if value is not None})
         self.config.setdefault('gradient_accumulation_steps', 1)
+        # DeepSpeed pickles its config into every checkpoint; plain dicts
+        # (not mmengine ConfigDicts) keep them loadable with weights_only.
+        self.config = _plain(self.config)
         # DeepSpeed's own step log would duplicate mmengine's.
         self.config['steps_per_print'] = steps_per_print
         if self.config.get('fp16', {}).get('enabled', False) and \
