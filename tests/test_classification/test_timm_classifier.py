@@ -9,11 +9,15 @@ import importlib.util
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import pytest
 import torch
-from mmengine.registry import init_default_scope
-from mmengine.runner import load_checkpoint
+from mmengine.config import Config
+from mmengine.fileio import load
+from mmengine.registry import DefaultScope, init_default_scope
+from mmengine.runner import Runner, load_checkpoint
 from mmpretrain.registry import MODELS
+from PIL import Image
 from timm.layers import resample_abs_pos_embed
 from timm.models.eva import Eva
 
@@ -141,3 +145,78 @@ def test_classifier_loaded_at_another_resolution(tmp_path,
         expected = reference(images)
         logits = model(images, mode='tensor')
     assert (logits - expected).abs().max() <= 1e-5
+
+
+def test_imagenet_a_config_scores_the_subset_through_the_runner(
+        tmp_path, convert_eva) -> None:
+    """The paper's ImageNet-A config, shrunk, tests a converted classifier.
+
+    The Runner hands the subset's folder names to ClassSubsetAccuracy; the
+    reference is timm's logits on the same pixels, cut down by hand to the
+    subset's columns of the sorted superset.
+    """
+    reference = timm_classifier()
+    src, dst = tmp_path / 'src.pth', tmp_path / 'cls.pth'
+    torch.save(reference.state_dict(), src)
+    convert_eva.main(['--src-format', 'timm', '--classifier', str(src),
+                      str(dst)])
+    # The model's 10 classes are the sorted folders of a train/ root; the
+    # variant keeps 6 of them.
+    superset = [f'n{7 * i + 3:08d}' for i in range(NUM_CLASSES)]
+    for name in superset:
+        (tmp_path / 'train' / name).mkdir(parents=True)
+    subset = [superset[i] for i in (1, 2, 4, 5, 7, 8)]
+    rng = np.random.default_rng(0)
+    images, labels, paths = [], [], []
+    for label, name in enumerate(subset):
+        (tmp_path / 'variant' / name).mkdir(parents=True)
+        for i in range(2):
+            pixels = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+            path = tmp_path / 'variant' / name / f'{i}.png'
+            Image.fromarray(pixels).save(path)
+            images.append(pixels)
+            labels.append(label)
+            paths.append(str(path))
+
+    cfg = Config.fromfile(
+        str(ROOT / 'configs/classification/'
+            'eva-g-p14_mim-in21k-pre_in1k-336px_test-imagenet-a.py'))
+    cfg.model.backbone.update(arch=ARCH, img_size=32, patch_size=8,
+                              with_cp=False)
+    cfg.model.head.update(num_classes=NUM_CLASSES,
+                          in_channels=ARCH['embed_dims'])
+    cfg.test_dataloader.dataset.data_root = str(tmp_path / 'variant')
+    cfg.test_dataloader.dataset.pipeline[1].scale = 32
+    cfg.test_dataloader.dataset.pipeline[2].crop_size = 32
+    cfg.test_dataloader.num_workers = 0
+    cfg.test_evaluator.superset_classes = str(tmp_path / 'train')
+    cfg.test_evaluator = [
+        cfg.test_evaluator,
+        dict(type='DumpResults', out_file_path=str(tmp_path / 'preds.pkl'))
+    ]
+    cfg.custom_hooks = []
+    cfg.work_dir = str(tmp_path / 'work')
+    cfg.load_from = str(dst)
+    try:
+        metrics = Runner.from_cfg(cfg).test()
+    finally:
+        DefaultScope._instance_dict.clear()
+
+    mean = torch.tensor(cfg.data_preprocessor.mean).view(1, 3, 1, 1)
+    std = torch.tensor(cfg.data_preprocessor.std).view(1, 3, 1, 1)
+    pixels = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float()
+    with torch.no_grad():
+        logits = reference((pixels - mean) / std)
+    columns = [superset.index(name) for name in subset]
+    rows = logits[:, columns]
+    labels = torch.tensor(labels)
+    ranks = rows.argsort(dim=1, descending=True)
+    for k in (1, 5):
+        hits = (ranks[:, :k] == labels[:, None]).any(dim=1).float().mean()
+        assert metrics[f'accuracy/top{k}'] == pytest.approx(100. * hits.item())
+    # And each image's scores were those of the converted classifier.
+    dumped = {p['img_path']: p['pred_score']
+              for p in load(tmp_path / 'preds.pkl')}
+    assert sorted(dumped) == sorted(paths)
+    for path, expected in zip(paths, logits.softmax(dim=1)):
+        torch.testing.assert_close(dumped[path], expected, atol=1e-5, rtol=0)
