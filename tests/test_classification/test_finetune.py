@@ -20,6 +20,9 @@ from mmengine.hooks import Hook
 from mmengine.registry import DefaultScope
 from mmengine.runner import Runner
 from PIL import Image
+from timm.layers import resample_abs_pos_embed
+
+from eva_mm.models import EVAViT
 
 NUM_CLASSES, PER_CLASS, SIZE = 5, 4, 32
 LR, DECAY, MOMENTUM, ITERS = 1e-3, 0.5, 0.25, 4
@@ -161,7 +164,8 @@ def trained(image_folder, tmp_path_factory):
     DefaultScope._instance_dict.clear()
     return dict(recorder=recorder, ema_model=ema_model, raw=raw,
                 param_groups=param_groups, metrics=metrics,
-                predictions=predictions)
+                predictions=predictions,
+                checkpoint=work_dir / f'iter_{ITERS}.pth')
 
 
 def test_layer_decay_sets_each_first_step(trained) -> None:
@@ -230,3 +234,34 @@ def test_test_reports_top1_top5_of_the_ema_model(trained,
         assert metrics[f'accuracy/top{k}'] == pytest.approx(100. * hits.item())
     # Five classes: every label is in the top 5.
     assert metrics['accuracy/top5'] == 100.
+
+
+def test_next_stage_loads_the_backbone_at_a_larger_size(trained) -> None:
+    """As IN-21K 224 px -> IN-1K 336 px: backbone only, grid resized.
+
+    The checkpoint's weights are the EMA weights (mmengine saves them as
+    the state dict); the reference grid is timm's bicubic resampling.
+    """
+    backbone = EVAViT(
+        arch=dict(embed_dims=32, num_layers=2, num_heads=2,
+                  mlp_hidden_dim=64),
+        img_size=48,
+        patch_size=8,
+        out_type='avg_featmap',
+        final_norm=False,
+        use_fc_norm=True,
+        init_cfg=dict(
+            type='Pretrained', checkpoint=str(trained['checkpoint']),
+            prefix='backbone.'))
+    backbone.init_weights()
+    ema = {name[len('backbone.'):]: param
+           for name, param in trained['ema_model'].named_parameters()
+           if name.startswith('backbone.')}
+    for name, param in backbone.named_parameters():
+        if name == 'pos_embed':
+            expected = resample_abs_pos_embed(
+                ema[name], [6, 6], [4, 4], num_prefix_tokens=1,
+                interpolation='bicubic', antialias=False)
+        else:
+            expected = ema[name]
+        torch.testing.assert_close(param.data, expected, msg=name)
