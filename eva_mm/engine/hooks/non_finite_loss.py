@@ -22,9 +22,11 @@ class NonFiniteLossHook(Hook):
     By default a NaN or infinite loss stops training with an error that names
     the iteration and the last checkpoint saved before it. With
     ``reload=True`` the hook instead reloads that checkpoint (weights,
-    optimizer, schedule, iteration) and training goes on from there with the
-    next batches of data, as the official EVA code does; after
-    ``max_reloads`` reloads it stops anyway.
+    optimizer, schedule, iteration counter) and training goes on with the
+    next batches of data, as the official EVA code does; the failed step
+    counts as the iteration after the checkpoint's, so the run still ends at
+    ``max_iters`` with one update fewer. After ``max_reloads`` reloads it
+    stops anyway.
 
     It runs before the CheckpointHook, so a checkpoint is never written after
     a non-finite loss; ranks agree through an all-reduce so that all stop or
