@@ -1,6 +1,7 @@
 """ImageNet-V2 (Recht et al., 2019) as an mmpretrain dataset."""
 from typing import List, Tuple
 
+from mmengine.logging import MMLogger
 from mmpretrain.datasets import CustomDataset
 from mmpretrain.datasets.categories import IMAGENET_CATEGORIES
 from mmpretrain.datasets.custom import find_folders, get_samples
@@ -39,5 +40,8 @@ class ImageNetV2(CustomDataset):
             self.img_prefix, folder_to_idx, is_valid_file=self.is_valid_file)
         if not samples:
             raise RuntimeError(f'Found no image under {self.img_prefix!r}.')
+        if empty:
+            MMLogger.get_current_instance().warning(
+                f'ImageNetV2: no image in class folder(s) {sorted(empty)}.')
         self.folder_to_idx = folder_to_idx
         return samples

@@ -1,4 +1,4 @@
-"""ClassSubsetAccuracy, ReaLAccuracy and ImageNetV2 against hand computation."""
+"""Subset accuracy, ReaL accuracy and ImageNet-V2 labels, checked by hand."""
 import json
 import random
 from pathlib import Path
