@@ -24,7 +24,9 @@ from timm.layers import resample_abs_pos_embed
 
 from eva_mm.models import EVAViT
 
-NUM_CLASSES, PER_CLASS, SIZE = 5, 4, 32
+# The image folder of the image_folder fixture (conftest.py).
+NUM_CLASSES, SIZE = 5, 32
+
 LR, DECAY, MOMENTUM, ITERS = 1e-3, 0.5, 0.25, 4
 WATCHED = ('backbone.patch_embed.proj.weight', 'backbone.pos_embed',
            'backbone.blocks.0.norm1.bias', 'backbone.blocks.1.norm1.bias',
@@ -55,22 +57,6 @@ class RecordWeights(Hook):
     def after_train_iter(self, runner, batch_idx, data_batch=None,
                          outputs=None) -> None:
         self.after.append(self._copy(runner))
-
-
-@pytest.fixture(scope='module')
-def image_folder(tmp_path_factory) -> Path:
-    """Five colour classes, one folder each, as ImageNet's layout."""
-    root = tmp_path_factory.mktemp('cls') / 'data'
-    rng = np.random.default_rng(0)
-    for label in range(NUM_CLASSES):
-        folder = root / f'n{label:08d}'
-        folder.mkdir(parents=True)
-        colour = rng.integers(0, 256, 3)
-        for i in range(PER_CLASS):
-            pixels = np.clip(colour + rng.normal(0, 25, (SIZE, SIZE, 3)), 0,
-                             255).astype(np.uint8)
-            Image.fromarray(pixels).save(folder / f'{i}.png')
-    return root
 
 
 def config(data_root: Path, work_dir: Path) -> dict:

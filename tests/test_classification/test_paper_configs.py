@@ -13,6 +13,7 @@ import torch
 from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import DefaultScope, init_default_scope
+from mmengine.runner import Runner
 from mmpretrain.registry import MODELS
 
 import eva_mm  # noqa: F401  (registers eva_mm.* for the configs)
@@ -152,3 +153,52 @@ def test_evaluation_config(suffix: str) -> None:
     model = build_on_meta(cfg)
     assert model.backbone.pos_embed.shape == (1, 1 + 24 * 24, 1408)
     assert model.head.fc.out_features == 1000
+
+
+def shrink_pipeline(pipeline: list) -> list:
+    """The config's own transforms at the 32 px of the test images."""
+    for transform in pipeline:
+        if transform.type in ('RandomResizedCrop', 'ResizeEdge'):
+            transform.scale = 32
+        elif transform.type == 'CenterCrop':
+            transform.crop_size = 32
+    return pipeline
+
+
+# The 560 px config only changes sizes and length of the 336 px one.
+@pytest.mark.parametrize('name', [IN21K, IN1K_336])
+def test_training_config_runs_one_epoch_shrunk(name: str, image_folder,
+                                               tmp_path) -> None:
+    """The paper config with only the backbone, classes and data shrunk.
+
+    Its pipelines (RandomResizedCrop, RandAugment), batch augments, label
+    smoothing, layer-decay optimizer, iteration-based schedule, EMA and
+    validation run for one epoch on a generated image folder.
+    """
+    cfg = load(name)
+    cfg.model.backbone.update(
+        arch=dict(embed_dims=32, num_layers=2, num_heads=2,
+                  mlp_hidden_dim=64),
+        img_size=32, patch_size=8, with_cp=False, init_cfg=None)
+    cfg.model.head.update(num_classes=5, in_channels=32)
+    cfg.data_preprocessor.num_classes = 5
+    for loader in ('train_dataloader', 'val_dataloader'):
+        if cfg.get(loader) is None:
+            continue
+        cfg[loader].update(batch_size=5, num_workers=0,
+                           persistent_workers=False)
+        cfg[loader].dataset = dict(
+            type='CustomDataset', data_root=str(image_folder),
+            pipeline=shrink_pipeline(cfg[loader].dataset.pipeline))
+    cfg.train_cfg.max_epochs = 1
+    cfg.work_dir = str(tmp_path)
+    cfg.log_level = 'WARNING'
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    assert (tmp_path / 'epoch_1.pth').exists()
+    loss = runner.message_hub.get_scalar('train/loss').current()
+    assert torch.isfinite(torch.tensor(loss))
+    if cfg.get('val_dataloader') is not None:
+        # Validated on the EMA weights, with top-1 and top-5.
+        top5 = runner.message_hub.get_scalar('val/accuracy/top5').current()
+        assert top5 == 100.
