@@ -12,8 +12,11 @@ _base_ = [
 # The MIM pre-trained weights: the official eva_psz14.pt converted with
 #   python tools/model_converters/convert_eva.py --src-format official \
 #       eva_psz14.pt checkpoints/eva_psz14_eva-mm.pth
-# or an EVAViT state dict exported by eva_mm's MIM pre-training. The MIM
-# mask_token / lm_head are ignored and fc_norm starts fresh.
+# or eva_mm's own MIM pre-training (configs/mim) exported with
+#   python tools/model_converters/export_mim.py \
+#       work_dirs/<mim run>/epoch_150.pth checkpoints/eva_psz14_eva-mm.pth
+# The MIM mask_token, final norm and head are not loaded; fc_norm starts
+# fresh.
 pretrained = 'checkpoints/eva_psz14_eva-mm.pth'
 
 model = dict(
