@@ -6,7 +6,7 @@ float64 so that they can be compared tightly with the optimised code paths
 partitioning and relative-position look-ups).
 """
 import math
-from typing import Callable, Optional, Tuple
+from typing import Callable, Optional
 
 import pytest
 import torch
@@ -95,8 +95,8 @@ def reference_decomposed_bias(q: torch.Tensor, rel_pos_h: torch.Tensor,
     """ViTDet's decomposed relative position term, tables built by loops.
 
     The logit of query (y, x) for key (k, l) gets
-    ``q[y, x] . rel_pos_h[y - k + h - 1] + q[y, x] . rel_pos_w[x - l + w - 1]``;
-    extra (cls) tokens get no term.
+    ``q[y, x] . rel_pos_h[y - k + h - 1]`` plus
+    ``q[y, x] . rel_pos_w[x - l + w - 1]``; extra (cls) tokens get no term.
     """
     table_h = torch.stack([
         torch.stack([rel_pos_h[y - k + h - 1] for k in range(h)])

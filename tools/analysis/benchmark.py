@@ -12,7 +12,8 @@ Throughput: both models live in this process and their iterations alternate
 (timm, EVAViT, EVAViT, timm, ...), so a slow spell on a machine shared with
 other jobs hits both alike; images/s is ``batch_size`` over the median
 iteration time of ``--iters`` timed iterations after ``--warmup`` untimed
-ones.
+ones, and the speed ratio is the median of timm's over EVAViT's time across
+back-to-back iteration pairs.
 
 Peak memory: each case (arch, dtype, pass, implementation) runs in a fresh
 subprocess that builds the model, loads the weights and runs one warm-up
@@ -54,7 +55,8 @@ from timm.layers import use_fused_attn
 from timm.models.eva import Eva
 from torch.profiler import ProfilerActivity, profile
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+sys.path.insert(0, REPO_ROOT)
 from eva_mm.models import EVAViT  # noqa: E402
 
 IMPLS = ('timm', 'eva_mm')
@@ -165,10 +167,10 @@ def synchronize(device: torch.device) -> None:
 # ----------------------------------------------------------------------
 # Throughput, both models in this process
 # ----------------------------------------------------------------------
-def measure_throughput(steps: Dict[str, Callable[[], None]], batch_size: int,
-                       warmup: int, iters: int,
-                       device: torch.device) -> Dict[str, float]:
-    """Images/s of each step, timing them in alternating (ABBA) order."""
+def time_steps(steps: Dict[str, Callable[[], None]], warmup: int,
+               iters: int, device: torch.device) -> Dict[str, List[float]]:
+    """Seconds per iteration of each step, run in alternating (ABBA) order
+    so that iteration ``i`` of every step falls in the same time slot."""
     for step in steps.values():
         for _ in range(warmup):
             step()
@@ -181,10 +183,7 @@ def measure_throughput(steps: Dict[str, Callable[[], None]], batch_size: int,
             steps[name]()
             synchronize(device)
             times[name].append(time.perf_counter() - start)
-    return {
-        name: batch_size / statistics.median(values)
-        for name, values in times.items()
-    }
+    return times
 
 
 # ----------------------------------------------------------------------
@@ -316,8 +315,15 @@ def benchmark_arch(args: argparse.Namespace, arch: str, batch_size: int,
                                 autocast_for(device, dtype))
                 for impl, model in models.items()
             }
-            throughput = measure_throughput(steps, batch_size, args.warmup,
-                                            args.iters, device)
+            times = time_steps(steps, args.warmup, args.iters, device)
+            throughput = {
+                impl: batch_size / statistics.median(values)
+                for impl, values in times.items()
+            }
+            # Ratios of back-to-back iterations cancel the slow drifts of a
+            # shared machine's load better than a ratio of two medians.
+            speed_ratio = statistics.median(
+                t / e for t, e in zip(times['timm'], times['eva_mm']))
             peak = {
                 impl: spawn_memory_worker({
                     'impl': impl, 'arch': arch, 'dtype': dtype,
@@ -328,8 +334,8 @@ def benchmark_arch(args: argparse.Namespace, arch: str, batch_size: int,
                 for impl in IMPLS
             }
             row = dict(arch=arch, batch_size=batch_size, dtype=dtype,
-                       pass_=pass_, throughput=throughput, peak=peak,
-                       parity=parity)
+                       pass_=pass_, throughput=throughput,
+                       speed_ratio=speed_ratio, peak=peak, parity=parity)
             print(f'{arch} {dtype} {pass_}: ' + ', '.join(
                 f'{impl} {throughput[impl]:.2f} img/s, tensor peak '
                 f'{_mib(peak[impl]["tensor"])} MiB, RSS growth '
@@ -341,10 +347,6 @@ def benchmark_arch(args: argparse.Namespace, arch: str, batch_size: int,
 
 def _mib(num_bytes: Optional[float]) -> str:
     return 'n/a' if num_bytes is None else f'{num_bytes / 2**20:.0f}'
-
-
-def _ratio(a: Optional[float], b: Optional[float]) -> str:
-    return 'n/a' if a is None or not b else f'{a / b:.2f}'
 
 
 def device_description(device: str) -> str:
@@ -383,9 +385,10 @@ def report(args: argparse.Namespace, rows: List[dict]) -> str:
         f'{use_fused_attn()}).',
         f'- Throughput: images/s = batch / median of {args.iters} timed '
         f'iterations per model after {args.warmup} warm-up ones, the two '
-        'models alternating. `fwd`: inference mode; `fwd+bwd`: train mode, '
-        'backward of the mean of `forward_features`; bf16: fp32 weights '
-        'under `torch.autocast`.',
+        'models alternating; speed ratio = median over back-to-back '
+        'iteration pairs of timm time / EVAViT time (> 1: EVAViT faster). '
+        '`fwd`: inference mode; `fwd+bwd`: train mode, backward of the mean '
+        'of `forward_features`; bf16: fp32 weights under `torch.autocast`.',
         f'- Peak memory: {memory}.',
         '- Same computation: EVAViT runs the timm model\'s weights; max abs '
         'difference of `forward_features` at fp32: ' + ', '.join(
@@ -402,7 +405,7 @@ def report(args: argparse.Namespace, rows: List[dict]) -> str:
             f'| {row["arch"]} | {args.img_size} | {row["batch_size"]} '
             f'| {row["dtype"]} | {row["pass_"]} | {speed["timm"]:.2f} '
             f'| {speed["eva_mm"]:.2f} '
-            f'| {_ratio(speed["eva_mm"], speed["timm"])} '
+            f'| {row["speed_ratio"]:.2f} '
             f'| {_mib(peak["timm"]["tensor"])} '
             f'| {_mib(peak["eva_mm"]["tensor"])} '
             f'| {_mib(peak["timm"]["rss"])} | {_mib(peak["eva_mm"]["rss"])} |')
