@@ -1,4 +1,4 @@
-"""mmengine's DeepSpeedStrategy, made to run with current DeepSpeed and CPUs."""
+"""mmengine's DeepSpeedStrategy for recent DeepSpeed releases and CPUs."""
 import os
 import socket
 from typing import Any, List, Optional, Union
@@ -126,15 +126,17 @@ class DeepSpeedStrategy(MMDeepSpeedStrategy):
             aio=aio,
             train_micro_batch_size_per_gpu=train_micro_batch_size_per_gpu,
             gradient_accumulation_steps=gradient_accumulation_steps)
-        self.config.update(
-            {key: value for key, value in sections.items() if value is not None})
+        self.config.update({
+            key: value
+            for key, value in sections.items() if value is not None
+        })
         self.config.setdefault('gradient_accumulation_steps', 1)
         # DeepSpeed pickles its config into every checkpoint; plain dicts
         # (not mmengine ConfigDicts) keep them loadable with weights_only.
         self.config = _plain(self.config)
         # DeepSpeed's own step log would duplicate mmengine's.
         self.config['steps_per_print'] = steps_per_print
-        if self.config.get('fp16', {}).get('enabled', False) and \
+        if (self.config.get('fp16') or {}).get('enabled', False) and \
                 not torch.cuda.is_available():
             raise ValueError(
                 'DeepSpeed does not support fp16 training on CPU: its CPU '

@@ -1,6 +1,6 @@
 """The frozen CLIP vision tower whose features EVA's student reconstructs."""
 import os
-from typing import Optional, Tuple, Union
+from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
