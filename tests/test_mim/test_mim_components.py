@@ -45,14 +45,14 @@ def _mim_model(teacher: OpenCLIPTeacher) -> EVAMIM:
     torch.manual_seed(1)
     model = EVAMIM(
         backbone=dict(
-            type='EVAViT',
+            type='eva_mm.EVAViT',
             arch=dict(embed_dims=32, num_layers=2, num_heads=2,
                       mlp_hidden_dim=64),
             img_size=32,
             patch_size=8,
             out_type='raw',
             with_mask_token=True),
-        head=dict(type='EVAMIMHead', in_channels=32, out_channels=24),
+        head=dict(type='eva_mm.EVAMIMHead', in_channels=32, out_channels=24),
         target_generator=teacher)
     model.init_weights()
     return model

@@ -41,10 +41,16 @@ class EVAMIM(BaseSelfSupervisor):
                  backbone: Union[dict, nn.Module],
                  head: Union[dict, nn.Module],
                  target_generator: Union[dict, nn.Module],
-                 data_preprocessor: Optional[dict] = None,
+                 data_preprocessor: Optional[Union[dict, nn.Module]] = None,
                  init_cfg: Optional[dict] = None) -> None:
         # Built here because BaseSelfSupervisor builds with mmpretrain's
-        # registry, which cannot see eva_mm's unscoped names.
+        # registry, which cannot see eva_mm's unscoped names; its default
+        # preprocessor is named with its scope so that any default scope
+        # (mmengine's Runner sets one) finds it.
+        if not isinstance(data_preprocessor, nn.Module):
+            data_preprocessor = dict(data_preprocessor or {})
+            data_preprocessor.setdefault('type',
+                                         'mmpretrain.SelfSupDataPreprocessor')
         super().__init__(
             backbone=_build(backbone),
             head=_build(head),
