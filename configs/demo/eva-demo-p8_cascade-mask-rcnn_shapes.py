@@ -12,7 +12,7 @@ _base_ = [
 image_size = 128
 channels = 64
 num_classes = 4
-max_iters = 1200
+max_iters = 400
 
 model = dict(
     backbone=dict(
@@ -44,8 +44,12 @@ model = dict(
         anchor_generator=dict(
             scales=[4, 5.66], ratios=[1.0], strides=[4, 8, 16, 32])),
     roi_head=dict(
+        # torchvision's RoIAlign: the same op (aligned=True), a faster CPU
+        # forward than mmcv's.
         bbox_roi_extractor=dict(
-            out_channels=channels, featmap_strides=[4, 8, 16, 32]),
+            roi_layer=dict(use_torchvision=True),
+            out_channels=channels,
+            featmap_strides=[4, 8, 16, 32]),
         bbox_head=[
             dict(
                 type='Shared2FCBBoxHead',
@@ -66,17 +70,22 @@ model = dict(
             for stds in ([0.1, 0.1, 0.2, 0.2], [0.05, 0.05, 0.1, 0.1],
                          [0.033, 0.033, 0.067, 0.067])
         ],
+        # 7x7 mask features and 14x14 masks: a quarter of the usual mask
+        # head cost, still finer than the 20-64 px shapes need.
         mask_roi_extractor=dict(
-            out_channels=channels, featmap_strides=[4, 8, 16, 32]),
+            roi_layer=dict(output_size=7, use_torchvision=True),
+            out_channels=channels,
+            featmap_strides=[4, 8, 16, 32]),
         mask_head=dict(
             num_convs=2,
+            roi_feat_size=7,
             in_channels=channels,
             conv_out_channels=channels,
             num_classes=num_classes,
             norm_cfg=None)),
     train_cfg=dict(
         rpn=dict(sampler=dict(num=64)),
-        rpn_proposal=dict(nms_pre=1000, max_per_img=200),
+        rpn_proposal=dict(nms_pre=500, max_per_img=100),
         rcnn=[
             dict(
                 assigner=dict(
@@ -88,11 +97,11 @@ model = dict(
                     ignore_iof_thr=-1),
                 sampler=dict(
                     type='RandomSampler',
-                    num=64,
+                    num=32,
                     pos_fraction=0.25,
                     neg_pos_ub=-1,
                     add_gt_as_proposals=True),
-                mask_size=28,
+                mask_size=14,
                 pos_weight=-1,
                 debug=False) for iou in (0.5, 0.6, 0.7)
         ]),
@@ -107,8 +116,8 @@ optim_wrapper = dict(
     clip_grad=dict(max_norm=1.0))
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0,
-         end=100),
-    dict(type='CosineAnnealingLR', by_epoch=False, begin=100, end=max_iters,
+         end=50),
+    dict(type='CosineAnnealingLR', by_epoch=False, begin=50, end=max_iters,
          eta_min_ratio=0.01)
 ]
 
