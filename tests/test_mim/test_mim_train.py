@@ -1,14 +1,14 @@
 """EVA MIM through the real tools on CPU, with the demo configs.
 
-tools/train.py (plain Runner) is killed with SIGKILL and resumes with the
-losses of an uninterrupted run; DeepSpeed ZeRO-1 bf16 trains with one and two
-gloo processes through tools/dist_train.sh and resumes exactly; both kinds of
-checkpoint export to backbone checkpoints that EVAViT loads.
+Runs of tools/train.py (plain Runner) and of tools/dist_train.sh with
+DeepSpeed ZeRO-1 bf16 (one gloo process) are killed with SIGKILL after a
+checkpoint and resume with the losses of uninterrupted runs; DeepSpeed also
+trains with two processes; both kinds of checkpoint export to backbone
+checkpoints that EVAViT loads.
 """
 import importlib.util
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -82,6 +82,20 @@ def _losses(work_dir: Path) -> dict:
     return losses
 
 
+def _kill_after_first_checkpoint(proc: subprocess.Popen,
+                                 work_dir: Path) -> None:
+    """SIGKILL the run's process group once a checkpoint is complete."""
+    deadline = time.time() + 240
+    while not (work_dir / 'last_checkpoint').exists():
+        assert proc.poll() is None, 'training ended before it was killed'
+        assert time.time() < deadline, 'no checkpoint appeared'
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert 'iter_4.pth' in (work_dir / 'last_checkpoint').read_text()
+    assert not (work_dir / 'iter_8.pth').exists()
+
+
 def _check_export(src: Path, dst: Path, trained: dict) -> None:
     export_mim.export(str(src), str(dst))
     backbone = EVAViT(
@@ -104,15 +118,9 @@ def test_plain_runner_killed_resumes_exactly_and_exports(data_root, tmp_path):
     killed_dir = tmp_path / 'killed'
     proc = subprocess.Popen(
         _train(PLAIN, killed_dir, *_options(data_root, 8)), cwd=ROOT,
-        env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    while not (killed_dir / 'last_checkpoint').exists():
-        assert proc.poll() is None, 'training ended before it was killed'
-        assert time.time() < deadline, 'no checkpoint appeared'
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (killed_dir / 'iter_8.pth').exists()
+        env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True)
+    _kill_after_first_checkpoint(proc, killed_dir)
     resumed = _run(_train(PLAIN, killed_dir, '--resume',
                           *_options(data_root, 8)))
     assert 'resumed epoch: 0, iter: 4' in resumed.stdout + resumed.stderr
@@ -142,17 +150,19 @@ def test_deepspeed_bf16_one_and_two_processes(data_root, tmp_path):
     assert all(k.startswith(('backbone.', 'head.')) for k in trained)
     _check_export(one / 'iter_8.pth', tmp_path / 'ds.pth', trained)
 
-    # Resume from iteration 4 in a fresh work dir holding that checkpoint.
-    resumed_dir = tmp_path / 'resumed'
-    resumed_dir.mkdir()
-    shutil.copytree(one / 'iter_4.pth', resumed_dir / 'iter_4.pth')
-    (resumed_dir / 'last_checkpoint').write_text(
-        str(resumed_dir / 'iter_4.pth'))
-    _run(_dist_train(DEEPSPEED, 1, resumed_dir, '--resume',
+    # Killed (the launcher and its worker, SIGKILL) after the iteration-4
+    # checkpoint, then resumed.
+    killed_dir = tmp_path / 'killed'
+    proc = subprocess.Popen(
+        _dist_train(DEEPSPEED, 1, killed_dir, *_options(data_root, 8)),
+        cwd=ROOT, env=_env(PYTHON=sys.executable, PORT='29562'),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True)
+    _kill_after_first_checkpoint(proc, killed_dir)
+    _run(_dist_train(DEEPSPEED, 1, killed_dir, '--resume',
                      *_options(data_root, 8)),
-         PYTHON=sys.executable, PORT='29562')
-    losses = _losses(resumed_dir)
-    assert sorted(losses) == [5, 6, 7, 8]
+         PYTHON=sys.executable, PORT='29564')
+    losses = _losses(killed_dir)
     for it in range(5, 9):
         assert losses[it] == pytest.approx(reference[it], rel=1e-5)
 
