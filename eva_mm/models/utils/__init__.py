@@ -3,9 +3,12 @@ from .checkpoint import (CheckpointError, CheckpointMismatchError, LoadResult,
                          load_backbone_checkpoint, load_state_dict_file,
                          resize_checkpoint, to_image_classifier,
                          unwrap_state_dict)
+from .open_clip_convert import (copy_text_tower, eva_vit_to_open_clip,
+                                open_clip_to_eva_vit)
 
 __all__ = [
     'CheckpointError', 'CheckpointMismatchError', 'LoadResult',
+    'copy_text_tower', 'eva_vit_to_open_clip', 'open_clip_to_eva_vit',
     'convert_official_eva', 'convert_timm_eva', 'load_backbone_checkpoint',
     'load_state_dict_file', 'resize_checkpoint', 'to_image_classifier',
     'unwrap_state_dict'

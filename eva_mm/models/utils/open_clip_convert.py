@@ -1,0 +1,234 @@
+"""EVAViT weights to and from open_clip's EVA CLIP models.
+
+open_clip defines its EVA CLIP models (``EVA01-g-14``, ``EVA01-g-14-plus``)
+with a timm tower: ``visual.trunk`` is timm's ``Eva`` and, with
+``timm_proj: null`` as in those configs, the CLIP projection is the trunk's
+own classifier, ``visual.trunk.head`` (a linear layer with bias) applied to
+the cls token after the final ``norm``. timm's EVA-01 names are EVAViT's, so
+exporting means placing the backbone under ``visual.trunk.`` in the state
+dict of a whole open_clip model (``create_model(..., pretrained=PATH)``
+loads strictly), and importing means taking it back out.
+"""
+import math
+import re
+from typing import List, Mapping, Optional, Tuple
+
+import torch
+
+from .checkpoint import (CheckpointError, StateDict, convert_timm_eva,
+                         resize_checkpoint, unwrap_state_dict)
+
+TRUNK_PREFIX = 'visual.trunk.'
+# The projection of a timm tower: the trunk's classifier when the config has
+# no extra projection (EVA01-g-14), else the head open_clip adds.
+_TRUNK_PROJ = 'visual.trunk.head.'
+_LINEAR_PROJ = 'visual.head.proj.'
+# The text tower of open_clip's CLIP class (CustomTextCLIP nests it in text.).
+_CLIP_TEXT_KEY = re.compile(
+    r'^(text_projection|positional_embedding|token_embedding\.|transformer\.'
+    r'|ln_final\.)')
+
+
+def _clip_weights(clip_state: Mapping) -> StateDict:
+    """A whole open_clip state dict, also from a checkpoint of the tower."""
+    state = unwrap_state_dict(clip_state)
+    # open_clip's create_model(pretrained_image_path=...) takes the tower
+    # alone, with keys relative to ``visual``.
+    if any(key.startswith('trunk.') for key in state):
+        state = {f'visual.{key}': value for key, value in state.items()}
+    return state
+
+
+def projection_keys(clip_state: Mapping[str, torch.Tensor]) -> List[str]:
+    """The keys of the image projection of an open_clip timm-tower model."""
+    for prefix in (_TRUNK_PROJ, _LINEAR_PROJ):
+        keys = sorted(key for key in clip_state if key.startswith(prefix))
+        if keys:
+            return keys
+    return []
+
+
+def open_clip_to_eva_vit(
+        clip_state: Mapping) -> Tuple[StateDict, StateDict]:
+    """Take the EVA vision tower out of an open_clip EVA CLIP checkpoint.
+
+    Args:
+        clip_state: An open_clip state dict (``visual.trunk.*``, text tower,
+            ``logit_scale``), possibly wrapped (``'state_dict'``) or with
+            DDP's ``'module.'`` prefix as open_clip's training saves it, or
+            the vision tower alone (``trunk.*``).
+
+    Returns:
+        The EVAViT weights (fp32, token pooling: ``norm``, no ``fc_norm``)
+        and the image projection as ``{'weight': (D, C), 'bias': (D,)}``
+        (no bias for a ``timm_proj: linear`` tower).
+
+    Raises:
+        CheckpointError: If there is no timm EVA-01 tower in the checkpoint.
+    """
+    state = _clip_weights(clip_state)
+    trunk = {
+        key[len(TRUNK_PREFIX):]: value
+        for key, value in state.items() if key.startswith(TRUNK_PREFIX)
+    }
+    if not trunk:
+        plain = any(key.startswith('visual.conv1.') for key in state)
+        raise CheckpointError(
+            'No visual.trunk.* weights: this is not an open_clip model with '
+            'a timm (EVA) vision tower'
+            + (' but one with open_clip\'s own VisionTransformer '
+               '(visual.conv1, ...), which is not EVA.' if plain else '.'))
+    projection = {
+        key.rsplit('.', 1)[1]: state[key].float()
+        for key in projection_keys(state)
+    }
+    return convert_timm_eva(trunk), projection
+
+
+def _fit_grid(backbone: StateDict,
+              trunk: Mapping[str, torch.Tensor]) -> StateDict:
+    """Resize the kernel and position grid to the tower's, when they differ.
+
+    A backbone exported for another resolution (a 336 px classifier, a
+    patch-16 detector) then initialises the 224 px patch-14 CLIP tower.
+    """
+    if 'pos_embed' not in backbone or 'pos_embed' not in trunk:
+        return backbone
+    kernel = trunk['patch_embed.proj.weight'].shape[-2:]
+    num_patches = trunk['pos_embed'].shape[1] - 1
+    side = math.isqrt(num_patches)
+    if side * side != num_patches:
+        return backbone  # left for the shape check to report
+    return resize_checkpoint(
+        backbone,
+        patch_size=tuple(kernel),
+        img_size=(side * kernel[0], side * kernel[1]))
+
+
+def eva_vit_to_open_clip(
+        backbone: Mapping[str, torch.Tensor],
+        clip_state: Mapping,
+        projection: Optional[Mapping[str, torch.Tensor]] = None
+) -> StateDict:
+    """Put EVAViT weights into the state dict of an open_clip EVA model.
+
+    Args:
+        backbone: EVAViT weights with the cls token and the final ``norm``
+            (a MIM export or a converted EVA-01 checkpoint).
+        clip_state: The state dict of the target open_clip model, e.g.
+            ``open_clip.create_model('EVA01-g-14').state_dict()``; every
+            entry outside the trunk (text tower, ``logit_scale``) and the
+            projection are kept from it.
+        projection: ``{'weight', 'bias'}`` to use as the image projection
+            instead of the target's (as :func:`open_clip_to_eva_vit`
+            returns it).
+
+    Returns:
+        A new state dict that ``open_clip.create_model(name,
+        pretrained=PATH)`` loads strictly once saved.
+
+    Raises:
+        CheckpointError: If the backbone is not EVA-01 or does not fit the
+            tower; every missing, unexpected and mis-shaped key is named.
+    """
+    weights = convert_timm_eva(backbone)
+    # A MIM student exported with --keep-mask-token; CLIP has no masking.
+    weights.pop('mask_token', None)
+    target = _clip_weights(clip_state)
+    trunk = {
+        key[len(TRUNK_PREFIX):]: value
+        for key, value in target.items()
+        if key.startswith(TRUNK_PREFIX) and
+        not key.startswith(_TRUNK_PROJ)
+    }
+    if not trunk:
+        raise CheckpointError(
+            'The target open_clip model has no timm vision tower '
+            '(visual.trunk.*): export to an EVA config such as EVA01-g-14.')
+    weights = _fit_grid(weights, trunk)
+    missing = sorted(set(trunk) - set(weights))
+    unexpected = sorted(set(weights) - set(trunk))
+    mismatched = sorted(
+        f'{key}: {list(weights[key].shape)} vs {list(trunk[key].shape)}'
+        for key in set(weights) & set(trunk)
+        if weights[key].shape != trunk[key].shape)
+    if missing or unexpected or mismatched:
+        hints = []
+        if 'fc_norm.weight' in unexpected or 'norm.weight' in missing:
+            hints.append('EVA CLIP towers pool the cls token after the final '
+                         'norm; this backbone was built for average pooling '
+                         '(fc_norm): export one with final_norm=True.')
+        if mismatched:
+            hints.append('Pick the open_clip config of the backbone\'s size '
+                         '(EVA01-g-14 for EVA-g) or write one whose '
+                         'timm_model_name has this width and depth.')
+        raise CheckpointError(
+            f'The backbone does not fit the open_clip tower: missing '
+            f'{missing}, unexpected {unexpected}, mis-shaped {mismatched}.'
+            + ''.join(f' {hint}' for hint in hints))
+
+    exported = dict(target)
+    for key, value in weights.items():
+        exported[TRUNK_PREFIX + key] = value.to(trunk[key].dtype)
+    if projection is not None:
+        keys = projection_keys(target)
+        expected = {key.rsplit('.', 1)[1]: key for key in keys}
+        if set(projection) != set(expected):
+            raise CheckpointError(
+                f'The projection has {sorted(projection)}, the tower '
+                f'{sorted(expected)} ({keys}).')
+        for name, key in expected.items():
+            if projection[name].shape != target[key].shape:
+                raise CheckpointError(
+                    f'Projection {name} of shape '
+                    f'{list(projection[name].shape)} does not fit {key} '
+                    f'{list(target[key].shape)}.')
+            exported[key] = projection[name].to(target[key].dtype)
+    return exported
+
+
+def copy_text_tower(clip_state: Mapping[str, torch.Tensor],
+                    text_state: Mapping) -> Tuple[StateDict, List[str]]:
+    """Initialise the text tower from another CLIP checkpoint.
+
+    The paper's EVA CLIP starts its text encoder from OpenAI CLIP-L's. Every
+    text weight whose name and shape agree is copied; the others (e.g.
+    ``text_projection``, whose output width is the image projection's) keep
+    the target's initialisation, and so do ``logit_scale`` and the vision
+    tower.
+
+    Args:
+        clip_state: The state dict being exported, with open_clip's
+            ``CustomTextCLIP`` names (``text.*``, as EVA01-g-14) or
+            ``CLIP``'s top-level text names.
+        text_state: An open_clip state dict holding a text tower, in either
+            layout, e.g. ``create_model('ViT-L-14', 'openai').state_dict()``.
+
+    Returns:
+        The new state dict and the target's text keys that were not copied.
+
+    Raises:
+        CheckpointError: If not a single text weight could be copied.
+    """
+    from open_clip.model import convert_to_custom_text_state_dict
+    source = unwrap_state_dict(text_state)
+    custom = any(key.startswith('text.') for key in clip_state)
+    if custom:
+        # Moves the top-level text weights of a CLIP under 'text.'.
+        source = convert_to_custom_text_state_dict(source)
+    text_keys = [
+        key for key in clip_state
+        if (key.startswith('text.') if custom else _CLIP_TEXT_KEY.match(key))
+    ]
+    result = dict(clip_state)
+    kept = []
+    for key in text_keys:
+        if key in source and source[key].shape == clip_state[key].shape:
+            result[key] = source[key].to(clip_state[key].dtype)
+        else:
+            kept.append(key)
+    if len(kept) == len(text_keys):
+        raise CheckpointError(
+            'No text tower weight of the text checkpoint fits the model '
+            f'(it has e.g. {sorted(source)[:5]}).')
+    return result, kept
