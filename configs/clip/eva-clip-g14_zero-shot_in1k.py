@@ -1,0 +1,47 @@
+# Zero-shot ImageNet-1K classification with EVA CLIP (open_clip EVA01-g-14:
+# the EVA-g/14 vision tower, CLIP-L-sized text tower). Paper
+# (arXiv:2211.07636): 78.5 top-1 after 11B samples of LAION-400M.
+# Prompt ensembling as CLIP's and open_clip's ImageNet evaluation: OpenAI's
+# 80 templates and readable class names (mmpretrain's 'openai_imagenet' and
+# 'imagenet' lists, in ImageNet's label order). Preprocessing is open_clip's
+# validation transform: bicubic resize of the short edge to 224, center crop
+# 224, OpenAI mean/std (the model's default data preprocessor).
+#
+#   python tools/test.py configs/clip/eva-clip-g14_zero-shot_in1k.py \
+#       EVA_CLIP_CHECKPOINT
+# with an open_clip checkpoint (open_clip training's epoch_N.pt or the
+# output of tools/model_converters/eva_clip.py export), loaded as it is.
+_base_ = ['mmpretrain::_base_/default_runtime.py']
+custom_imports = dict(imports=['eva_mm'], allow_failed_imports=False)
+
+img_size = 224
+model = dict(
+    type='eva_mm.OpenCLIPZeroShot',
+    model_name='EVA01-g-14',
+    # tools/test.py loads the checkpoint it is given.
+    pretrained=None,
+    classnames='imagenet',
+    templates='openai_imagenet')
+
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(
+        type='ResizeEdge',
+        scale=img_size,
+        edge='short',
+        backend='pillow',
+        interpolation='bicubic'),
+    dict(type='CenterCrop', crop_size=img_size),
+    dict(type='PackInputs'),
+]
+test_dataloader = dict(
+    batch_size=32,
+    num_workers=8,
+    dataset=dict(
+        type='ImageNet',
+        data_root='data/imagenet',
+        split='val',
+        pipeline=test_pipeline),
+    sampler=dict(type='DefaultSampler', shuffle=False))
+test_evaluator = dict(type='Accuracy', topk=(1, 5))
+test_cfg = dict()

@@ -1,0 +1,3 @@
+from .open_clip_zero_shot import OpenCLIPZeroShot
+
+__all__ = ['OpenCLIPZeroShot']
