@@ -8,7 +8,7 @@ import pytest
 import torch
 from tiny_eva_clip import CLIP_NAME, EMBED_DIM, EVA_ARCH, IMG_SIZE
 
-from eva_mm.models import EVAViT
+from eva_mm.models import EVAViT, OpenCLIPTeacher
 from eva_mm.models.utils import (CheckpointError, eva_vit_to_open_clip,
                                  open_clip_to_eva_vit, resize_checkpoint)
 
@@ -164,3 +164,33 @@ def test_export_takes_the_text_tower_of_another_clip(
     for key in ('text.text_projection', 'logit_scale'):
         assert torch.equal(exported[key], fresh[key]), key
     open_clip.create_model(CLIP_NAME, pretrained=str(dst))
+
+
+def test_imported_tower_is_a_mim_teacher(tmp_path, clip_config_file):
+    eva = _backbone(tmp_path)
+    dst = _export(tmp_path, clip_config_file)
+    teacher_file = tmp_path / 'teacher.pth'
+    eva_clip.main([
+        'import', str(dst), str(tmp_path / 'eva_back.pth'), '--teacher',
+        str(teacher_file), '--num-heads', str(EVA_ARCH['num_heads'])
+    ])
+    saved = torch.load(teacher_file, weights_only=True)
+    teacher = OpenCLIPTeacher(
+        model_cfg=saved['meta']['model_cfg'], pretrained=str(teacher_file))
+
+    clip = open_clip.create_model(CLIP_NAME, pretrained=str(dst)).eval()
+    head = clip.visual.trunk.head
+    images = torch.randn(2, 3, IMG_SIZE, IMG_SIZE)
+    with torch.no_grad():
+        # EVA's normed patch tokens through the projection, bias included.
+        tokens = EVAViT(arch=dict(EVA_ARCH), img_size=IMG_SIZE,
+                        out_type='raw')
+        tokens.load_state_dict(eva.state_dict())
+        expected = head(tokens.eval()(images)[0][:, 1:])
+        targets = teacher(images)
+        # The pooled output of the rewritten tower is EVA CLIP's feature.
+        pooled = teacher.visual(images)
+        features = clip.encode_image(images)
+    torch.testing.assert_close(targets, expected, rtol=0, atol=1e-5)
+    torch.testing.assert_close(pooled, features, rtol=0, atol=1e-5)
+    assert teacher.out_channels == EMBED_DIM

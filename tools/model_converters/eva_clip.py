@@ -20,6 +20,11 @@ projection is kept under ``head.``, which EVAViT loading ignores::
     python tools/model_converters/eva_clip.py import \\
         logs/eva-clip/checkpoints/epoch_latest.pt eva_clip_g14_vision.pth
 
+``--teacher TEACHER.pth`` also writes the tower as open_clip's plain
+``VisionTransformer`` with its model config in ``meta['model_cfg']``, the
+form the MIM teacher ``eva_mm.OpenCLIPTeacher(model_cfg=...,
+pretrained=TEACHER.pth)`` runs (see docs/clip.md).
+
 ``--model-config cfg.json`` registers a custom open_clip config (its file
 name is the model name), e.g. a small EVA whose ``timm_model_name`` was
 registered in timm by the calling code.
@@ -40,7 +45,8 @@ from eva_mm.models.utils.checkpoint import (  # noqa: E402
     CheckpointError, StateDict, _select_prefix, load_state_dict_file,
     resize_checkpoint)
 from eva_mm.models.utils.open_clip_convert import (  # noqa: E402
-    copy_text_tower, eva_vit_to_open_clip, open_clip_to_eva_vit)
+    copy_text_tower, eva_vit_to_open_clip, open_clip_to_eva_vit,
+    to_open_clip_vision_transformer)
 
 CONVERTER = 'tools/model_converters/eva_clip.py'
 
@@ -104,7 +110,9 @@ def export(src: str,
 def import_tower(src: str,
                  dst: str,
                  patch_size: Optional[int] = None,
-                 img_size: Optional[int] = None) -> StateDict:
+                 img_size: Optional[int] = None,
+                 teacher: Optional[str] = None,
+                 num_heads: int = 16) -> StateDict:
     """Write the EVAViT checkpoint of the tower of an open_clip checkpoint.
 
     Args:
@@ -114,11 +122,28 @@ def import_tower(src: str,
             ``head.``.
         patch_size: Resize the patch kernel (16 for ViTDet-style models).
         img_size: Resize the position grid for this input size.
+        teacher: Also write the MIM teacher form of the tower here (at the
+            tower's own size).
+        num_heads: Attention heads, for the teacher's config.
 
     Returns:
         The written weights.
     """
     backbone, projection = open_clip_to_eva_vit(load_state_dict_file(src))
+    if teacher is not None:
+        model_cfg, tower = to_open_clip_vision_transformer(
+            backbone, projection, num_heads)
+        os.makedirs(
+            os.path.dirname(os.path.abspath(teacher)), exist_ok=True)
+        torch.save(
+            dict(
+                state_dict=tower,
+                meta=dict(
+                    model_cfg=model_cfg,
+                    source=os.path.abspath(src),
+                    converter=CONVERTER)), teacher)
+        print(f'Teacher: OpenCLIPTeacher(model_cfg={model_cfg!r}, '
+              f'pretrained={teacher!r})')
     backbone = resize_checkpoint(backbone, patch_size, img_size)
     weights = dict(backbone)
     weights.update(
@@ -169,6 +194,14 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         '--patch-size', type=int, help='resize the patch kernel, e.g. 16')
     importer.add_argument(
         '--img-size', type=int, help='resize the position grid for this size')
+    importer.add_argument(
+        '--teacher',
+        help='also write the tower for eva_mm.OpenCLIPTeacher (MIM) here')
+    importer.add_argument(
+        '--num-heads',
+        type=int,
+        default=16,
+        help='attention heads of the tower, for --teacher (EVA-g: 16)')
     return parser.parse_args(argv)
 
 
@@ -186,7 +219,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                 print(f'Text weights left at their initialisation: {kept}')
         else:
             weights = import_tower(args.src, args.dst, args.patch_size,
-                                   args.img_size)
+                                   args.img_size, args.teacher,
+                                   args.num_heads)
             print(f'Wrote {len(weights)} tensors to {args.dst}.')
     except (CheckpointError, FileNotFoundError, ValueError,
             RuntimeError) as err:

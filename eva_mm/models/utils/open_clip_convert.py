@@ -232,3 +232,109 @@ def copy_text_tower(clip_state: Mapping[str, torch.Tensor],
             'No text tower weight of the text checkpoint fits the model '
             f'(it has e.g. {sorted(source)[:5]}).')
     return result, kept
+
+
+def to_open_clip_vision_transformer(
+        backbone: Mapping[str, torch.Tensor],
+        projection: Mapping[str, torch.Tensor],
+        num_heads: int,
+        norm_eps: float = 1e-6) -> Tuple[dict, StateDict]:
+    """Rewrite an EVA CLIP tower as open_clip's own ``VisionTransformer``.
+
+    :class:`~eva_mm.models.OpenCLIPTeacher` (the MIM teacher) runs
+    open_clip's plain ``VisionTransformer`` and projects every patch token
+    with its bias-free ``proj``; EVA-01 is that architecture with three
+    differences, each rewritten exactly: the patch embedding's bias (a
+    constant added to every patch token) moves into the patch rows of the
+    position embedding; attention's missing key bias becomes zeros in
+    ``in_proj_bias``; and the projection's bias ``b`` moves into
+    ``ln_post``'s bias as the minimum-norm ``d`` with ``W d = b``, so that
+    ``(x + d) W^T = x W^T + b`` for every token (exact when ``W`` has full
+    row rank, as a projection to a narrower space does).
+
+    Args:
+        backbone: EVAViT weights with the cls token and the final ``norm``,
+            without layer scale (EVA-01's giant has none).
+        projection: ``{'weight': (E, C)}`` and optionally ``'bias'``, as
+            :func:`open_clip_to_eva_vit` returns it.
+        num_heads: Attention heads of the model (16 for EVA-g), which the
+            weights do not tell.
+        norm_eps: The LayerNorm epsilon of the EVA model.
+
+    Returns:
+        The open_clip model config (``embed_dim``, ``vision_cfg``) for
+        ``OpenCLIPTeacher(model_cfg=...)`` and the tower's state dict.
+
+    Raises:
+        CheckpointError: For layer scale or relative positions, which the
+            plain tower lacks, or a bias that ``W`` cannot reproduce.
+    """
+    weights = convert_timm_eva(backbone)
+    weights.pop('mask_token', None)
+    foreign = sorted(key for key in weights if '.gamma_' in key or
+                     '.rel_pos' in key or 'relative_position' in key)
+    if foreign or 'norm.weight' not in weights or 'cls_token' not in weights:
+        raise CheckpointError(
+            'Only a plain EVA-01 tower (cls token, final norm, no layer '
+            f'scale or relative positions) fits; got {foreign or "no norm"}.')
+    kernel = weights['patch_embed.proj.weight']
+    width, patch = kernel.shape[0], kernel.shape[-1]
+    num_layers = 1 + max(
+        int(key.split('.')[1]) for key in weights if key.startswith('blocks.'))
+    grid = math.isqrt(weights['pos_embed'].shape[1] - 1)
+
+    weight = projection['weight'].double()
+    shift = torch.zeros(width, dtype=torch.float64)
+    if 'bias' in projection:
+        bias = projection['bias'].double()
+        shift = torch.linalg.pinv(weight) @ bias
+        error = (weight @ shift - bias).abs().max().item()
+        if error > 1e-6 * max(bias.abs().max().item(), 1.0):
+            raise CheckpointError(
+                f'The projection bias cannot be moved into ln_post (residual '
+                f'{error:.2e}): the projection is not of full row rank.')
+
+    pos_embed = weights['pos_embed'][0].clone()
+    pos_embed[1:] += weights['patch_embed.proj.bias']
+    tower = {
+        'conv1.weight': kernel,
+        'class_embedding': weights['cls_token'][0, 0],
+        'positional_embedding': pos_embed,
+        'ln_post.weight': weights['norm.weight'],
+        'ln_post.bias': (weights['norm.bias'].double() + shift).float(),
+        'proj': projection['weight'].t().contiguous(),
+    }
+    for i in range(num_layers):
+        src, dst = f'blocks.{i}.', f'transformer.resblocks.{i}.'
+        q_bias = weights[src + 'attn.q_bias']
+        tower.update({
+            dst + 'ln_1.weight': weights[src + 'norm1.weight'],
+            dst + 'ln_1.bias': weights[src + 'norm1.bias'],
+            # nn.MultiheadAttention stacks q, k, v as EVA's qkv does.
+            dst + 'attn.in_proj_weight': weights[src + 'attn.qkv.weight'],
+            dst + 'attn.in_proj_bias': torch.cat([
+                q_bias, torch.zeros_like(q_bias),
+                weights[src + 'attn.v_bias']
+            ]),
+            dst + 'attn.out_proj.weight': weights[src + 'attn.proj.weight'],
+            dst + 'attn.out_proj.bias': weights[src + 'attn.proj.bias'],
+            dst + 'ln_2.weight': weights[src + 'norm2.weight'],
+            dst + 'ln_2.bias': weights[src + 'norm2.bias'],
+            dst + 'mlp.c_fc.weight': weights[src + 'mlp.fc1.weight'],
+            dst + 'mlp.c_fc.bias': weights[src + 'mlp.fc1.bias'],
+            dst + 'mlp.c_proj.weight': weights[src + 'mlp.fc2.weight'],
+            dst + 'mlp.c_proj.bias': weights[src + 'mlp.fc2.bias'],
+        })
+    mlp_hidden = weights['blocks.0.mlp.fc1.weight'].shape[0]
+    model_cfg = dict(
+        embed_dim=projection['weight'].shape[0],
+        vision_cfg=dict(
+            image_size=grid * patch,
+            patch_size=patch,
+            width=width,
+            layers=num_layers,
+            head_width=width // num_heads,
+            mlp_ratio=mlp_hidden / width,
+            no_ln_pre=True,
+            norm_kwargs=dict(eps=norm_eps)))
+    return model_cfg, tower
