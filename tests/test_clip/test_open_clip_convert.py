@@ -194,3 +194,19 @@ def test_imported_tower_is_a_mim_teacher(tmp_path, clip_config_file):
     torch.testing.assert_close(targets, expected, rtol=0, atol=1e-5)
     torch.testing.assert_close(pooled, features, rtol=0, atol=1e-5)
     assert teacher.out_channels == EMBED_DIM
+
+
+def test_eva_g_fits_open_clip_eva01_g_14():
+    # Shapes only: both giants are built on the meta device.
+    with torch.device('meta'):
+        clip_state = open_clip.create_model(
+            'EVA01-g-14', device='meta').state_dict()
+        eva = EVAViT(arch='giant', img_size=224).state_dict()
+    exported = eva_vit_to_open_clip(eva, clip_state)
+    assert set(exported) == set(clip_state)
+    for key, value in eva.items():
+        assert exported[f'visual.trunk.{key}'].shape == value.shape, key
+    assert clip_state['visual.trunk.head.weight'].shape == (1024, 1408)
+    backbone, projection = open_clip_to_eva_vit(exported)
+    assert {k: v.shape for k, v in backbone.items()} == {
+        k: v.shape for k, v in eva.items()}

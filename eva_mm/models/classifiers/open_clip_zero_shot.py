@@ -113,6 +113,9 @@ class OpenCLIPZeroShot(BaseModel):
         text_embeddings: A file with a (num_classes, D) tensor of class
             embeddings to use instead of encoding prompts (they are
             normalised here), e.g. computed once for a large class set.
+        quick_gelu: Build the model with QuickGELU (open_clip's
+            ``force_quick_gelu``), for weights trained with it, e.g. a text
+            tower started from OpenAI CLIP's with ``--force-quick-gelu``.
         data_preprocessor: The image preprocessor; defaults to mmpretrain's
             ``ClsDataPreprocessor`` with OpenAI's CLIP mean and std.
         init_cfg: mmengine initialisation config.
@@ -125,6 +128,7 @@ class OpenCLIPZeroShot(BaseModel):
                  classnames: Union[str, Sequence[str]] = 'imagenet',
                  templates: Union[str, Sequence[Template]] = 'openai_imagenet',
                  text_embeddings: Optional[str] = None,
+                 quick_gelu: bool = False,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
         if data_preprocessor is None:
@@ -138,7 +142,8 @@ class OpenCLIPZeroShot(BaseModel):
         import open_clip
         if model_config is not None:
             open_clip.add_model_config(model_config)
-        self.clip = open_clip.create_model(model_name, pretrained=pretrained)
+        self.clip = open_clip.create_model(
+            model_name, pretrained=pretrained, force_quick_gelu=quick_gelu)
         self.tokenizer = open_clip.get_tokenizer(model_name)
         self.classnames = resolve_classnames(classnames)
         self.templates = resolve_templates(templates)
