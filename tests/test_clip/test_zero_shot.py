@@ -1,6 +1,5 @@
 """Zero-shot classification: eva_mm.OpenCLIPZeroShot with mmpretrain's
 Accuracy, through the configs/clip config and the Runner."""
-import os
 import sys
 from pathlib import Path
 
@@ -121,4 +120,26 @@ def test_prompt_ensemble_matches_open_clip(clip_config_file):
         CLIP_NAME, model_config=str(clip_config_file))
     assert len(imagenet.classnames) == 1000 and len(imagenet.templates) == 80
     assert imagenet.templates[0]('goldfish') == 'a bad photo of a goldfish.'
-    assert os.path.basename(str(clip_config_file)) == CLIP_NAME + '.json'
+
+
+def test_imagenet_config_is_open_clip_evaluation():
+    cfg = Config.fromfile(
+        str(ROOT / 'configs/clip/eva-clip-g14_zero-shot_in1k.py'))
+    assert cfg.model.type == 'eva_mm.OpenCLIPZeroShot'
+    assert (cfg.model.model_name, cfg.model.classnames,
+            cfg.model.templates) == ('EVA01-g-14', 'imagenet',
+                                     'openai_imagenet')
+    assert cfg.custom_imports.imports == ['eva_mm']
+    dataset = cfg.test_dataloader.dataset
+    assert (dataset.type, dataset.split) == ('ImageNet', 'val')
+    resize, crop = dataset.pipeline[1], dataset.pipeline[2]
+    assert (resize.scale, resize.edge, resize.interpolation,
+            crop.crop_size) == (224, 'short', 'bicubic', 224)
+    assert cfg.test_evaluator == dict(type='Accuracy', topk=(1, 5))
+    # open_clip's EVA01-g-14 preprocessing: 224 px, OpenAI mean/std.
+    preprocess = open_clip.get_model_config('EVA01-g-14')['vision_cfg']
+    assert preprocess['image_size'] == 224
+    assert np.allclose(np.array(OPENAI_MEAN) / 255,
+                       open_clip.OPENAI_DATASET_MEAN)
+    assert np.allclose(np.array(OPENAI_STD) / 255,
+                       open_clip.OPENAI_DATASET_STD)
