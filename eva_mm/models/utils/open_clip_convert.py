@@ -7,7 +7,9 @@ own classifier, ``visual.trunk.head`` (a linear layer with bias) applied to
 the cls token after the final ``norm``. timm's EVA-01 names are EVAViT's, so
 exporting means placing the backbone under ``visual.trunk.`` in the state
 dict of a whole open_clip model (``create_model(..., pretrained=PATH)``
-loads strictly), and importing means taking it back out.
+loads strictly), and importing means taking it back out. For the MIM
+teacher, which runs open_clip's plain ``VisionTransformer``, the tower is
+rewritten in that architecture by :func:`to_open_clip_vision_transformer`.
 """
 import math
 import re
@@ -271,12 +273,16 @@ def to_open_clip_vision_transformer(
     """
     weights = convert_timm_eva(backbone)
     weights.pop('mask_token', None)
-    foreign = sorted(key for key in weights if '.gamma_' in key or
-                     '.rel_pos' in key or 'relative_position' in key)
-    if foreign or 'norm.weight' not in weights or 'cls_token' not in weights:
+    problems = sorted(key for key in weights if '.gamma_' in key or
+                      '.rel_pos' in key or 'relative_position' in key)
+    problems += [
+        f'no {key}' for key in ('cls_token', 'pos_embed', 'norm.weight')
+        if key not in weights
+    ]
+    if problems:
         raise CheckpointError(
-            'Only a plain EVA-01 tower (cls token, final norm, no layer '
-            f'scale or relative positions) fits; got {foreign or "no norm"}.')
+            'Only a plain EVA-01 tower (cls token, position embedding, final '
+            f'norm, no layer scale or relative positions) fits: {problems}.')
     kernel = weights['patch_embed.proj.weight']
     width, patch = kernel.shape[0], kernel.shape[-1]
     num_layers = 1 + max(
