@@ -15,14 +15,16 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from mmdet.registry import MODELS as MMDET_MODELS
+from mmdet.testing import demo_mm_inputs
 from mmengine.config import Config
 from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.runner import Runner
-from mmdet.registry import MODELS as MMDET_MODELS
 from pycocotools.coco import COCO
 
 import eva_mm  # noqa: F401  (registers eva_mm.* in the mmengine registries)
-from eva_mm.datasets import DEMO_SHAPES_CLASSES, generate_demo_shapes
+from eva_mm.datasets import (DEMO_SHAPES_CLASSES, DEMO_SHAPES_PALETTE,
+                             generate_demo_shapes)
 from eva_mm.models.layers.norm import LayerNorm2d
 from eva_mm.models.necks import SimpleFPN
 
@@ -190,13 +192,46 @@ def test_configs_build() -> None:
                                                       (4, 8, 16, 32, 64)]
 
     demo = Config.fromfile(DEMO_CONFIG)
-    assert demo.train_dataloader.dataset.metainfo.classes == \
-        DEMO_SHAPES_CLASSES
+    metainfo = demo.train_dataloader.dataset.metainfo
+    assert tuple(metainfo.classes) == DEMO_SHAPES_CLASSES
+    assert [tuple(c) for c in metainfo.palette] == list(DEMO_SHAPES_PALETTE)
     demo_model = MMDET_MODELS.build(demo.model)
     demo_model.eval()
     feats = demo_model.extract_feat(torch.zeros(1, 3, 128, 128))
     assert [f.shape[-1] for f in feats] == [32, 16, 8, 4]
     assert [f.shape[1] for f in feats] == [demo.channels] * 4
+
+
+def test_base_config_heads_train_and_predict() -> None:
+    """The base config's LN2d conv heads, on a narrow backbone and few RoIs."""
+    cfg = Config.fromfile(BASE_CONFIG)
+    cfg.model.backbone.update(
+        arch=dict(
+            embed_dims=64, num_layers=4, num_heads=2, mlp_hidden_dim=128),
+        img_size=128,
+        window_size=4)
+    cfg.model.neck.in_channels = 64
+    for stage in cfg.model.train_cfg.rcnn:
+        stage.sampler.num = 16
+    cfg.model.test_cfg.rpn.max_per_img = 10
+    model = MMDET_MODELS.build(cfg.model)
+    model.init_weights()
+    packed = demo_mm_inputs(
+        batch_size=1, image_shapes=[(3, 128, 128)], num_items=[2],
+        num_classes=80, with_mask=True)
+    data = model.data_preprocessor(packed, True)
+    total, log_vars = model.parse_losses(model(**data, mode='loss'))
+    assert torch.isfinite(total)
+    assert {'loss_rpn_cls', 's0.loss_mask', 's2.loss_bbox'} <= set(log_vars)
+    total.backward()
+    assert model.roi_head.bbox_head[2].shared_convs[0].ln.weight.grad \
+        is not None
+    model.eval()
+    with torch.no_grad():
+        result = model(**model.data_preprocessor(packed), mode='predict')[0]
+    pred = result.pred_instances
+    assert pred.masks.shape[1:] == (128, 128)
+    assert len(pred.bboxes) == len(pred.scores) == len(pred.masks)
 
 
 def test_cascade_mask_rcnn_trains_and_evaluates(tiny_set: str,

@@ -1,8 +1,9 @@
-# Cascade Mask R-CNN on a plain EVA ViT, the ViTDet recipe EVA (arXiv:2211.07636,
-# Sec. 3.3) uses for COCO/LVIS: the last ViT feature map only, window attention
-# with a few global blocks, decomposed relative positions, and a simple feature
-# pyramid. Heads and training settings are mmdet's Cascade Mask R-CNN; the box
-# and mask heads get convs with channels-first LayerNorm as in ViTDet.
+# Cascade Mask R-CNN on a plain EVA ViT, the ViTDet recipe that EVA
+# (arXiv:2211.07636) uses for COCO and LVIS: the last ViT feature map only,
+# window attention with a few global blocks, decomposed relative positions and
+# a simple feature pyramid. Heads and training settings are mmdet's Cascade
+# Mask R-CNN; the box and mask heads get convs with channels-first LayerNorm,
+# as in ViTDet.
 _base_ = ['mmdet::_base_/models/cascade-mask-rcnn_r50_fpn.py']
 
 custom_imports = dict(imports=['eva_mm'], allow_failed_imports=False)
@@ -11,7 +12,7 @@ norm_cfg = dict(type='eva_mm.LN2d', eps=1e-6)
 
 
 def _cascade_stage(target_stds):
-    """One cascade stage: 4 convs and 1 fc shared by class and box, as ViTDet."""
+    """A cascade stage: 4 convs and an fc shared by class and box (ViTDet)."""
     return dict(
         type='Shared4Conv1FCBBoxHead',
         in_channels=256,
