@@ -162,8 +162,7 @@ def draw_gallery(config: str,
         np.concatenate(tiles[i:i + columns], axis=1)
         for i in range(0, len(tiles), columns)
     ]
-    mmcv.imwrite(
-        mmcv.rgb2bgr(np.concatenate(rows, axis=0)), out_file, auto_mkdir=True)
+    mmcv.imwrite(mmcv.rgb2bgr(np.concatenate(rows, axis=0)), out_file)
 
 
 def main() -> None:
@@ -211,6 +210,7 @@ def main() -> None:
         work_dir, '--show-dir', 'predictions'
     ] + as_cli_options(data_options), args.threads)
     metrics = read_test_metrics(work_dir, known_runs)
+    print('[demo] drawing the gallery', flush=True)
     gallery = osp.join(work_dir, 'predictions_gallery.png')
     val_images = sorted(glob.glob(osp.join(data_root, 'val', '*.png')))
     draw_gallery(args.config, checkpoint, val_images[:12], gallery,
