@@ -8,6 +8,7 @@
 _base_ = [
     '_base_/models/eva-g-p14_linear-cls.py',
     '_base_/datasets/imagenet_eva-336px.py',
+    '_base_/schedules/eva-g-p14_adamw-layer-decay.py',
     'mmpretrain::_base_/default_runtime.py',
 ]
 
@@ -29,16 +30,12 @@ model = dict(
     # --smoothing 0.3; --mixup 0.0 --cutmix 0.0: no batch augments.
     head=dict(num_classes=1000, loss=dict(label_smooth_val=0.3)))
 
-# AdamW, --lr 3e-5 for the total batch 512, --weight_decay 0.05,
-# --layer_decay 0.95. No --opt_betas / --opt_eps in this command: the script
-# defaults (AdamW's (0.9, 0.999) and 1e-8 in the BEiT script; not
+# AdamW (--weight_decay 0.05: the schedule base), --lr 3e-5 for the total
+# batch 512, --layer_decay 0.95. No --opt_betas / --opt_eps in this command:
+# the script defaults (AdamW's (0.9, 0.999) and 1e-8 in the BEiT script; not
 # re-checked in EVA-01's copy).
 optim_wrapper = dict(
-    type='OptimWrapper',
-    optimizer=dict(
-        type='AdamW', lr=3e-5, betas=(0.9, 0.999), eps=1e-8,
-        weight_decay=0.05),
-    constructor='eva_mm.LayerDecayOptimWrapperConstructor',
+    optimizer=dict(lr=3e-5, betas=(0.9, 0.999), eps=1e-8),
     paramwise_cfg=dict(layer_decay_rate=0.95))
 
 # --epochs 10 --warmup_epochs 2, --warmup_lr 0.0 --min_lr 0.0, cosine.

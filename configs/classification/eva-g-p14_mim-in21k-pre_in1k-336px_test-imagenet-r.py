@@ -1,19 +1,8 @@
 # ImageNet-R (Hendrycks et al., 2021): 200 ImageNet-1K classes, so the
 # 1000-way scores are cut down to those 200 classes (--robust_test
 # 'imagenet_r', --nb_classes 200 in EVA-01/eva/README.md); EVA-g 336 px:
-# 88.3 top-1 (arXiv:2211.07636; 88.283 in the README).
-_base_ = ['_base_/eva-g-p14_in1k-336px_test.py']
+# 88.3 top-1 (arXiv:2211.07636; 88.283 in the README). Evaluated as
+# ImageNet-A: one folder per WordNet id, scores cut to those classes.
+_base_ = ['./eva-g-p14_mim-in21k-pre_in1k-336px_test-imagenet-a.py']
 
-test_dataloader = dict(
-    dataset=dict(
-        _delete_=True,
-        # One folder per WordNet id; labels follow the sorted folders.
-        type='CustomDataset',
-        data_root='data/imagenet-r',
-        pipeline={{_base_.test_pipeline}}))
-# The model's 1000 classes in output order are the sorted WordNet-id folders
-# of ImageNet-1K train/ (or give a text file with one id per line).
-test_evaluator = dict(
-    type='eva_mm.ClassSubsetAccuracy',
-    superset_classes='data/imagenet/train',
-    topk=(1, 5))
+test_dataloader = dict(dataset=dict(data_root='data/imagenet-r'))

@@ -8,50 +8,27 @@ _base_ = ['eva-g-p14_mim-in21k-pre_in1k-336px.py']
 img_size = 560
 model = dict(backbone=dict(img_size=img_size))
 
+# The 336 px pipelines with the crop and resize sizes set to 560.
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(
-        type='RandomResizedCrop',
-        scale=img_size,
-        crop_ratio_range=(0.08, 1.0),
-        backend='pillow',
-        interpolation='bicubic'),
-    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
-    {{_base_.rand_augment}},
-    dict(type='PackInputs'),
+    dict(t, scale=img_size) if t['type'] == 'RandomResizedCrop' else t
+    for t in _base_.train_pipeline
 ]
 test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(
-        type='ResizeEdge',
-        scale=img_size,
-        edge='short',
-        backend='pillow',
-        interpolation='bicubic'),
-    dict(type='CenterCrop', crop_size=img_size),
-    dict(type='PackInputs'),
+    dict(t, scale=img_size) if t['type'] == 'ResizeEdge' else
+    dict(t, crop_size=img_size) if t['type'] == 'CenterCrop' else t
+    for t in _base_.test_pipeline
 ]
 train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
 val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 test_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 
+# The same 2 warm-up epochs, then cosine decay to epoch 15.
 max_epochs = 15
-warmup_epochs = 2
 param_scheduler = [
+    _base_.param_scheduler[0],
     dict(
-        type='LinearLR',
-        start_factor=1e-8,
-        by_epoch=True,
-        begin=0,
-        end=warmup_epochs,
-        convert_to_iter_based=True),
-    dict(
-        type='CosineAnnealingLR',
-        eta_min=0.,
-        by_epoch=True,
-        begin=warmup_epochs,
+        _base_.param_scheduler[1],
         end=max_epochs,
-        T_max=max_epochs - warmup_epochs,
-        convert_to_iter_based=True),
+        T_max=max_epochs - _base_.warmup_epochs),
 ]
 train_cfg = dict(max_epochs=max_epochs)

@@ -6,6 +6,7 @@
 _base_ = [
     '_base_/models/eva-g-p14_linear-cls.py',
     '_base_/datasets/imagenet21k_eva-224px.py',
+    '_base_/schedules/eva-g-p14_adamw-layer-decay.py',
     'mmpretrain::_base_/default_runtime.py',
 ]
 
@@ -31,15 +32,12 @@ model = dict(
     # --mixup 0.0 --cutmix 1.0: CutMix on every batch, no Mixup.
     train_cfg=dict(augments=[dict(type='CutMix', alpha=1.0)]))
 
-# AdamW, --lr 1e-4 for the total batch 4096, --opt_betas 0.9 0.98,
-# --opt_eps 1e-6, --weight_decay 0.05, --layer_decay 0.85. The official run
-# uses DeepSpeed fp16; run tools/train.py with --amp for mixed precision.
+# AdamW (--weight_decay 0.05: the schedule base), --lr 1e-4 for the total
+# batch 4096, --opt_betas 0.9 0.98, --opt_eps 1e-6, --layer_decay 0.85. The
+# official run uses DeepSpeed fp16; run tools/train.py with --amp for mixed
+# precision.
 optim_wrapper = dict(
-    type='OptimWrapper',
-    optimizer=dict(
-        type='AdamW', lr=1e-4, betas=(0.9, 0.98), eps=1e-6,
-        weight_decay=0.05),
-    constructor='eva_mm.LayerDecayOptimWrapperConstructor',
+    optimizer=dict(lr=1e-4, betas=(0.9, 0.98), eps=1e-6),
     paramwise_cfg=dict(layer_decay_rate=0.85))
 
 # --epochs 60 --warmup_epochs 15, then cosine decay. Warm-up start and final
