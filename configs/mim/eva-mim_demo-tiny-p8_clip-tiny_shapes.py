@@ -12,23 +12,23 @@ data_root = 'data/demo_shapes/train'
 img_size = 64
 patch_size = 8
 grid = img_size // patch_size
+# The recipe's pipeline at 64 px (the crop with mmpretrain's default aspect
+# ratio range), masking 26 of the 64 patches in blocks of at least 4.
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
+    _base_.train_pipeline[0],  # LoadImageFromFile
     dict(
         type='RandomResizedCrop',
         scale=img_size,
         crop_ratio_range=(0.2, 1.0),
         interpolation='bicubic',
         backend='pillow'),
-    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
+    _base_.train_pipeline[2],  # RandomFlip
     dict(
-        type='BEiTMaskGenerator',
+        _base_.train_pipeline[3],  # BEiTMaskGenerator
         input_size=grid,
         num_masking_patches=26,
-        min_num_patches=4,
-        max_num_patches=None,
-        min_aspect=0.3),
-    dict(type='PackInputs')
+        min_num_patches=4),
+    _base_.train_pipeline[4],  # PackInputs
 ]
 batch_per_gpu = 16
 train_dataloader = dict(

@@ -14,8 +14,6 @@ strategy = dict(
 optim_wrapper = dict(
     type='DeepSpeedOptimWrapper',
     _delete_=True,
-    optimizer=dict(
-        type='AdamW', lr=1e-3, betas=(0.9, 0.98), eps=1e-6,
-        weight_decay=0.05),
+    optimizer={{_base_.optim_wrapper.optimizer}},
     constructor='eva_mm.LayerDecayOptimWrapperConstructor',
     paramwise_cfg=dict(layer_decay_rate=1.0))
