@@ -129,8 +129,10 @@ test_cfg = dict(type='TestLoop')
 
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=20),
+    # Every 100 iterations, so that a killed demo resumes (run_demo.py
+    # passes --resume) instead of starting over.
     checkpoint=dict(type='CheckpointHook', by_epoch=False,
-                    interval=max_iters, max_keep_ckpts=1))
+                    interval=100, max_keep_ckpts=1))
 log_processor = dict(by_epoch=False, window_size=20)
 env_cfg = dict(dist_cfg=dict(backend='gloo'))
 randomness = dict(seed=0)

@@ -192,9 +192,11 @@ def main() -> None:
 
     print('[demo] training', flush=True)
     # The test run below evaluates the final model; skip the training loop's
-    # own validation of the same model.
+    # own validation of the same model. --resume continues a killed run from
+    # its last checkpoint, and a finished one costs nothing to run again.
     run_tool([
-        osp.join('tools', 'train.py'), args.config, '--work-dir', work_dir
+        osp.join('tools', 'train.py'), args.config, '--work-dir', work_dir,
+        '--resume'
     ] + as_cli_options(dict(data_options, **{'train_cfg.val_begin': 10**9})),
              args.threads)
     train_end = time.time()
