@@ -8,7 +8,8 @@ from mmengine.model import BaseModule
 from torch.utils.checkpoint import checkpoint
 
 from eva_mm.registry import MODELS
-from ..layers.pos_embed import (resize_patch_kernel, resize_pos_embed,
+from ..layers.pos_embed import (inflate_patch_kernel, resize_patch_kernel,
+                                resize_pos_embed, resize_pos_embed_3d,
                                 resize_rel_pos, resize_rel_pos_bias_table)
 from ..layers.transformer import EVABlock, LayerNorm
 
@@ -26,21 +27,45 @@ class PatchEmbed(nn.Module):
         patch_size: Patch (kernel and stride) size.
         in_channels: Input image channels.
         embed_dims: Output token dimension.
+        tubelet_size: ``None`` for images (Conv2d); for videos the temporal
+            kernel and stride of a Conv3d tubelet embedding.
     """
 
-    def __init__(self, patch_size: int, in_channels: int,
-                 embed_dims: int) -> None:
+    def __init__(self,
+                 patch_size: int,
+                 in_channels: int,
+                 embed_dims: int,
+                 tubelet_size: Optional[int] = None) -> None:
         super().__init__()
         self.patch_size = _pair(patch_size)
-        self.proj = nn.Conv2d(
-            in_channels,
-            embed_dims,
-            kernel_size=self.patch_size,
-            stride=self.patch_size)
+        self.tubelet_size = tubelet_size
+        if tubelet_size is None:
+            self.proj = nn.Conv2d(
+                in_channels,
+                embed_dims,
+                kernel_size=self.patch_size,
+                stride=self.patch_size)
+        else:
+            kernel = (tubelet_size, *self.patch_size)
+            self.proj = nn.Conv3d(
+                in_channels, embed_dims, kernel_size=kernel, stride=kernel)
 
-    def forward(self,
-                x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
-        """Embed (B, C, H, W) images as (B, H/p * W/p, D) tokens."""
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, ...]]:
+        """Embed (B, C, H, W) images or (B, C, T, H, W) videos as tokens.
+
+        Returns:
+            Tokens (B, N, D) and their grid: (H/p, W/p) for images,
+            (T/t, H/p, W/p) for videos, tokens ordered time-major.
+        """
+        expected = 4 if self.tubelet_size is None else 5
+        if x.dim() != expected:
+            raise ValueError(
+                f'Expected a {expected}-D input '
+                f'({"(B, C, H, W)" if expected == 4 else "(B, C, T, H, W)"})'
+                f', got shape {tuple(x.shape)}.')
+        if self.tubelet_size is not None and x.shape[2] % self.tubelet_size:
+            raise ValueError(f'{x.shape[2]} frames is not a multiple of the '
+                             f'tubelet size {self.tubelet_size}.')
         h, w = x.shape[-2:]
         ph, pw = self.patch_size
         if h % ph or w % pw:
@@ -50,7 +75,7 @@ class PatchEmbed(nn.Module):
                 f'{ph}x{pw} (in OpenMMLab configs: pad_size_divisor={ph} '
                 'in the data_preprocessor, or a Pad/Resize transform).')
         x = self.proj(x)
-        return x.flatten(2).transpose(1, 2), (x.shape[-2], x.shape[-1])
+        return x.flatten(2).transpose(1, 2), tuple(x.shape[2:])
 
 
 @MODELS.register_module()
@@ -62,7 +87,10 @@ class EVAViT(BaseModule):
     and a final LayerNorm. The variants every task needs are options of this
     one class: dense feature maps with ViTDet window attention and relative
     positions (detection, segmentation), a ``mask_token`` (masked image
-    modelling), pooled outputs (classification).
+    modelling), pooled outputs (classification), and video (action
+    recognition): with ``num_frames > 1`` the patch embedding is a Conv3d
+    tubelet over (B, C, T, H, W) clips and every block attends jointly over
+    all T' x H' x W' tokens plus cls, as EVA's video models do.
 
     Args:
         arch: A preset name from :attr:`arch_zoo` or a dict with
@@ -105,6 +133,18 @@ class EVAViT(BaseModule):
         tuple_output: Return a tuple of outputs, the convention of mmdet,
             mmseg and mmpretrain; ``False`` returns the one output tensor,
             as mmaction2's recognizers expect (needs a single out index).
+        num_frames: Frames per clip; 1 builds the image model, more builds
+            the video model, whose inputs are (B, C, T, H, W) and whose
+            ``'featmap'`` output is (B, C, T', H', W').
+        tubelet_size: Temporal kernel and stride of the video patch
+            embedding. An image kernel loaded into it is inflated: repeated
+            over time and divided by ``tubelet_size``.
+        temporal_pos_embed: Video only. ``False`` (EVA) keeps the spatial
+            position embedding (1, 1 + H'W', C) and tiles it over the T'
+            token frames at run time, so image checkpoints load unchanged.
+            ``True`` learns a space-time embedding (1, 1 + T'H'W', C); a
+            loaded spatial one is tiled over time and one learned for
+            another frame count (8 -> 16) is resized trilinearly.
         init_cfg: mmengine initialisation config; ``type='Pretrained'`` loads
             a checkpoint with resizing and a clear key report.
     """
@@ -151,6 +191,9 @@ class EVAViT(BaseModule):
                  freeze_patch_embed: bool = False,
                  with_cp: bool = False,
                  tuple_output: bool = True,
+                 num_frames: int = 1,
+                 tubelet_size: int = 1,
+                 temporal_pos_embed: bool = False,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         self.arch_settings = self._parse_arch(arch)
@@ -176,11 +219,32 @@ class EVAViT(BaseModule):
 
         self.img_size = _pair(img_size)
         self.patch_size = patch_size
-        self.patch_embed = PatchEmbed(patch_size, in_channels,
-                                      self.embed_dims)
+        self.is_video = num_frames > 1
+        if self.is_video and (window_size or rel_pos):
+            # EVA's video model attends globally with absolute positions.
+            raise ValueError('The video EVAViT (num_frames > 1) supports '
+                             'neither window attention nor rel_pos.')
+        if self.is_video and num_frames % tubelet_size:
+            raise ValueError(f'num_frames={num_frames} is not a multiple of '
+                             f'tubelet_size={tubelet_size}.')
+        if temporal_pos_embed and not self.is_video:
+            raise ValueError('temporal_pos_embed needs num_frames > 1.')
+        self.num_frames = num_frames
+        self.tubelet_size = tubelet_size
+        self.temporal_pos_embed = temporal_pos_embed
+        self.patch_embed = PatchEmbed(
+            patch_size,
+            in_channels,
+            self.embed_dims,
+            tubelet_size=tubelet_size if self.is_video else None)
         self.patch_resolution = (self.img_size[0] // patch_size,
                                  self.img_size[1] // patch_size)
-        num_patches = self.patch_resolution[0] * self.patch_resolution[1]
+        # The grid the position embedding is learned for.
+        self.pos_grid: Tuple[int, ...] = self.patch_resolution
+        if temporal_pos_embed:
+            self.pos_grid = (num_frames // tubelet_size,
+                             *self.patch_resolution)
+        num_patches = math.prod(self.pos_grid)
 
         self.cls_token = nn.Parameter(torch.zeros(
             1, 1, self.embed_dims)) if with_cls_token else None
@@ -295,8 +359,11 @@ class EVAViT(BaseModule):
 
         The position grid and the patch kernel (e.g. 14 -> 16) are resized, a
         cls position is dropped for a model without cls token, and relative
-        position tables are resized to each block's window or grid. Anything
-        else that does not fit is left for the loader to report.
+        position tables are resized to each block's window or grid. In the
+        video model an image kernel is inflated to a tubelet and, with
+        ``temporal_pos_embed``, a spatial position embedding is tiled over
+        time and a space-time one resized trilinearly (8 -> 16 frames).
+        Anything else that does not fit is left for the loader to report.
         """
         pos_key = prefix + 'pos_embed'
         if self.pos_embed is not None and pos_key in state_dict:
@@ -306,8 +373,10 @@ class EVAViT(BaseModule):
             loaded = state_dict[kernel_key]
             target = self.patch_embed.proj.weight.shape
             if loaded.shape[:2] == target[:2] and loaded.shape != target:
-                state_dict[kernel_key] = resize_patch_kernel(
-                    loaded, target[-2:])
+                loaded = resize_patch_kernel(loaded, target[-2:])
+                if loaded.dim() == 4 and len(target) == 5:
+                    loaded = inflate_patch_kernel(loaded, target[2])
+                state_dict[kernel_key] = loaded
         for i, block in enumerate(self.blocks):
             attn, key = block.attn, f'{prefix}blocks.{i}.attn.'
             for name in ('rel_pos_h', 'rel_pos_w'):
@@ -326,6 +395,23 @@ class EVAViT(BaseModule):
     def _fit_pos_embed(self, loaded: torch.Tensor) -> torch.Tensor:
         if loaded.shape == self.pos_embed.shape:
             return loaded
+        if not self.temporal_pos_embed:
+            return self._fit_spatial_pos_embed(loaded)
+        extra = self.num_extra_tokens
+        frame = self.patch_resolution[0] * self.patch_resolution[1]
+        grid_tokens = loaded.shape[1] - extra
+        # Several frames of this model's grid: a video checkpoint learned for
+        # another frame count; otherwise a spatial (image) embedding.
+        if grid_tokens > frame and grid_tokens % frame == 0:
+            src_grid = (grid_tokens // frame, *self.patch_resolution)
+            return resize_pos_embed_3d(loaded, src_grid, self.pos_grid, extra)
+        loaded = self._fit_spatial_pos_embed(loaded)
+        if loaded.shape[1] != extra + frame:
+            return loaded
+        return resize_pos_embed_3d(loaded, (1, *self.patch_resolution),
+                                   self.pos_grid, extra)
+
+    def _fit_spatial_pos_embed(self, loaded: torch.Tensor) -> torch.Tensor:
         tokens = loaded.shape[1]
         # A square grid tells whether the checkpoint has a cls position.
         if math.isqrt(tokens - 1)**2 == tokens - 1:
@@ -371,18 +457,20 @@ class EVAViT(BaseModule):
     def embed(self,
               x: torch.Tensor,
               mask: Optional[torch.Tensor] = None
-              ) -> Tuple[torch.Tensor, Tuple[int, int]]:
+              ) -> Tuple[torch.Tensor, Tuple[int, ...]]:
         """Patch-embed images, apply the mask, add cls and position.
 
         Args:
-            x: Images (B, C, H, W); H and W multiples of the patch size.
+            x: Images (B, C, H, W), or clips (B, C, T, H, W) for the video
+                model; H and W multiples of the patch size.
             mask: Optional (B, H/p, W/p) or (B, N) bool mask; True patches are
                 replaced by ``mask_token``.
 
         Returns:
-            Tokens (B, extra + N, C) and the patch grid (H/p, W/p).
+            Tokens (B, extra + N, C) and the patch grid: (H/p, W/p), or
+            (T/t, H/p, W/p) for clips.
         """
-        x, hw = self.patch_embed(x)
+        x, grid = self.patch_embed(x)
         if mask is not None:
             if self.mask_token is None:
                 raise ValueError('A mask was given but the backbone has no '
@@ -394,17 +482,35 @@ class EVAViT(BaseModule):
             x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x],
                           dim=1)
         if self.pos_embed is not None:
-            x = x + resize_pos_embed(self.pos_embed, self.patch_resolution, hw,
-                                     self.num_extra_tokens)
-        return self.pos_drop(x), hw
+            x = x + self._pos_embed_for(grid)
+        return self.pos_drop(x), grid
+
+    def _pos_embed_for(self, grid: Tuple[int, ...]) -> torch.Tensor:
+        """The position embedding resized (and tiled) to a token grid."""
+        extra = self.num_extra_tokens
+        if not self.is_video:
+            return resize_pos_embed(self.pos_embed, self.patch_resolution,
+                                    grid, extra)
+        if self.temporal_pos_embed:
+            return resize_pos_embed_3d(self.pos_embed, self.pos_grid, grid,
+                                       extra)
+        spatial = resize_pos_embed(self.pos_embed, self.patch_resolution,
+                                   grid[1:], extra)
+        # Same spatial position in every token frame: no temporal embedding.
+        return torch.cat(
+            [spatial[:, :extra], spatial[:, extra:].repeat(1, grid[0], 1)],
+            dim=1)
 
     def _run_block(self, block: EVABlock, x: torch.Tensor,
-                   hw: Tuple[int, int]) -> torch.Tensor:
+                   grid: Tuple[int, ...]) -> torch.Tensor:
+        # Blocks only use the spatial grid (windows, relative positions),
+        # which the video model does not have: its attention is global.
+        hw = grid[-2:]
         if self.with_cp and self.training and x.requires_grad:
             return checkpoint(block, x, hw, use_reentrant=False)
         return block(x, hw)
 
-    def _format(self, x: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
+    def _format(self, x: torch.Tensor, grid: Tuple[int, ...]) -> torch.Tensor:
         if self.out_type == 'raw':
             return x
         if self.out_type == 'cls_token':
@@ -412,7 +518,7 @@ class EVAViT(BaseModule):
         patches = x[:, self.num_extra_tokens:]
         if self.out_type == 'featmap':
             b, _, c = patches.shape
-            return patches.transpose(1, 2).reshape(b, c, *hw).contiguous()
+            return patches.transpose(1, 2).reshape(b, c, *grid).contiguous()
         pooled = patches.mean(dim=1)
         return self.fc_norm(pooled) if self.fc_norm is not None else pooled
 
@@ -421,9 +527,9 @@ class EVAViT(BaseModule):
                          mask: Optional[torch.Tensor] = None
                          ) -> torch.Tensor:
         """All tokens (B, extra + N, C) after the last block and final norm."""
-        x, hw = self.embed(x, mask)
+        x, grid = self.embed(x, mask)
         for block in self.blocks:
-            x = self._run_block(block, x, hw)
+            x = self._run_block(block, x, grid)
         return self.norm(x) if self.norm is not None else x
 
     def forward(self,
@@ -434,16 +540,16 @@ class EVAViT(BaseModule):
 
         The final norm applies to the last block's output only.
         """
-        x, hw = self.embed(x, mask)
+        x, grid = self.embed(x, mask)
         outs = []
         last = self.num_layers - 1
         for i, block in enumerate(self.blocks[:self.out_indices[-1] + 1]):
-            x = self._run_block(block, x, hw)
+            x = self._run_block(block, x, grid)
             if i in self.out_indices:
                 out = x
                 if i == last and self.norm is not None:
                     out = self.norm(x)
-                outs.append(self._format(out, hw))
+                outs.append(self._format(out, grid))
         return tuple(outs) if self.tuple_output else outs[0]
 
     # ------------------------------------------------------------------

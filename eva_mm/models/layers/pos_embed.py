@@ -117,3 +117,66 @@ def resize_rel_pos_bias_table(table: torch.Tensor,
         grid, size=dst_len, mode='bicubic', align_corners=False)
     grid = grid.reshape(heads, -1).t().to(table.dtype)
     return torch.cat([grid, extra], dim=0)
+
+
+def resize_pos_embed_3d(pos_embed: torch.Tensor,
+                        src_shape: Tuple[int, int, int],
+                        dst_shape: Tuple[int, int, int],
+                        num_extra_tokens: int = 1) -> torch.Tensor:
+    """Trilinearly resize a space-time position embedding, e.g. 8 -> 16 frames.
+
+    A spatial (image) embedding is the case ``src_shape[0] == 1``: the
+    interpolation from one frame then copies it to every frame, which is the
+    tiling that inflates an image model to video.
+
+    Args:
+        pos_embed: Embedding of shape (1, num_extra_tokens + T * H * W, C),
+            tokens ordered time-major as a Conv3d patch embedding lays them.
+        src_shape: The grid (T, H, W) that ``pos_embed`` was learned for.
+        dst_shape: The grid to resize to.
+        num_extra_tokens: Leading tokens (cls) that are kept as they are.
+
+    Returns:
+        The embedding of shape (1, num_extra_tokens + T' * H' * W', C).
+    """
+    if tuple(src_shape) == tuple(dst_shape):
+        return pos_embed
+    src_t, src_h, src_w = src_shape
+    if pos_embed.shape[1] != num_extra_tokens + src_t * src_h * src_w:
+        raise ValueError(
+            f'pos_embed has {pos_embed.shape[1]} tokens, which does not '
+            f'match a {src_t}x{src_h}x{src_w} grid plus {num_extra_tokens} '
+            'extra token(s).')
+    extra, grid = (pos_embed[:, :num_extra_tokens],
+                   pos_embed[:, num_extra_tokens:])
+    dim = grid.shape[-1]
+    grid = grid.reshape(1, src_t, src_h, src_w, dim).permute(0, 4, 1, 2, 3)
+    grid = F.interpolate(
+        grid.float(),
+        size=tuple(dst_shape),
+        mode='trilinear',
+        align_corners=False)
+    grid = grid.to(pos_embed.dtype).flatten(2).transpose(1, 2)
+    return torch.cat([extra, grid], dim=1)
+
+
+def inflate_patch_kernel(weight: torch.Tensor,
+                         tubelet_size: int) -> torch.Tensor:
+    """Inflate a 2-D patch kernel to a 3-D tubelet kernel (I3D inflation).
+
+    The kernel is repeated ``tubelet_size`` times over time and divided by
+    ``tubelet_size``, so a tubelet of identical frames embeds exactly as one
+    frame does in the image model.
+
+    Args:
+        weight: Image kernel of shape (C_out, C_in, kh, kw).
+        tubelet_size: Temporal kernel length t.
+
+    Returns:
+        Kernel of shape (C_out, C_in, t, kh, kw), in the input dtype.
+    """
+    if weight.dim() != 4:
+        raise ValueError('Only a 4-D image kernel can be inflated, got shape '
+                         f'{tuple(weight.shape)}.')
+    inflated = weight.unsqueeze(2).repeat(1, 1, tubelet_size, 1, 1)
+    return inflated / tubelet_size

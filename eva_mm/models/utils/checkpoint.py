@@ -526,6 +526,10 @@ def load_backbone_checkpoint(model: 'EVAViT',
                 num_extra_tokens=src_extra_tokens)
         except ValueError:
             pass  # a non-square grid stays as it is and is reported below
+    if getattr(model, 'is_video', False):
+        # Only the video model knows its tubelet and frame grid: its load
+        # hook inflates an image kernel and fits the position embedding.
+        model._resize_on_load(checkpoint, '')
 
     missing = sorted(key for key in model_shapes
                      if key not in checkpoint and not _FRESH_KEY.match(key))
