@@ -2,8 +2,11 @@ from .demo_shapes import CLASSES as DEMO_SHAPES_CLASSES
 from .demo_shapes import PALETTE as DEMO_SHAPES_PALETTE
 from .demo_shapes import generate_demo_shapes
 from .imagenet_v2 import ImageNetV2
+from .video import (RobustVideoDataset, VideoDecode, VideoInit,
+                    VideoReadError)
 
 __all__ = [
     'DEMO_SHAPES_CLASSES', 'DEMO_SHAPES_PALETTE', 'ImageNetV2',
+    'RobustVideoDataset', 'VideoDecode', 'VideoInit', 'VideoReadError',
     'generate_demo_shapes'
 ]
