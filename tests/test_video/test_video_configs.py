@@ -1,0 +1,116 @@
+"""The paper's video configs: the giant model builds (meta device) with the
+official numbers, and each config trains one iteration once shrunk with the
+options ``tools/train.py --cfg-options`` would pass."""
+from pathlib import Path
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.registry import DefaultScope, init_default_scope
+from mmengine.runner import Runner
+
+from .moving_shapes import generate
+
+ROOT = Path(__file__).parents[2]
+CONFIGS = {
+    'k722': 'eva-g-p14_k722-intermediate-ft_8x224.py',
+    'k400': 'eva-g-p14_k722-pre_k400-ft_16x224.py',
+    'k600': 'eva-g-p14_k722-pre_k600-ft_16x224.py',
+    'k700': 'eva-g-p14_k722-pre_k700-ft_16x224.py',
+}
+# name: (frames, classes, drop path, lr, layer decay, epochs)
+RECIPES = {
+    'k722': (8, 722, 0.3, 8e-6, 1.0, 40),
+    'k400': (16, 400, 0.2, 1e-6, 0.95, 1),
+    'k600': (16, 600, 0.2, 1e-6, 0.95, 2),
+    'k700': (16, 700, 0.2, 1e-6, 0.95, 2),
+}
+
+
+def _load(name: str) -> Config:
+    return Config.fromfile(str(ROOT / 'configs/video' / CONFIGS[name]))
+
+
+@pytest.fixture(autouse=True)
+def _reset_scope():
+    yield
+    DefaultScope._instance_dict.clear()
+
+
+@pytest.mark.parametrize('name', sorted(CONFIGS))
+def test_paper_config_builds_giant_on_meta(name):
+    cfg = _load(name)
+    frames, classes, drop_path, lr, decay, epochs = RECIPES[name]
+    optimizer = cfg.optim_wrapper.optimizer
+    assert (optimizer.lr, optimizer.betas, optimizer.weight_decay) == (
+        lr, (0.9, 0.98), 0.05)
+    assert cfg.optim_wrapper.paramwise_cfg.layer_decay_rate == decay
+    assert cfg.train_cfg.max_epochs == epochs
+    assert cfg.model.cls_head.label_smooth_eps == 0.1
+    samplers = [t for t in cfg.test_dataloader.dataset.pipeline
+                if t['type'] == 'UniformSample']
+    assert samplers[0].clip_len == frames and samplers[0].num_clips == 4
+    assert any(t['type'] == 'ThreeCrop'
+               for t in cfg.test_dataloader.dataset.pipeline)
+
+    import eva_mm  # noqa: F401  (registers the eva_mm scope)
+    init_default_scope('mmaction')
+    from mmaction.registry import MODELS
+    cfg.model.backbone.init_cfg = None
+    with torch.device('meta'):
+        model = MODELS.build(cfg.model)
+    backbone = model.backbone
+    assert backbone.patch_embed.proj.weight.shape == (1408, 3, 1, 14, 14)
+    assert backbone.pos_embed.shape == (1, 1 + frames * 16 * 16, 1408)
+    assert backbone.blocks[-1].drop_path.drop_prob == pytest.approx(
+        drop_path)
+    assert model.cls_head.fc_cls.out_features == classes
+    params = sum(p.numel() for p in model.parameters())
+    # EVA-g/14: about one billion parameters.
+    assert 0.95e9 < params < 1.05e9
+
+
+def _shrink_options(shapes: Path) -> dict:
+    """What ``--cfg-options`` would pass to run a config on CPU."""
+    options = {
+        # Plain values only, as on a command line.
+        'model.backbone.arch': 'tiny',
+        # A 4 x 4 patch grid at 224 px keeps the clips cheap.
+        'model.backbone.patch_size': 56,
+        'model.backbone.init_cfg': None,
+        'model.backbone.with_cp': False,
+        'model.cls_head.in_channels': 192,
+        'load_from': None,
+        'train_dataloader.batch_size': 1,
+        'train_dataloader.num_workers': 0,
+        'train_dataloader.persistent_workers': False,
+        # The first video only: one iteration per epoch.
+        'train_dataloader.dataset.indices': 1,
+        'train_dataloader.dataset.ann_file': str(shapes / 'train_list.txt'),
+        'train_dataloader.dataset.data_prefix.video': str(shapes / 'videos'),
+        # The runner builds the validation loader even when it never runs.
+        'val_dataloader.num_workers': 0,
+        'val_dataloader.persistent_workers': False,
+        'val_dataloader.dataset.ann_file': str(shapes / 'val_list.txt'),
+        'val_dataloader.dataset.data_prefix.video': str(shapes / 'videos'),
+        'train_cfg.max_epochs': 1,
+        'train_cfg.val_interval': 100,
+        'optim_wrapper.optimizer.lr': 1e-3,
+    }
+    return options
+
+
+@pytest.mark.parametrize('name', sorted(CONFIGS))
+def test_paper_config_trains_one_iteration_shrunk(name, tmp_path_factory):
+    shapes = tmp_path_factory.getbasetemp() / 'config_shapes'
+    if not shapes.exists():
+        generate(shapes, train_per_class=1, val_per_class=1)
+    cfg = _load(name)
+    cfg.merge_from_dict(_shrink_options(shapes))
+    cfg.work_dir = str(tmp_path_factory.mktemp(name))
+    runner = Runner.from_cfg(cfg)
+    before = runner.model.backbone.blocks[0].attn.qkv.weight.detach().clone()
+    runner.train()
+    assert runner.iter == 1
+    assert not torch.equal(before,
+                           runner.model.backbone.blocks[0].attn.qkv.weight)
