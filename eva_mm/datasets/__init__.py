@@ -4,9 +4,10 @@ from .demo_shapes import generate_demo_shapes
 from .imagenet_v2 import ImageNetV2
 from .video import (RobustVideoDataset, VideoDecode, VideoInit,
                     VideoReadError)
+from .video_transforms import ColorJitter, RandomGrayscale
 
 __all__ = [
-    'DEMO_SHAPES_CLASSES', 'DEMO_SHAPES_PALETTE', 'ImageNetV2',
-    'RobustVideoDataset', 'VideoDecode', 'VideoInit', 'VideoReadError',
-    'generate_demo_shapes'
+    'ColorJitter', 'DEMO_SHAPES_CLASSES', 'DEMO_SHAPES_PALETTE', 'ImageNetV2',
+    'RandomGrayscale', 'RobustVideoDataset', 'VideoDecode', 'VideoInit',
+    'VideoReadError', 'generate_demo_shapes'
 ]

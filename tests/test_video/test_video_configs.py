@@ -52,6 +52,11 @@ def test_paper_config_builds_giant_on_meta(name):
     assert samplers[0].clip_len == frames and samplers[0].num_clips == 4
     assert any(t['type'] == 'ThreeCrop'
                for t in cfg.test_dataloader.dataset.pipeline)
+    train = {t['type']: t for t in cfg.train_dataloader.dataset.pipeline}
+    assert train['eva_mm.RandomGrayscale'].prob == 0.2
+    jitter = train['RandomApply']
+    assert jitter.prob == 0.8 and jitter.transforms == [
+        dict(type='eva_mm.ColorJitter', hue=0.1)]
 
     import eva_mm  # noqa: F401  (registers the eva_mm scope)
     init_default_scope('mmaction')

@@ -17,13 +17,17 @@ train_pipeline = [
     dict(type='RandomResizedCrop'),
     dict(type='Resize', scale=(224, 224), keep_ratio=False),
     dict(type='Flip', flip_ratio=0.5),
-    # AUG.COLOR_JITTER 0.8: colour jitter with probability 0.8 (mmaction2's
-    # default strengths). No hue jitter: mmaction2 1.2 adds a negative hue
-    # offset to a uint8 array, which NumPy 2 refuses (OverflowError).
-    # AUG.GRAY_SCALE 0.2 is not reproduced: mmaction2 has no random
-    # grayscale transform.
-    dict(type='RandomApply', transforms=[dict(type='ColorJitter', hue=0.)],
-         prob=0.8),
+    # AUG.COLOR_JITTER 0.8: colour jitter with probability 0.8, with the hue
+    # range 0.1 (a fraction of the hue circle) of the official X-CLIP
+    # ColorJitter that EVA-01/video uses; brightness, contrast and
+    # saturation keep mmaction2's default strengths. eva_mm.ColorJitter is
+    # mmaction2's with the hue shift fixed (mmaction2 1.2's overflows uint8
+    # and raises under NumPy 2).
+    dict(type='RandomApply',
+         transforms=[dict(type='eva_mm.ColorJitter', hue=0.1)], prob=0.8),
+    # AUG.GRAY_SCALE 0.2: the whole clip turned to grayscale with
+    # probability 0.2.
+    dict(type='eva_mm.RandomGrayscale', prob=0.2),
     dict(type='FormatShape', input_format='NCTHW'),
     dict(type='PackActionInputs'),
 ]
