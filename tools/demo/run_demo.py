@@ -31,13 +31,10 @@ from typing import Dict, List, Sequence
 import mmcv
 import numpy as np
 import torch
-import torch.nn.functional as F
-from mmcv.transforms import Compose
-from mmdet.apis import inference_detector, init_detector
-from mmdet.visualization import DetLocalVisualizer
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, ROOT)
+from eva_mm.apis import draw_result, inference, init_model  # noqa: E402
 from eva_mm.datasets import generate_demo_shapes  # noqa: E402
 
 DEFAULT_CONFIG = osp.join(ROOT, 'configs', 'demo',
@@ -125,38 +122,15 @@ def draw_gallery(config: str,
     The demo images are 128 px, too small for legible labels, so the image
     and the predictions are scaled up before drawing.
     """
-    model = init_detector(
-        config, checkpoint, device='cpu', cfg_options=cfg_options)
-    # The test pipeline without LoadAnnotations: these are bare images.
-    pipeline = Compose([
-        transform for transform in model.cfg.test_dataloader.dataset.pipeline
-        if transform['type'] != 'LoadAnnotations'
-    ])
-    visualizer = DetLocalVisualizer(line_width=2)
-    visualizer.dataset_meta = model.dataset_meta
+    model = init_model(config, checkpoint, cfg_options=cfg_options)
     tiles = []
     for path in img_paths:
-        result = inference_detector(model, path, test_pipeline=pipeline)
-        pred = result.pred_instances
-        pred.bboxes = pred.bboxes * zoom
-        pred.masks = F.interpolate(
-            pred.masks[None].float(), scale_factor=zoom,
-            mode='nearest')[0].bool()
-        image = mmcv.imrescale(
-            mmcv.imread(path, channel_order='rgb'),
-            zoom,
-            interpolation='nearest')
-        visualizer.add_datasample(
-            osp.basename(path),
-            image,
-            data_sample=result,
-            draw_gt=False,
-            pred_score_thr=score_thr)
+        picture = draw_result(
+            model, path, inference(model, path), score_thr=score_thr,
+            zoom=zoom)
         # A white frame keeps neighbouring tiles apart.
         tiles.append(
-            np.pad(
-                visualizer.get_image(), ((3, 3), (3, 3), (0, 0)),
-                constant_values=255))
+            np.pad(picture, ((3, 3), (3, 3), (0, 0)), constant_values=255))
     tiles += [np.full_like(tiles[0], 255)] * (-len(tiles) % columns)
     rows = [
         np.concatenate(tiles[i:i + columns], axis=1)

@@ -1,0 +1,8 @@
+"""Single-image inference for eva_mm detectors and segmentors."""
+from .inference import (class_names, draw_result, inference, init_model,
+                        result_to_json, task_scope)
+
+__all__ = [
+    'class_names', 'draw_result', 'inference', 'init_model',
+    'result_to_json', 'task_scope'
+]

@@ -1,0 +1,118 @@
+"""Predict on one image or every image of a folder with a detector or
+segmentor config, drawing and saving each prediction.
+
+Writes, for every image ``NAME.EXT``:
+
+- ``OUT_DIR/vis/NAME.png``: the prediction drawn over the image;
+- ``OUT_DIR/preds/NAME.json``: the prediction (see
+  ``eva_mm.apis.result_to_json``);
+- ``OUT_DIR/preds/NAME_label.png``: for segmentation, the label map.
+
+In a folder, unreadable images are reported and skipped; a single unreadable
+image, a missing checkpoint or a config that is neither mmdet nor mmseg is
+an error.
+
+Example:
+    python tools/image_demo.py demo.jpg CONFIG CHECKPOINT --out-dir out
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import sys
+from typing import List
+
+import mmcv
+import numpy as np
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+import eva_mm  # noqa: E402,F401  (registers components and the load allow-list)
+from eva_mm.apis import (class_names, draw_result, inference,  # noqa: E402
+                         init_model, result_to_json, task_scope)
+
+IMAGE_EXTENSIONS = ('.bmp', '.jpeg', '.jpg', '.png', '.tif', '.tiff', '.webp')
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description='Single-image / folder inference')
+    parser.add_argument('image', help='an image file or a folder of images')
+    parser.add_argument('config', help='config file (mmdet or mmseg)')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--out-dir', required=True, help='output folder')
+    parser.add_argument('--device', default='cpu', help='e.g. cpu, cuda:0')
+    parser.add_argument(
+        '--score-thr',
+        type=float,
+        default=0.3,
+        help='detections below this score are neither drawn nor saved')
+    return parser.parse_args()
+
+
+def list_images(path: str) -> List[str]:
+    """The image files to run: ``path`` itself or the folder's images.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist, or the folder has no
+            image.
+    """
+    if osp.isfile(path):
+        return [path]
+    if not osp.isdir(path):
+        raise FileNotFoundError(f'No such image or folder: {path}')
+    images = sorted(
+        osp.join(path, name) for name in os.listdir(path)
+        if name.lower().endswith(IMAGE_EXTENSIONS))
+    if not images:
+        raise FileNotFoundError(
+            f'No image ({", ".join(IMAGE_EXTENSIONS)}) in {path}')
+    return images
+
+
+def main() -> None:
+    args = parse_args()
+    try:
+        images = list_images(args.image)
+        task_scope(args.config)
+        if not osp.isfile(args.checkpoint):
+            raise FileNotFoundError(f'Checkpoint not found: {args.checkpoint}')
+    except (FileNotFoundError, ValueError) as error:
+        # Before loading the model, which takes a while for large ones.
+        sys.exit(f'error: {error}')
+    model = init_model(args.config, args.checkpoint, device=args.device)
+    names = class_names(model)
+    vis_dir = osp.join(args.out_dir, 'vis')
+    pred_dir = osp.join(args.out_dir, 'preds')
+    os.makedirs(vis_dir, exist_ok=True)
+    os.makedirs(pred_dir, exist_ok=True)
+    skipped = []
+    for path in images:
+        # Decode here: the pipeline's own error on a bad file does not say
+        # which file, and a folder run should go on past it.
+        image = mmcv.imread(path)
+        if not isinstance(image, np.ndarray):
+            if len(images) == 1:
+                sys.exit(f'error: cannot read image {path}')
+            print(f'skipping unreadable image {path}', file=sys.stderr)
+            skipped.append(path)
+            continue
+        stem = osp.splitext(osp.basename(path))[0]
+        result = inference(model, path)
+        draw_result(model, image, result, osp.join(vis_dir, stem + '.png'),
+                    args.score_thr)
+        label_file = osp.join(pred_dir, stem + '_label.png')
+        prediction = result_to_json(
+            result, names, args.score_thr,
+            label_file=label_file if 'pred_sem_seg' in result else None)
+        with open(osp.join(pred_dir, stem + '.json'), 'w') as f:
+            json.dump(dict(image=path, **prediction), f)
+        print(f'{path} -> {osp.join(vis_dir, stem + ".png")}')
+    if skipped:
+        print(f'skipped {len(skipped)} unreadable image(s): '
+              f'{", ".join(skipped)}', file=sys.stderr)
+    if len(skipped) == len(images):
+        sys.exit('error: no image could be read')
+
+
+if __name__ == '__main__':
+    main()
