@@ -6,7 +6,6 @@ SIGKILL resumes from its last checkpoint and then logs exactly the losses of an
 uninterrupted run; tools/test.py evaluates a saved checkpoint; two gloo
 processes train through dist_train.sh and evaluate through dist_test.sh.
 """
-import json
 import os
 import signal
 import subprocess
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from train_runs import read_losses, train_cmd
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -94,37 +94,17 @@ def _run(args, timeout: int = 300, **env) -> subprocess.CompletedProcess:
         timeout=timeout)
 
 
-def _train_cmd(config: Path, work_dir: Path, *extra: str) -> list:
-    return [
-        sys.executable,
-        str(ROOT / 'tools/train.py'),
-        str(config), '--work-dir',
-        str(work_dir), *extra
-    ]
-
-
-def _losses(work_dir: Path) -> dict:
-    """Iteration -> loss from every scalars.json under the work dir."""
-    losses = {}
-    for log in sorted(work_dir.glob('*/vis_data/scalars.json')):
-        for line in log.read_text().splitlines():
-            record = json.loads(line)
-            if 'loss' in record:
-                losses[record['iter']] = record['loss']
-    return losses
-
-
 def test_killed_run_resumes_with_identical_losses(config, tmp_path):
     reference_dir = tmp_path / 'reference'
-    done = _run(_train_cmd(config, reference_dir))
+    done = _run(train_cmd(config, reference_dir))
     assert done.returncode == 0, done.stderr[-3000:]
-    reference = _losses(reference_dir)
+    reference = read_losses(reference_dir)
     assert sorted(reference) == list(range(1, 13))
 
     killed_dir = tmp_path / 'killed'
     env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=str(ROOT))
     proc = subprocess.Popen(
-        _train_cmd(config, killed_dir),
+        train_cmd(config, killed_dir),
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -141,11 +121,11 @@ def test_killed_run_resumes_with_identical_losses(config, tmp_path):
         .split('_')[1])
     assert 4 <= resumed_from < 12
 
-    resumed = _run(_train_cmd(config, killed_dir, '--resume'))
+    resumed = _run(train_cmd(config, killed_dir, '--resume'))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f'resumed epoch: 0, iter: {resumed_from}' in (
         resumed.stdout + resumed.stderr)
-    losses = _losses(killed_dir)
+    losses = read_losses(killed_dir)
     for it in range(resumed_from + 1, 13):
         assert losses[it] == pytest.approx(reference[it], rel=1e-5, abs=1e-6)
 
@@ -154,7 +134,7 @@ def test_test_tool_evaluates_checkpoint_with_weights_only_load(
         config, tmp_path):
     work_dir = tmp_path / 'train'
     done = _run(
-        _train_cmd(config, work_dir, '--cfg-options',
+        train_cmd(config, work_dir, '--cfg-options',
                    'train_cfg.max_iters=2'))
     assert done.returncode == 0, done.stderr[-3000:]
     checkpoint = work_dir / 'iter_2.pth'
@@ -182,10 +162,10 @@ def test_test_tool_evaluates_checkpoint_with_weights_only_load(
 def test_load_from_and_missing_checkpoint(config, tmp_path):
     work_dir = tmp_path / 'train'
     assert _run(
-        _train_cmd(config, work_dir, '--cfg-options',
+        train_cmd(config, work_dir, '--cfg-options',
                    'train_cfg.max_iters=2')).returncode == 0
     finetune = _run(
-        _train_cmd(config, tmp_path / 'finetune', '--cfg-options',
+        train_cmd(config, tmp_path / 'finetune', '--cfg-options',
                    'train_cfg.max_iters=1',
                    f'load_from={work_dir / "iter_2.pth"}'))
     assert finetune.returncode == 0, finetune.stderr[-3000:]

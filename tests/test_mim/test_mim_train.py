@@ -7,7 +7,6 @@ trains with two processes; both kinds of checkpoint export to backbone
 checkpoints that EVAViT loads.
 """
 import importlib.util
-import json
 import os
 import signal
 import subprocess
@@ -17,6 +16,8 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from train_runs import read_losses, train_cmd
 
 import eva_mm  # noqa: F401  (allow-lists mmengine's pickles)
 from eva_mm.datasets import generate_demo_shapes
@@ -61,25 +62,10 @@ def _run(args: list, **env) -> subprocess.CompletedProcess:
     return done
 
 
-def _train(config: Path, work_dir: Path, *extra: str) -> list:
-    return [sys.executable, str(ROOT / 'tools/train.py'), str(config),
-            '--work-dir', str(work_dir), *extra]
-
-
 def _dist_train(config: Path, procs: int, work_dir: Path,
                 *extra: str) -> list:
     return ['bash', str(ROOT / 'tools/dist_train.sh'), str(config),
             str(procs), '--work-dir', str(work_dir), *extra]
-
-
-def _losses(work_dir: Path) -> dict:
-    losses = {}
-    for log in sorted(work_dir.glob('*/vis_data/scalars.json')):
-        for line in log.read_text().splitlines():
-            record = json.loads(line)
-            if 'loss' in record:
-                losses[record['iter']] = record['loss']
-    return losses
 
 
 def _kill_after_first_checkpoint(proc: subprocess.Popen,
@@ -111,20 +97,20 @@ def _check_export(src: Path, dst: Path, trained: dict) -> None:
 
 def test_plain_runner_killed_resumes_exactly_and_exports(data_root, tmp_path):
     reference_dir = tmp_path / 'reference'
-    _run(_train(PLAIN, reference_dir, *_options(data_root, 8)))
-    reference = _losses(reference_dir)
+    _run(train_cmd(PLAIN, reference_dir, *_options(data_root, 8)))
+    reference = read_losses(reference_dir)
     assert sorted(reference) == list(range(1, 9))
 
     killed_dir = tmp_path / 'killed'
     proc = subprocess.Popen(
-        _train(PLAIN, killed_dir, *_options(data_root, 8)), cwd=ROOT,
+        train_cmd(PLAIN, killed_dir, *_options(data_root, 8)), cwd=ROOT,
         env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True)
     _kill_after_first_checkpoint(proc, killed_dir)
-    resumed = _run(_train(PLAIN, killed_dir, '--resume',
+    resumed = _run(train_cmd(PLAIN, killed_dir, '--resume',
                           *_options(data_root, 8)))
     assert 'resumed epoch: 0, iter: 4' in resumed.stdout + resumed.stderr
-    losses = _losses(killed_dir)
+    losses = read_losses(killed_dir)
     for it in range(5, 9):
         assert losses[it] == pytest.approx(reference[it], rel=1e-5)
 
@@ -142,7 +128,7 @@ def test_deepspeed_bf16_one_and_two_processes(data_root, tmp_path):
     one = tmp_path / 'one'
     _run(_dist_train(DEEPSPEED, 1, one, *_options(data_root, 8)),
          PYTHON=sys.executable, PORT='29561')
-    reference = _losses(one)
+    reference = read_losses(one)
     assert sorted(reference) == list(range(1, 9))
     model_file = one / 'iter_8.pth' / 'mp_rank_00_model_states.pt'
     trained = load_state_dict_file(model_file)
@@ -162,7 +148,7 @@ def test_deepspeed_bf16_one_and_two_processes(data_root, tmp_path):
     _run(_dist_train(DEEPSPEED, 1, killed_dir, '--resume',
                      *_options(data_root, 8)),
          PYTHON=sys.executable, PORT='29564')
-    losses = _losses(killed_dir)
+    losses = read_losses(killed_dir)
     for it in range(5, 9):
         assert losses[it] == pytest.approx(reference[it], rel=1e-5)
 
@@ -177,4 +163,4 @@ def test_deepspeed_bf16_one_and_two_processes(data_root, tmp_path):
         'bf16_zero_pp_rank_1_mp_rank_00_optim_states.pt',
         'mp_rank_00_model_states.pt'
     ]
-    assert sorted(_losses(two)) == [1, 2, 3, 4]
+    assert sorted(read_losses(two)) == [1, 2, 3, 4]

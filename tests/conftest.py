@@ -1,0 +1,1 @@
+"""Makes tests/ importable, for the helpers shared by several test folders."""
