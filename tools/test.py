@@ -11,7 +11,7 @@ import sys
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 import eva_mm  # noqa: E402,F401  (registers components and the load allow-list)
 from eva_mm.engine.launch import (add_common_args, build_runner,  # noqa: E402
-                                  load_config)
+                                  finish_distributed, load_config)
 
 
 def parse_args() -> argparse.Namespace:
@@ -39,6 +39,7 @@ def main() -> None:
         hook.draw = True
         hook.test_out_dir = args.show_dir
     build_runner(cfg).test()
+    finish_distributed()
 
 
 if __name__ == '__main__':

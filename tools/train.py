@@ -11,7 +11,8 @@ import sys
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 import eva_mm  # noqa: E402,F401  (registers components and the load allow-list)
 from eva_mm.engine.launch import (add_common_args, build_runner,  # noqa: E402
-                                  enable_amp, load_config)
+                                  enable_amp, finish_distributed,
+                                  load_config)
 
 
 def parse_args() -> argparse.Namespace:
@@ -42,6 +43,7 @@ def main() -> None:
     elif args.resume:
         cfg.resume, cfg.load_from = True, args.resume
     build_runner(cfg).train()
+    finish_distributed()
 
 
 if __name__ == '__main__':

@@ -38,6 +38,18 @@ def prepare_distributed(cfg: Config) -> None:
     cfg.model_wrapper_cfg = wrapper
 
 
+def finish_distributed() -> None:
+    """Leave the process group together before the interpreter exits.
+
+    Without it a gloo rank that reaches exit while its peer still holds the
+    group can abort ("terminate called without an active exception") and
+    turn a finished run into a failed launch.
+    """
+    if torch_dist.is_available() and torch_dist.is_initialized():
+        torch_dist.barrier()
+        torch_dist.destroy_process_group()
+
+
 def enable_amp(cfg: Config) -> None:
     """``--amp``: fp16 with dynamic loss scaling on GPU, bf16 on CPU."""
     if torch.cuda.is_available():
