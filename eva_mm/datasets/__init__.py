@@ -1,3 +1,4 @@
+from .demo_ade import generate_demo_ade
 from .demo_shapes import CLASSES as DEMO_SHAPES_CLASSES
 from .demo_shapes import PALETTE as DEMO_SHAPES_PALETTE
 from .demo_shapes import generate_demo_shapes
@@ -9,5 +10,5 @@ from .video_transforms import ColorJitter, RandomGrayscale
 __all__ = [
     'ColorJitter', 'DEMO_SHAPES_CLASSES', 'DEMO_SHAPES_PALETTE', 'ImageNetV2',
     'RandomGrayscale', 'RobustVideoDataset', 'VideoDecode', 'VideoInit',
-    'VideoReadError', 'generate_demo_shapes'
+    'VideoReadError', 'generate_demo_ade', 'generate_demo_shapes'
 ]
