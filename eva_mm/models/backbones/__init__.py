@@ -1,3 +1,4 @@
 from .eva_vit import EVAViT
+from .eva_vit_adapter import EVAViTAdapter
 
-__all__ = ['EVAViT']
+__all__ = ['EVAViT', 'EVAViTAdapter']
