@@ -6,6 +6,7 @@ mmpretrain) then reaches eva_mm components by the scoped name, e.g.
 ``backbone=dict(type='eva_mm.EVAViT')``, once ``custom_imports`` has imported
 ``eva_mm``.
 """
+from mmengine.registry import DATA_SAMPLERS as MMENGINE_DATA_SAMPLERS
 from mmengine.registry import DATASETS as MMENGINE_DATASETS
 from mmengine.registry import HOOKS as MMENGINE_HOOKS
 from mmengine.registry import METRICS as MMENGINE_METRICS
@@ -22,6 +23,9 @@ MODELS = Registry(
     locations=['eva_mm.models'])
 DATASETS = Registry(
     'dataset', parent=MMENGINE_DATASETS, scope='eva_mm',
+    locations=['eva_mm.datasets'])
+DATA_SAMPLERS = Registry(
+    'data sampler', parent=MMENGINE_DATA_SAMPLERS, scope='eva_mm',
     locations=['eva_mm.datasets'])
 TRANSFORMS = Registry(
     'transform', parent=MMENGINE_TRANSFORMS, scope='eva_mm',

@@ -1,0 +1,3 @@
+from .federated_loss import FederatedLoss, load_lvis_image_counts
+
+__all__ = ['FederatedLoss', 'load_lvis_image_counts']

@@ -1,0 +1,3 @@
+from .mask_heads import MasknessFCNMaskHead
+
+__all__ = ['MasknessFCNMaskHead']

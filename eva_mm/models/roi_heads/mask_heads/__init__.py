@@ -1,0 +1,3 @@
+from .maskness_fcn_mask_head import MasknessFCNMaskHead
+
+__all__ = ['MasknessFCNMaskHead']
