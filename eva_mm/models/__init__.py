@@ -4,5 +4,6 @@ from .necks import *  # noqa: F401,F403
 from .heads import *  # noqa: F401,F403
 from .losses import *  # noqa: F401,F403
 from .roi_heads import *  # noqa: F401,F403
+from .segmentors import *  # noqa: F401,F403
 from .selfsup import *  # noqa: F401,F403
 from .target_generators import *  # noqa: F401,F403
