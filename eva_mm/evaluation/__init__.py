@@ -1,3 +1,3 @@
-from .metrics import ClassSubsetAccuracy, ReaLAccuracy
+from .metrics import ClassSubsetAccuracy, LVISMetric, ReaLAccuracy
 
-__all__ = ['ClassSubsetAccuracy', 'ReaLAccuracy']
+__all__ = ['ClassSubsetAccuracy', 'LVISMetric', 'ReaLAccuracy']

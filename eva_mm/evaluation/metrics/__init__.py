@@ -1,3 +1,4 @@
 from .imagenet_variants import ClassSubsetAccuracy, ReaLAccuracy
+from .lvis_metric import LVISMetric
 
-__all__ = ['ClassSubsetAccuracy', 'ReaLAccuracy']
+__all__ = ['ClassSubsetAccuracy', 'LVISMetric', 'ReaLAccuracy']

@@ -1,0 +1,353 @@
+"""LVIS v1 box and mask AP on NumPy 2, with faster-coco-eval as the backend.
+
+mmdet's ``LVISMetric`` evaluates through the ``lvis`` package, whose 0.5.3
+release calls ``np.float`` (gone since NumPy 1.24) and runs its per-image
+matching in Python (tens of minutes on LVIS val). :class:`LVISMetric` keeps
+mmdet's interface and machinery (``process``, result conversion,
+``format_only``, ``outfile_prefix``, ``classwise``, ``proposal_fast``) and
+swaps only the evaluator for faster-coco-eval's C++ ``COCOeval_faster`` in
+its LVIS mode, which applies LVIS's federated rules:
+
+- detections of a category that is neither annotated in the image nor in its
+  ``neg_category_ids`` are dropped (the detector is not judged on them);
+- unmatched detections of a category in the image's
+  ``not_exhaustive_category_ids`` are ignored, matched ones count;
+- APr / APc / APf average the categories by their ``frequency`` (r, c, f).
+
+The fourth rule, at most 300 detections per image over all categories (the
+top 300 by score), lives in the ``lvis`` package's result loader, not in its
+evaluator: :func:`limit_dets_per_image` applies it the same way here. The
+numbers equal the ``lvis`` reference to 1e-4 (tests/test_det/
+test_lvis_metric.py; timings in docs/detection_evaluation.md).
+"""
+import itertools
+import os.path as osp
+import tempfile
+from collections import OrderedDict, defaultdict
+from operator import itemgetter
+from typing import Dict, List, Optional, Sequence, Union
+
+import numpy as np
+from faster_coco_eval import COCO, COCOeval_faster
+from mmdet.evaluation.metrics import LVISMetric as MMDetLVISMetric
+from mmengine.evaluator import BaseMetric
+from mmengine.fileio import get_local_path, load
+from mmengine.logging import MMLogger
+from terminaltables import AsciiTable
+
+from eva_mm.registry import METRICS
+
+# LVIS's per-image detection budget (Gupta et al., 2019, Sec. 5; the
+# ``max_dets`` default of the ``lvis`` package's LVISResults).
+LVIS_MAX_DETS = 300
+# faster-coco-eval's summary names -> the ``lvis`` package's result names,
+# which mmdet's LVISMetric reports as ``lvis/{bbox,segm}_<name>``.
+_LVIS_NAMES = {
+    'AP_all': 'AP', 'AP_50': 'AP50', 'AP_75': 'AP75', 'AP_small': 'APs',
+    'AP_medium': 'APm', 'AP_large': 'APl', 'APr': 'APr', 'APc': 'APc',
+    'APf': 'APf', 'AR_all': f'AR@{LVIS_MAX_DETS}',
+    'AR_small': f'ARs@{LVIS_MAX_DETS}', 'AR_medium': f'ARm@{LVIS_MAX_DETS}',
+    'AR_large': f'ARl@{LVIS_MAX_DETS}'
+}
+_DEFAULT_ITEMS = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl', 'APr', 'APc',
+                  'APf')
+_AREAS = ('all', 's', 'm', 'l')
+
+
+def limit_dets_per_image(anns: List[dict], max_dets: int) -> List[dict]:
+    """Keep the ``max_dets`` highest-scoring detections of every image.
+
+    Same selection and order as the ``lvis`` package's
+    ``LVISResults.limit_dets_per_image``: images in order of first
+    appearance, a stable sort by descending score only where an image has
+    more than ``max_dets`` detections. The order decides ties between equal
+    scores, so it is kept exactly.
+
+    Args:
+        anns: COCO-style results with ``image_id`` and ``score``.
+        max_dets: Detections kept per image over all categories.
+
+    Returns:
+        The kept results.
+    """
+    by_image: Dict[int, List[dict]] = defaultdict(list)
+    for ann in anns:
+        by_image[ann['image_id']].append(ann)
+    kept = []
+    for image_anns in by_image.values():
+        if len(image_anns) > max_dets:
+            # sorted() is stable under reverse=True, as in LVISResults.
+            image_anns = sorted(
+                image_anns, key=itemgetter('score'), reverse=True)[:max_dets]
+        kept.extend(image_anns)
+    return kept
+
+
+def load_lvis_api(ann_file: str, backend_args: Optional[dict] = None) -> COCO:
+    """Load an LVIS-format annotation file and check its federated fields.
+
+    Args:
+        ann_file: Path (or backend URI) of the LVIS json.
+        backend_args: mmengine file backend arguments.
+
+    Returns:
+        faster-coco-eval's COCO index of the file.
+
+    Raises:
+        ValueError: If images lack ``neg_category_ids`` /
+            ``not_exhaustive_category_ids`` or categories lack a
+            ``frequency`` of 'r', 'c' or 'f'.
+    """
+    with get_local_path(ann_file, backend_args=backend_args) as local_path:
+        api = COCO(local_path)
+    for key in ('neg_category_ids', 'not_exhaustive_category_ids'):
+        missing = [
+            img['id'] for img in api.dataset['images'] if key not in img
+        ]
+        if missing:
+            raise ValueError(
+                f'{ann_file} is not in LVIS format: {len(missing)} images '
+                f'(e.g. id {missing[0]}) have no {key!r}. LVIS evaluation '
+                'needs the federated labels of every image; use the LVIS v1 '
+                'annotation files (or add the key, [] if none).')
+    bad = [cat['id'] for cat in api.dataset['categories']
+           if cat.get('frequency') not in ('r', 'c', 'f')]
+    if bad:
+        raise ValueError(
+            f'{ann_file}: categories {bad[:5]} have no frequency of '
+            "'r', 'c' or 'f', which APr/APc/APf group them by.")
+    return api
+
+
+@METRICS.register_module()
+class LVISMetric(MMDetLVISMetric):
+    """LVIS v1 evaluation, mmdet's ``LVISMetric`` on faster-coco-eval.
+
+    Same arguments and metric names as mmdet's ``LVISMetric``
+    (``lvis/bbox_AP``, ``lvis/segm_APr``, ...), but values are not rounded
+    to three decimals, and ``ann_file`` is required: LVIS's federated
+    labels (negative / not-exhaustive categories per image, category
+    frequencies) exist only in the annotation file. ``metric_items`` may
+    also name ``AR@300``, ``ARs@300``, ``ARm@300`` and ``ARl@300``.
+    ``'proposal'`` is class-agnostic COCO recall at each of
+    ``proposal_nums`` per image (``AR@N``, ``ARs@N``, ``ARm@N``, ``ARl@N``).
+
+    Args:
+        ann_file: Path of the LVIS v1 json (e.g. ``lvis_v1_val.json``).
+        metric: 'bbox', 'segm', 'proposal', 'proposal_fast' or a list.
+        classwise: Also report and log the AP of every category.
+        proposal_nums: Proposals per image for 'proposal'/'proposal_fast'.
+        iou_thrs: IoU thresholds of 'proposal_fast' (0.5:0.95 by default).
+        metric_items: Names to report; the nine AP numbers by default.
+        format_only: Only write the result json files (needs
+            ``outfile_prefix``).
+        outfile_prefix: Prefix of the result json files; a temporary
+            directory when None.
+        collect_device: Device for gathering results across ranks.
+        prefix: Metric name prefix; ``'lvis'`` when None.
+        file_client_args: Removed in mmdet 3; must stay None.
+        backend_args: mmengine file backend arguments.
+
+    Raises:
+        ValueError: If ``ann_file`` is missing or not in LVIS format, or
+            ``format_only`` is set without ``outfile_prefix``.
+        KeyError: If a metric is not one of the four above.
+    """
+
+    def __init__(self,
+                 ann_file: Optional[str] = None,
+                 metric: Union[str, List[str]] = 'bbox',
+                 classwise: bool = False,
+                 proposal_nums: Sequence[int] = (100, 300, 1000),
+                 iou_thrs: Optional[Union[float, Sequence[float]]] = None,
+                 metric_items: Optional[Sequence[str]] = None,
+                 format_only: bool = False,
+                 outfile_prefix: Optional[str] = None,
+                 collect_device: str = 'cpu',
+                 prefix: Optional[str] = None,
+                 file_client_args: Optional[dict] = None,
+                 backend_args: Optional[dict] = None) -> None:
+        # mmdet's __init__ refuses to run without the lvis package and
+        # loads the file with it, so its steps are taken here instead.
+        BaseMetric.__init__(
+            self, collect_device=collect_device, prefix=prefix)
+        self.metrics = metric if isinstance(metric, list) else [metric]
+        allowed = ('bbox', 'segm', 'proposal', 'proposal_fast')
+        for name in self.metrics:
+            if name not in allowed:
+                raise KeyError(f'metric should be one of {allowed}, but got '
+                               f'{name!r}.')
+        if ann_file is None:
+            raise ValueError(
+                'eva_mm.LVISMetric needs ann_file (the LVIS json, e.g. '
+                'lvis_v1_val.json): the federated labels it evaluates with '
+                'are not in the data samples.')
+        if format_only and outfile_prefix is None:
+            raise ValueError('format_only=True writes the result files to '
+                             'outfile_prefix; set outfile_prefix.')
+        if file_client_args is not None:
+            raise ValueError('file_client_args was removed in mmdet 3; use '
+                             'backend_args.')
+        self.classwise = classwise
+        self.proposal_nums = list(proposal_nums)
+        if iou_thrs is None:
+            iou_thrs = np.linspace(.5, .95, 10, endpoint=True)
+        self.iou_thrs = iou_thrs
+        self.metric_items = metric_items
+        self.format_only = format_only
+        self.outfile_prefix = outfile_prefix
+        self.backend_args = backend_args
+        # The attribute name of mmdet's metric: its process() and
+        # fast_eval_recall() use it through the snake-case API, which
+        # faster-coco-eval's COCO also has.
+        self._lvis_api = load_lvis_api(ann_file, backend_args)
+        self.cat_ids: Optional[List[int]] = None
+        self.img_ids: Optional[List[int]] = None
+
+    def _label_cat_ids(self) -> List[int]:
+        """Category id of each label.
+
+        As in mmdet's ``CocoDataset`` and ``CocoMetric``: the file's
+        categories named in ``dataset_meta['classes']``, in file order.
+        """
+        classes = (self.dataset_meta or {}).get('classes')
+        if classes is None:
+            return self._lvis_api.get_cat_ids()
+        cat_ids = self._lvis_api.get_cat_ids(cat_names=list(classes))
+        if len(cat_ids) != len(classes):
+            names = {cat['name'] for cat in self._lvis_api.cats.values()}
+            missing = [name for name in classes if name not in names]
+            raise ValueError(
+                f'{len(missing)} dataset classes are not categories of the '
+                f'annotation file, e.g. {missing[:5]}: the metric and the '
+                'dataset must use the same LVIS json.')
+        return cat_ids
+
+    def _evaluate(self, result_file: str, iou_type: str,
+                  logger: MMLogger) -> COCOeval_faster:
+        """Run faster-coco-eval's LVIS-style evaluation of one result file.
+
+        Args:
+            result_file: COCO-style result json from ``results2json``.
+            iou_type: 'bbox' or 'segm'.
+            logger: Logger for the evaluator's summary lines.
+
+        Returns:
+            The evaluator after evaluate / accumulate / summarize.
+        """
+        anns = limit_dets_per_image(load(result_file), LVIS_MAX_DETS)
+        lvis_eval = COCOeval_faster(
+            self._lvis_api, self._lvis_api.loadRes(anns), iou_type,
+            print_function=logger.info, lvis_style=True)
+        lvis_eval.params.imgIds = self.img_ids
+        # One budget per image (LVIS counts no 1/10/100 cut-offs); the
+        # per-image limit above keeps every (image, category) under it.
+        lvis_eval.params.maxDets = [LVIS_MAX_DETS]
+        lvis_eval.evaluate()
+        lvis_eval.accumulate()
+        lvis_eval.summarize()
+        return lvis_eval
+
+    def _evaluate_proposals(self, result_file: str,
+                            logger: MMLogger) -> Dict[str, float]:
+        """Class-agnostic recall at each number of proposals per image."""
+        proposal_eval = COCOeval_faster(
+            self._lvis_api, self._lvis_api.loadRes(load(result_file)),
+            'bbox', print_function=logger.info)
+        proposal_eval.params.imgIds = self.img_ids
+        proposal_eval.params.useCats = 0
+        proposal_eval.params.maxDets = sorted(self.proposal_nums)
+        proposal_eval.evaluate()
+        proposal_eval.accumulate()
+        # recall: [iou thr, category (one), area range, max dets].
+        recall = proposal_eval.eval['recall']
+        results = {}
+        for m, num in enumerate(proposal_eval.params.maxDets):
+            for a, area in enumerate(_AREAS):
+                values = recall[:, :, a, m]
+                values = values[values > -1]
+                name = f'AR@{num}' if area == 'all' else f'AR{area}@{num}'
+                results[name] = float(values.mean()) if values.size else -1.
+        return results
+
+    def _log_classwise(self, lvis_eval: COCOeval_faster,
+                       eval_results: Dict[str, float],
+                       logger: MMLogger) -> None:
+        """Add and log the AP of every category (all areas, 0.5:0.95)."""
+        # precision: [iou thr, recall thr, category, area range, max dets].
+        precisions = lvis_eval.eval['precision']
+        rows = []
+        for idx, cat_id in enumerate(lvis_eval.params.catIds):
+            name = self._lvis_api.cats[cat_id]['name']
+            precision = precisions[:, :, idx, 0, -1]
+            precision = precision[precision > -1]
+            ap = float(precision.mean()) if precision.size else float('nan')
+            eval_results[f'{name}_precision'] = ap
+            rows.append((name, f'{ap:0.3f}'))
+        num_columns = min(6, len(rows) * 2)
+        flat = list(itertools.chain(*rows))
+        table = [['category', 'AP'] * (num_columns // 2)]
+        table += itertools.zip_longest(
+            *[flat[i::num_columns] for i in range(num_columns)])
+        logger.info('\n' + AsciiTable(table).table)
+
+    def compute_metrics(self, results: list) -> Dict[str, float]:
+        """Write the result files and evaluate them with LVIS's rules.
+
+        Args:
+            results: ``(gt, prediction)`` pairs from ``process``.
+
+        Returns:
+            ``{'bbox_AP': ..., 'segm_APr': ..., ...}`` (the prefix is added
+            by ``evaluate``); empty when ``format_only``.
+        """
+        logger: MMLogger = MMLogger.get_current_instance()
+        _, preds = zip(*results)
+        tmp_dir = None
+        outfile_prefix = self.outfile_prefix
+        if outfile_prefix is None:
+            tmp_dir = tempfile.TemporaryDirectory()
+            outfile_prefix = osp.join(tmp_dir.name, 'results')
+        if self.cat_ids is None:
+            self.cat_ids = self._label_cat_ids()
+        if self.img_ids is None:
+            self.img_ids = self._lvis_api.get_img_ids()
+        result_files = self.results2json(preds, outfile_prefix)
+
+        eval_results: Dict[str, float] = OrderedDict()
+        if self.format_only:
+            logger.info(f'results are saved in {osp.dirname(outfile_prefix)}')
+            return eval_results
+
+        for metric in self.metrics:
+            logger.info(f'Evaluating {metric}...')
+            if metric == 'proposal_fast':
+                ar = self.fast_eval_recall(
+                    preds, self.proposal_nums, self.iou_thrs, logger=logger)
+                for i, num in enumerate(self.proposal_nums):
+                    eval_results[f'AR@{num}'] = float(ar[i])
+                continue
+            if metric == 'proposal':
+                values = self._evaluate_proposals(result_files[metric],
+                                                  logger)
+                items = self.metric_items or list(values)
+                eval_results.update((k, values[k]) for k in items)
+                continue
+            if metric not in result_files:
+                raise ValueError(
+                    "metric 'segm' needs masks in the predictions "
+                    '(pred_instances.masks); the model gave none.')
+            lvis_eval = self._evaluate(result_files[metric], metric, logger)
+            values = {_LVIS_NAMES[k]: v
+                      for k, v in lvis_eval.stats_as_dict.items()
+                      if k in _LVIS_NAMES}
+            for item in self.metric_items or _DEFAULT_ITEMS:
+                if item not in values:
+                    raise KeyError(f'Unknown metric item {item!r}; choose '
+                                   f'from {sorted(values)}.')
+                eval_results[f'{metric}_{item}'] = values[item]
+            if self.classwise:
+                self._log_classwise(lvis_eval, eval_results, logger)
+        if tmp_dir is not None:
+            tmp_dir.cleanup()
+        return eval_results
