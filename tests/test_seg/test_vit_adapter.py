@@ -12,8 +12,10 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from mmengine.config import ConfigDict
 from mmengine.model import revert_sync_batchnorm
 from mmengine.optim import build_optim_wrapper
+from mmengine.registry import DefaultScope
 from mmseg.registry import MODELS as MMSEG_MODELS
 
 import eva_mm  # noqa: F401  (registers eva_mm.* in the mmengine registries)
@@ -46,13 +48,17 @@ def random_loss(outs: List[torch.Tensor]) -> torch.Tensor:
                for out in outs)
 
 
-@pytest.mark.parametrize('size,patch_size,with_cls_token',
-                         [((64, 64), 16, True), ((96, 128), 16, True),
-                          ((128, 64), 16, False), ((64, 96), 8, True)])
-def test_output_shapes(size, patch_size, with_cls_token) -> None:
+@pytest.mark.parametrize('size,kwargs', [
+    ((64, 64), {}),
+    ((96, 128), {}),
+    ((128, 64), dict(with_cls_token=False)),
+    ((64, 96), dict(patch_size=8)),
+    # The official EVA-01 seg ViT options, away from the learned grid.
+    ((96, 128), dict(rel_pos='bias', layer_scale_init_value=1.0)),
+])
+def test_output_shapes(size, kwargs) -> None:
     torch.manual_seed(0)
-    model = tiny_adapter(
-        patch_size=patch_size, with_cls_token=with_cls_token).eval()
+    model = tiny_adapter(**kwargs).eval()
     h, w = size
     with torch.no_grad():
         outs = model(torch.randn(2, 3, h, w))
@@ -64,7 +70,8 @@ def test_output_shapes(size, patch_size, with_cls_token) -> None:
 
 def test_input_size_not_multiple_of_32_names_the_fix() -> None:
     model = tiny_adapter().eval()
-    with pytest.raises(ValueError, match=r'80x64.*size_divisor=32'):
+    with pytest.raises(ValueError,
+                       match=r'80x64.*size_divisor=32.*test_cfg=dict'):
         model(torch.randn(1, 3, 80, 64))
 
 
@@ -375,3 +382,58 @@ def test_builds_from_mmseg_registry_and_syncbn_reverts_for_cpu() -> None:
     assert not any(isinstance(m, nn.SyncBatchNorm) for m in model.modules())
     outs = model(torch.randn(2, 3, 64, 64))
     assert outs[0].shape == (2, DIM, 16, 16)
+
+
+def build_segmentor() -> nn.Module:
+    """mmseg's EncoderDecoder with the tiny adapter and a UPerHead."""
+    return MMSEG_MODELS.build(
+        dict(
+            type='EncoderDecoder',
+            # 60 px images are padded to 64 (size_divisor), the fix the
+            # adapter's size error names.
+            data_preprocessor=dict(
+                type='SegDataPreProcessor', size_divisor=32,
+                test_cfg=dict(size_divisor=32), pad_val=0, seg_pad_val=255),
+            backbone=dict(
+                type='eva_mm.EVAViTAdapter', arch=TINY, img_size=64,
+                deform_num_heads=4, conv_inplane=8,
+                norm_cfg=dict(type='BN')),
+            decode_head=dict(
+                type='UPerHead', in_channels=[DIM] * 4,
+                in_index=[0, 1, 2, 3], channels=16, num_classes=3,
+                norm_cfg=dict(type='BN'), align_corners=False,
+                loss_decode=dict(type='CrossEntropyLoss', loss_weight=1.0)),
+            test_cfg=ConfigDict(mode='whole')))
+
+
+def test_trains_in_mmseg_encoder_decoder_with_padding() -> None:
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+    torch.manual_seed(0)
+    # mmseg's nested parts (the data preprocessor) resolve in its scope.
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        model = build_segmentor()
+    # Class 1 where the image is bright on the left, class 2 on the right.
+    images, samples = [], []
+    for i in range(2):
+        label = torch.zeros(1, 60, 60, dtype=torch.long)
+        label[:, :, :30] = 1
+        label[:, :, 30:] = 2
+        image = torch.full((3, 60, 60), 50.) + 150. * (label == 1).float()
+        images.append(image + torch.randn(3, 60, 60) * 5)
+        sample = SegDataSample(metainfo=dict(
+            img_shape=(60, 60), ori_shape=(60, 60)))
+        sample.gt_sem_seg = PixelData(data=label)
+        samples.append(sample)
+    data = dict(inputs=images, data_samples=samples)
+    optim_wrapper = build_optim_wrapper(
+        model, dict(optimizer=dict(type='AdamW', lr=1e-3)))
+    losses = [
+        model.train_step(data, optim_wrapper)['decode.loss_ce'].item()
+        for _ in range(6)
+    ]
+    assert losses[-1] < 0.7 * losses[0], losses
+    model.eval()
+    with torch.no_grad():
+        preds = model.val_step(data)
+    assert preds[0].pred_sem_seg.data.shape == (1, 60, 60)

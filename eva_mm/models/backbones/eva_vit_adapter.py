@@ -250,6 +250,7 @@ class EVAViTAdapter(EVAViT):
 
     @staticmethod
     def _init_adapter_module(module: nn.Module) -> None:
+        # Norms keep PyTorch's ones/zeros, which is ViT-Adapter's init too.
         if isinstance(module, nn.Linear):
             nn.init.trunc_normal_(module.weight, std=.02)
             if module.bias is not None:
@@ -261,9 +262,6 @@ class EVAViTAdapter(EVAViT):
                 module.weight, std=math.sqrt(2.0 * module.groups / fan_out))
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
-        elif isinstance(module, (nn.LayerNorm, nn.modules.batchnorm._NormBase)):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
 
     # ------------------------------------------------------------------
     # Pre-trained weights
@@ -317,10 +315,11 @@ class EVAViTAdapter(EVAViT):
                 f'EVAViTAdapter needs an input height and width that are '
                 f'multiples of {multiple} (the 1/32 level of the spatial '
                 f'prior and the patch size {self.patch_size}), got {h}x{w}. '
-                'Pad the images: in mmseg set size_divisor='
-                f'{multiple} in the SegDataPreProcessor and a crop_size '
-                f'(and the slide-inference crop_size) that is a multiple of '
-                f'{multiple}; in mmdet pad_size_divisor={multiple}.')
+                'Pad the images: in mmseg give the SegDataPreProcessor '
+                f'size_divisor={multiple} (training batches) and test_cfg='
+                f'dict(size_divisor={multiple}) (test batches) and use crop '
+                f'sizes that are multiples of {multiple}; in mmdet '
+                f'pad_size_divisor={multiple}.')
 
     def _run_blocks(self, tokens: torch.Tensor, first: int, last: int,
                     grid: Tuple[int, int]) -> torch.Tensor:

@@ -427,7 +427,8 @@ class SpatialPriorModule(nn.Module):
         super().__init__()
         norm_cfg = norm_cfg or dict(type='SyncBN', requires_grad=True)
 
-        def conv_norm_relu(cin: int, cout: int, stride: int) -> List[nn.Module]:
+        def conv_norm_relu(cin: int, cout: int,
+                           stride: int) -> List[nn.Module]:
             # Plain Sequential entries (not ConvModule) keep the official
             # key names stem.0/stem.1/...
             return [
