@@ -21,7 +21,7 @@ from mmseg.registry import MODELS as MMSEG_MODELS
 import eva_mm  # noqa: F401  (registers eva_mm.* in the mmengine registries)
 from eva_mm.models import EVAViT, EVAViTAdapter
 from eva_mm.models.backbones.eva_vit_adapter import default_interaction_indexes
-from eva_mm.models.layers import Injector, deform_inputs
+from eva_mm.models.layers import Extractor, Injector, deform_inputs
 
 DIM, DEPTH = 64, 4
 TINY = dict(embed_dims=DIM, num_layers=DEPTH, num_heads=4,
@@ -222,6 +222,36 @@ def test_injector_deformable_attention_matches_hand_computation() -> None:
     injector.gamma.data.zero_()
     with torch.no_grad():
         assert torch.equal(injector(query, feat, inputs), query)
+
+
+def test_extractor_residuals_and_per_level_conv_ffn() -> None:
+    torch.manual_seed(0)
+    dim, level_shapes = 8, [(4, 6), (2, 3), (1, 2)]
+    extractor = Extractor(dim, 2, 2, deform_ratio=0.5).double().eval()
+    query = torch.randn(2, 24 + 6 + 2, dim, dtype=torch.float64)
+    feat = torch.randn(2, 6, dim, dtype=torch.float64)
+    _, inputs = deform_inputs((2, 3), level_shapes, query.device)
+    with torch.no_grad():
+        attn_out = extractor.attn.output_proj
+        attn_out.weight.zero_()
+        attn_out.bias.zero_()
+        # Zero attention: mmcv's identity is the raw (not normalised) query.
+        after_attn = query
+        out = extractor(query, feat, inputs, level_shapes)
+
+        ffn = extractor.ffn
+        hidden = ffn.fc1(F.layer_norm(after_attn, (dim, ), eps=1e-6))
+        conv = ffn.dwconv.dwconv
+        start, levels = 0, []
+        for h, w in level_shapes:
+            level = hidden[:, start:start + h * w].transpose(1, 2).reshape(
+                2, -1, h, w)
+            levels.append(
+                F.conv2d(level, conv.weight, conv.bias, padding=1,
+                         groups=conv.groups).flatten(2).transpose(1, 2))
+            start += h * w
+        expected = after_attn + ffn.fc2(F.gelu(torch.cat(levels, dim=1)))
+    torch.testing.assert_close(out, expected)
 
 
 def test_gradients_reach_adapter_and_vit() -> None:
