@@ -57,14 +57,18 @@ class FederatedLoss(nn.Module):
     the classes of the foreground labels are kept, and further classes are
     drawn without replacement with probability proportional to
     ``class_freq ** freq_weight_power`` until ``num_sampled_classes`` classes
-    are kept (or all of them). The binary cross-entropy is summed over the
-    kept classes and the RoIs and divided by ``avg_factor`` (the number of
-    RoIs when not given), as detectron2's ``sigmoid_cross_entropy_loss``
-    does.
+    are kept (or all of them); detectron2 counts the background label among
+    its 50 when the batch has background RoIs, so it keeps 49 foreground
+    classes there, where this loss keeps 50. The binary cross-entropy is
+    summed over the kept classes and the RoIs and divided by ``avg_factor``
+    (the number of RoIs when not given), as detectron2's
+    ``sigmoid_cross_entropy_loss`` does.
 
     The ``custom_*`` flags make mmdet's ``BBoxHead`` ask this loss for the
     number of classifier outputs, the activation (a sigmoid, so predicted
-    scores are per-class probabilities) and the accuracy.
+    scores are per-class probabilities) and the accuracy. In a config that
+    overrides a base ``CrossEntropyLoss``, replace the dict with
+    ``_delete_=True``: its ``use_sigmoid`` is no argument of this loss.
 
     Args:
         num_classes: Number of foreground classes.
