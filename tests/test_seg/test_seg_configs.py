@@ -1,0 +1,273 @@
+"""The EVA semantic segmentation paper configs.
+
+Each config builds at its real size on the meta device with the official
+numbers (model, head, data, test, optimizer with layer-wise lr decay
+recomputed here from the parameter names, schedule), and trains one
+iteration once shrunk with the options ``tools/train.py --cfg-options``
+would pass, on the generated ADE20K-format set.
+"""
+import re
+from pathlib import Path
+from typing import Dict, List
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.optim import build_optim_wrapper
+from mmengine.registry import DefaultScope, init_default_scope
+from mmengine.runner import Runner
+
+import eva_mm  # noqa: F401  (registers eva_mm.* for the configs)
+from eva_mm.datasets import generate_demo_ade
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / 'configs/segmentation'
+COCO = 'vit-adapter_mask2former_60k_coco-stuff164k-896'
+ADE = 'vit-adapter_mask2former_coco-stuff-pre_20k_ade20k-896'
+# Backbone per size: width, depth, drop path, deformable heads, first
+# interaction range; and the recipe per (size, dataset): lr, layer decay.
+SIZES = {
+    'g': dict(width=1408, depth=40, drop_path=0.5, heads=16, first=[0, 9]),
+    'l': dict(width=1024, depth=24, drop_path=0.3, heads=16, first=[0, 5]),
+    'b': dict(width=768, depth=12, drop_path=0.2, heads=12, first=[0, 2]),
+}
+LR = {
+    ('g', COCO): (1.5e-5, 0.95), ('g', ADE): (2.5e-5, 0.95),
+    ('l', COCO): (2e-5, 0.9), ('l', ADE): (2e-5, 0.9),
+    ('b', COCO): (3e-5, 0.95), ('b', ADE): (3e-5, 0.95),
+}
+# Dataset: classes, iterations, warm-up, images per GPU, total batch.
+DATA = {
+    COCO: dict(classes=171, iters=60000, warmup=1500, per_gpu=1, total=32,
+               dataset='COCOStuffDataset'),
+    ADE: dict(classes=150, iters=20000, warmup=500, per_gpu=2, total=64,
+              dataset='ADE20KDataset'),
+}
+NAMES = sorted(f'eva-{size}-p16_{data}' for size, data in LR)
+
+
+@pytest.fixture(autouse=True)
+def _reset_scope():
+    yield
+    DefaultScope._instance_dict.clear()
+
+
+def load(name: str) -> Config:
+    return Config.fromfile(str(CONFIG_DIR / f'{name}.py'))
+
+
+def split(name: str) -> tuple:
+    """(size letter, dataset key) of a config name."""
+    size, data = re.match(r'eva-(\w)-p16_(.*)', name).groups()
+    return size, data
+
+
+def hand_layer_id(name: str, depth: int) -> int:
+    """BEiT/EVA layer ids: embeddings 0, block i is i + 1, the rest (the
+    adapter, the head) last, as in the official EVA seg constructor."""
+    if name in ('backbone.cls_token', 'backbone.pos_embed') or \
+            name.startswith('backbone.patch_embed.'):
+        return 0
+    match = re.match(r'backbone\.blocks\.(\d+)\.', name)
+    return int(match.group(1)) + 1 if match else depth + 1
+
+
+def test_every_config_is_covered() -> None:
+    assert {p.stem for p in CONFIG_DIR.glob('*.py')} == set(NAMES)
+
+
+def check_pipelines(cfg: Config, classes: int) -> None:
+    """The official 896 pipelines, slide test and multi-scale + flip TTA."""
+    train = {t.type: t for t in cfg.train_dataloader.dataset.pipeline}
+    assert (train['RandomResize'].scale, train['RandomResize'].ratio_range,
+            train['RandomResize'].keep_ratio) == ((3584, 896), (0.5, 2.0),
+                                                  True)
+    assert train['RandomCrop'].crop_size == (896, 896)
+    assert train['RandomCrop'].cat_max_ratio == 0.75
+    assert train['RandomFlip'].prob == 0.5
+    assert 'PhotoMetricDistortion' in train
+    # ADE20K's label 0 is "other": ignored.
+    assert train['LoadAnnotations'].get('reduce_zero_label',
+                                        False) == (classes == 150)
+    test = {t.type: t for t in cfg.test_dataloader.dataset.pipeline}
+    assert test['Resize'].scale == (3584, 896)
+    assert test['ResizeToMultiple'].size_divisor == 32
+    assert cfg.model.test_cfg == dict(
+        mode='slide', crop_size=(896, 896), stride=(512, 512))
+    assert cfg.model.data_preprocessor.size == (896, 896)
+    scales, to_multiple, flips, *_ = cfg.tta_pipeline[1].transforms
+    assert to_multiple == [dict(type='ResizeToMultiple', size_divisor=32)]
+    short_sides = [t.scale[1] for t in scales]
+    assert short_sides == [512, 640, 768, 896, 1024, 1152, 1280]
+    assert [t.prob for t in flips] == [0., 1.]
+    assert cfg.tta_model.type == 'SegTTAModel'
+
+
+@pytest.mark.parametrize('name', NAMES)
+def test_paper_config_builds_on_meta(name: str) -> None:
+    size, data = split(name)
+    arch, recipe = SIZES[size], DATA[data]
+    lr, decay = LR[(size, data)]
+    cfg = load(name)
+    check_pipelines(cfg, recipe['classes'])
+    dataset = cfg.train_dataloader.dataset
+    assert dataset.type == recipe['dataset']
+    assert cfg.train_dataloader.batch_size == recipe['per_gpu']
+    assert cfg.auto_scale_lr.base_batch_size == recipe['total']
+    assert cfg.train_cfg.max_iters == recipe['iters']
+    warmup, poly = cfg.param_scheduler
+    assert (warmup.type, warmup.start_factor, warmup.end) == (
+        'LinearLR', 1e-6, recipe['warmup'])
+    assert (poly.type, poly.power, poly.eta_min, poly.begin, poly.end) == (
+        'PolyLR', 1.0, 0.0, recipe['warmup'], recipe['iters'])
+    if data == ADE:
+        # Stage 2 starts from the stage-1 (COCO-Stuff) model of its size.
+        assert cfg.load_from.startswith(f'work_dirs/eva-{size}-p16_{COCO}/')
+    else:
+        assert cfg.model.backbone.init_cfg.type == 'Pretrained'
+
+    from mmengine.utils import import_modules_from_strings
+    import_modules_from_strings(**cfg.custom_imports)
+    init_default_scope('mmseg')
+    from mmseg.registry import MODELS
+    cfg.model.backbone.init_cfg = None
+    with torch.device('meta'):
+        model = MODELS.build(cfg.model)
+    backbone, head = model.backbone, model.decode_head
+    assert type(model).__name__ == 'Mask2FormerEncoderDecoder'
+    assert (backbone.embed_dims, len(backbone.blocks)) == (arch['width'],
+                                                           arch['depth'])
+    assert backbone.patch_size == 16 and backbone.cls_token is not None
+    assert backbone.pos_embed.shape == (1, 1 + 56 * 56, arch['width'])
+    assert backbone.blocks[-1].drop_path.drop_prob == pytest.approx(
+        arch['drop_path'])
+    assert backbone.interaction_indexes[0] == arch['first']
+    assert backbone.interaction_indexes[-1][1] == arch['depth'] - 1
+    deform = backbone.interactions[0].injector.attn
+    assert deform.num_heads == arch['heads'] and deform.num_points == 4
+    if size == 'g':
+        vit = sum(p.numel() for n, p in backbone.named_parameters()
+                  if n.startswith(('blocks', 'patch_embed', 'pos_embed',
+                                   'cls_token')))
+        # EVA-g: about one billion parameters in the ViT (paper, Table 1).
+        assert vit == pytest.approx(1.0e9, rel=0.02)
+    # Head: 200 queries, 1024 channels, 6-layer deformable pixel decoder
+    # (32 heads, 3 levels, 4 points, FFN 4096), 8 decoder layers.
+    assert head.num_queries == 200 and head.num_classes == recipe['classes']
+    assert head.cls_embed.out_features == recipe['classes'] + 1
+    encoder = head.pixel_decoder.encoder
+    assert len(encoder.layers) == 6
+    attn = encoder.layers[0].self_attn
+    assert (attn.embed_dims, attn.num_heads, attn.num_levels,
+            attn.num_points) == (1024, 32, 3, 4)
+    assert encoder.layers[0].ffn.layers[0][0].out_features == 4096
+    assert head.transformer_decoder.num_layers == 8
+    assert head.transformer_decoder.layers[0].cross_attn.attn.num_heads == 32
+
+    optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    num_layers = arch['depth'] + 2
+    seen = set()
+    for group in optim_wrapper.optimizer.param_groups:
+        assert group['betas'] == (0.9, 0.999)
+        for pname, param in zip(group['param_names'], group['params']):
+            layer = hand_layer_id(pname, arch['depth'])
+            assert group['lr'] == pytest.approx(
+                lr * decay**(num_layers - 1 - layer)), pname
+            no_decay = param.ndim == 1 or pname.endswith(
+                ('.bias', 'pos_embed', 'cls_token'))
+            assert group['weight_decay'] == (0. if no_decay else 0.05), pname
+            seen.add(pname)
+    assert seen == {n for n, p in model.named_parameters() if p.requires_grad}
+
+
+def shrink_options(cfg: Config, data_root: Path) -> Dict[str, object]:
+    """What ``--cfg-options`` would pass to run a paper config on CPU: a
+    4-block ViT of width 64 at patch 8, a 32-channel head, 64 px crops of
+    the 96 px generated images, one iteration."""
+    options: Dict[str, object] = {
+        # A preset name, as a command line can give (DeiT-Ti widths).
+        'model.backbone.arch': 'tiny',
+        'model.backbone.img_size': 64,
+        'model.backbone.patch_size': 8,
+        'model.backbone.with_cp': False,
+        'model.backbone.init_cfg': None,
+        'model.backbone.conv_inplane': 16,
+        'model.backbone.deform_num_heads': 4,
+        'model.backbone.interaction_indexes': None,
+        'model.data_preprocessor.size': (64, 64),
+        'model.test_cfg.crop_size': (64, 64),
+        'model.test_cfg.stride': (32, 32),
+        'model.decode_head.in_channels': [192] * 4,
+        'model.decode_head.feat_channels': 32,
+        'model.decode_head.out_channels': 32,
+        'model.decode_head.num_queries': 16,
+        'model.decode_head.pixel_decoder.encoder.num_layers': 1,
+        'model.decode_head.pixel_decoder.encoder.layer_cfg.self_attn_cfg.'
+        'embed_dims': 32,
+        'model.decode_head.pixel_decoder.encoder.layer_cfg.self_attn_cfg.'
+        'num_heads': 4,
+        'model.decode_head.pixel_decoder.encoder.layer_cfg.ffn_cfg.'
+        'embed_dims': 32,
+        'model.decode_head.pixel_decoder.encoder.layer_cfg.ffn_cfg.'
+        'feedforward_channels': 64,
+        'model.decode_head.pixel_decoder.positional_encoding.num_feats': 16,
+        'model.decode_head.positional_encoding.num_feats': 16,
+        'model.decode_head.transformer_decoder.num_layers': 1,
+        'model.decode_head.train_cfg.num_points': 256,
+        'load_from': None,
+        # One iteration, then the validation that ends every run.
+        'train_cfg.max_iters': 1,
+    }
+    for attn in ('self_attn_cfg', 'cross_attn_cfg'):
+        prefix = f'model.decode_head.transformer_decoder.layer_cfg.{attn}.'
+        options[prefix + 'embed_dims'] = 32
+        options[prefix + 'num_heads'] = 4
+    prefix = 'model.decode_head.transformer_decoder.layer_cfg.ffn_cfg.'
+    options[prefix + 'embed_dims'] = 32
+    options[prefix + 'feedforward_channels'] = 64
+    pipeline: List[dict] = cfg.train_dataloader.dataset.pipeline
+    for index, transform in enumerate(pipeline):
+        key = f'train_dataloader.dataset.pipeline.{index}.'
+        if transform.type == 'RandomResize':
+            options[key + 'scale'] = (384, 96)
+        elif transform.type == 'RandomCrop':
+            options[key + 'crop_size'] = (64, 64)
+    for index, transform in enumerate(cfg.val_dataloader.dataset.pipeline):
+        if transform.type == 'Resize':
+            options[f'val_dataloader.dataset.pipeline.{index}.scale'] = (384,
+                                                                         96)
+    for loader in ('train_dataloader', 'val_dataloader'):
+        split = 'training' if loader == 'train_dataloader' else 'validation'
+        options.update({
+            f'{loader}.batch_size': 2 if split == 'training' else 1,
+            f'{loader}.num_workers': 0,
+            f'{loader}.persistent_workers': False,
+            f'{loader}.dataset.data_root': str(data_root),
+            f'{loader}.dataset.data_prefix.img_path': f'images/{split}',
+            f'{loader}.dataset.data_prefix.seg_map_path':
+            f'annotations/{split}',
+            # COCO-Stuff's converted labels end in _labelTrainIds.png.
+            f'{loader}.dataset.seg_map_suffix': '.png',
+        })
+    return options
+
+
+@pytest.mark.parametrize('name', NAMES)
+def test_paper_config_trains_one_iteration_shrunk(
+        name: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+    data_root = tmp_path_factory.getbasetemp() / 'seg_config_ade'
+    generate_demo_ade(str(data_root), num_train=4, num_val=1, num_classes=8)
+    cfg = load(name)
+    cfg.merge_from_dict(shrink_options(cfg, data_root))
+    cfg.work_dir = str(tmp_path_factory.mktemp(name))
+    cfg.log_level = 'WARNING'
+    runner = Runner.from_cfg(cfg)
+    before = runner.model.backbone.blocks[0].attn.qkv.weight.detach().clone()
+    runner.train()
+    assert runner.iter == 1
+    loss = runner.message_hub.get_scalar('train/loss').current()
+    assert torch.isfinite(torch.tensor(loss))
+    assert not torch.equal(before,
+                           runner.model.backbone.blocks[0].attn.qkv.weight)
+    # Validated by sliding windows at the end of the run.
+    miou = runner.message_hub.get_scalar('val/mIoU').current()
+    assert 0 <= miou <= 100
