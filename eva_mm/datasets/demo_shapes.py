@@ -222,3 +222,81 @@ def generate_demo_shapes(out_dir: str,
         json.dump(params, f)
     return ann_files
 
+
+
+def _lvis_frequency(image_count: int) -> str:
+    """LVIS's frequency group of a category from its training image count."""
+    if image_count > 100:
+        return 'f'
+    return 'c' if image_count > 10 else 'r'
+
+
+def generate_demo_lvis(out_dir: str, **kwargs) -> Dict[str, str]:
+    """The demo shapes set with LVIS v1 annotation files beside COCO's.
+
+    The images and instances are those of :func:`generate_demo_shapes`; the
+    LVIS files add what LVIS v1 has and COCO has not: per category the
+    training ``image_count``, ``instance_count`` and ``frequency`` group
+    (``'r'`` up to 10 images, ``'c'`` up to 100, ``'f'`` above), which
+    repeat factor sampling, the federated loss and the LVIS metric read, and
+    per image the ``neg_category_ids`` (categories verified absent: every
+    shape class not drawn in it) and ``not_exhaustive_category_ids`` (none:
+    every drawn shape is annotated)::
+
+        out_dir/annotations/lvis_v1_{train,val}.json
+
+    Args:
+        out_dir: Where to write.
+        **kwargs: :func:`generate_demo_shapes` arguments.
+
+    Returns:
+        The paths of the two LVIS annotation files, keyed ``'train'`` and
+        ``'val'``.
+    """
+    coco_files = generate_demo_shapes(out_dir, **kwargs)
+    lvis_files = {
+        split: osp.join(out_dir, 'annotations', f'lvis_v1_{split}.json')
+        for split in coco_files
+    }
+    # generate_demo_shapes removes the annotations folder whenever it
+    # redraws, so existing LVIS files always belong to the current set.
+    if all(osp.isfile(path) for path in lvis_files.values()):
+        return lvis_files
+    splits = {}
+    for split, path in coco_files.items():
+        with open(path) as f:
+            splits[split] = json.load(f)
+    # LVIS v1 val files carry the training counts too.
+    train_anns = splits['train']['annotations']
+    for category in splits['train']['categories']:
+        cat_id = category['id']
+        image_count = len({
+            ann['image_id']
+            for ann in train_anns if ann['category_id'] == cat_id
+        })
+        category.update(
+            image_count=image_count,
+            instance_count=sum(ann['category_id'] == cat_id
+                               for ann in train_anns),
+            frequency=_lvis_frequency(image_count),
+            synonyms=[category['name']])
+        category['def'] = category['name']
+    categories = splits['train']['categories']
+    all_cat_ids = [category['id'] for category in categories]
+    for split, lvis in splits.items():
+        lvis['categories'] = categories
+        present: Dict[int, set] = {
+            image['id']: set()
+            for image in lvis['images']
+        }
+        for ann in lvis['annotations']:
+            present[ann['image_id']].add(ann['category_id'])
+        for image in lvis['images']:
+            image['neg_category_ids'] = [
+                cat_id for cat_id in all_cat_ids
+                if cat_id not in present[image['id']]
+            ]
+            image['not_exhaustive_category_ids'] = []
+        with open(lvis_files[split], 'w') as f:
+            json.dump(lvis, f)
+    return lvis_files

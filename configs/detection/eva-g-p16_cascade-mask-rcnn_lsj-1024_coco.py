@@ -1,0 +1,31 @@
+# EVA-g Cascade Mask R-CNN on COCO 2017, trained with LSJ at 1024 px: the
+# EVA-01 recipe (official EVA-01 det config EVA-01/det/projects/ViTDet/
+# configs/COCO/cascade_mask_rcnn_vitdet_eva_1536.py) at ViTDet's 1024 px
+# training size. The paper's COCO numbers come from 1280 px training
+# (eva-g-p16_cascade-mask-rcnn_lsj-1280_coco.py).
+_base_ = [
+    '../_base_/models/cascade-mask-rcnn_eva-g-p16_simple-fpn.py',
+    '../_base_/datasets/coco-instance_lsj-1024.py',
+    '../_base_/schedules/eva-det_adamw-layer-decay_45k.py'
+]
+
+image_size = (1024, 1024)
+model = dict(
+    # Every image is at most image_size per side (the LSJ crop in training,
+    # the long-side resize at test), so padding to a multiple of image_size
+    # pads each batch to exactly image_size x image_size, with zeros after
+    # normalisation: ViTDet's square padding (square_pad).
+    data_preprocessor=dict(pad_size_divisor=image_size[0]),
+    backbone=dict(img_size=image_size[0]))
+
+# EVA-01 fine-tunes on COCO from its Objects365 detector (EVA-01/det/
+# README.md: train.init_checkpoint=eva_o365.pth). Point load_from at the
+# checkpoint of eva-g-p16_cascade-rcnn_lsj-1024_objects365.py: the mask
+# head, new here, stays randomly initialised and the 365-class box
+# predictors do not fit 80 classes, which mmengine reports and skips. To start
+# from the MIM weights instead, convert them (docs/detection.md):
+#   python tools/model_converters/convert_eva.py --src-format official \
+#       eva_psz14.pt eva-g-p16_1024.pth --patch-size 16 --img-size 1024
+# and set model.backbone.init_cfg=dict(type='Pretrained',
+# checkpoint='eva-g-p16_1024.pth').
+load_from = None

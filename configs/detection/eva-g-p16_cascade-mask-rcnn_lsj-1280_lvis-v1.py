@@ -1,0 +1,25 @@
+# EVA-g Cascade Mask R-CNN on LVIS v1 with LSJ at 1280 px, the resolution of
+# the paper's LVIS results (official EVA-01 LVIS config, which takes
+# img_size = 1280 from the COCO one). EVA-01/det/README.md reports 62.2 box
+# AP / 55.0 mask AP on LVIS v1 val, evaluated at 1536 px:
+# eva-g-p16_cascade-mask-rcnn_lsj-1280_lvis-v1_test-1536.py.
+_base_ = ['./eva-g-p16_cascade-mask-rcnn_lsj-1024_lvis-v1.py']
+
+image_size = (1280, 1280)
+model = dict(
+    data_preprocessor=dict(pad_size_divisor=image_size[0]),
+    backbone=dict(img_size=image_size[0]))
+
+# The 1024 px pipelines with every size set to 1280.
+train_pipeline = [
+    dict(t, scale=image_size) if t['type'] == 'RandomResize' else
+    dict(t, crop_size=image_size) if t['type'] == 'RandomCrop' else t
+    for t in _base_.train_pipeline
+]
+test_pipeline = [
+    dict(t, scale=image_size) if t['type'] == 'Resize' else t
+    for t in _base_.test_pipeline
+]
+train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
+val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
+test_dataloader = val_dataloader
