@@ -447,7 +447,8 @@ def test_generated_lvis_annotations(lvis_shapes: Path) -> None:
         for image in lvis['images']:
             drawn = {
                 ann['category_id']
-                for ann in lvis['annotations'] if ann['image_id'] == image['id']
+                for ann in lvis['annotations']
+                if ann['image_id'] == image['id']
             }
             assert set(image['neg_category_ids']) == {1, 2, 3, 4} - drawn
             assert image['not_exhaustive_category_ids'] == []
