@@ -16,16 +16,24 @@ its LVIS mode, which applies LVIS's federated rules:
 
 The fourth rule, at most 300 detections per image over all categories (the
 top 300 by score), lives in the ``lvis`` package's result loader, not in its
-evaluator: :func:`limit_dets_per_image` applies it the same way here. The
-numbers equal the ``lvis`` reference to 1e-4 (tests/test_det/
-test_lvis_metric.py; timings in docs/detection_evaluation.md).
+evaluator: :func:`limit_dets_per_image` applies it the same way here.
+
+faster-coco-eval keeps per-pair state for every (image, category) of a
+pass: 19,809 x 1203 pairs on LVIS val, about 30 GB. LVIS's precision and
+recall of a category depend on that category's ground truth and
+detections only, so :func:`evaluate_lvis` runs one pass per category over
+just the images where it is labelled (annotated or negative; detections
+elsewhere are dropped by the first rule anyway), stacks the per-category
+curves and averages them as ``LVISEval.summarize`` does. The numbers equal
+the ``lvis`` reference to 1e-4 (tests/test_det/test_lvis_metric.py; timings
+in docs/detection_evaluation.md).
 """
 import itertools
 import os.path as osp
 import tempfile
 from collections import OrderedDict, defaultdict
 from operator import itemgetter
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 from faster_coco_eval import COCO, COCOeval_faster
@@ -40,17 +48,11 @@ from eva_mm.registry import METRICS
 # LVIS's per-image detection budget (Gupta et al., 2019, Sec. 5; the
 # ``max_dets`` default of the ``lvis`` package's LVISResults).
 LVIS_MAX_DETS = 300
-# faster-coco-eval's summary names -> the ``lvis`` package's result names,
-# which mmdet's LVISMetric reports as ``lvis/{bbox,segm}_<name>``.
-_LVIS_NAMES = {
-    'AP_all': 'AP', 'AP_50': 'AP50', 'AP_75': 'AP75', 'AP_small': 'APs',
-    'AP_medium': 'APm', 'AP_large': 'APl', 'APr': 'APr', 'APc': 'APc',
-    'APf': 'APf', 'AR_all': f'AR@{LVIS_MAX_DETS}',
-    'AR_small': f'ARs@{LVIS_MAX_DETS}', 'AR_medium': f'ARm@{LVIS_MAX_DETS}',
-    'AR_large': f'ARl@{LVIS_MAX_DETS}'
-}
-_DEFAULT_ITEMS = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl', 'APr', 'APc',
-                  'APf')
+LVIS_ITEMS = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl', 'APr', 'APc',
+              'APf', f'AR@{LVIS_MAX_DETS}', f'ARs@{LVIS_MAX_DETS}',
+              f'ARm@{LVIS_MAX_DETS}', f'ARl@{LVIS_MAX_DETS}')
+# mmdet's LVISMetric reports these unless metric_items says otherwise.
+_DEFAULT_ITEMS = LVIS_ITEMS[:9]
 _AREAS = ('all', 's', 'm', 'l')
 
 
@@ -117,6 +119,149 @@ def load_lvis_api(ann_file: str, backend_args: Optional[dict] = None) -> COCO:
             f'{ann_file}: categories {bad[:5]} have no frequency of '
             "'r', 'c' or 'f', which APr/APc/APf group them by.")
     return api
+
+
+class LVISCurves(NamedTuple):
+    """Per-category results of an LVIS evaluation.
+
+    Attributes:
+        precision: [iou thr, recall thr, category, area] interpolated
+            precision, -1 where a category has no ground truth.
+        recall: [iou thr, category, area] final recall, -1 likewise.
+        cat_ids: Category id of each category index (sorted).
+        frequencies: 'r', 'c' or 'f' of each category index.
+        iou_thrs: The IoU thresholds (0.5:0.05:0.95).
+        area_labels: Area range names ('all', 'small', 'medium', 'large').
+    """
+    precision: np.ndarray
+    recall: np.ndarray
+    cat_ids: List[int]
+    frequencies: List[str]
+    iou_thrs: np.ndarray
+    area_labels: List[str]
+
+
+def evaluate_lvis(gt_api: COCO, anns: List[dict], iou_type: str,
+                  logger: Optional[MMLogger] = None) -> LVISCurves:
+    """LVIS evaluation of results, one faster-coco-eval pass per category.
+
+    Args:
+        gt_api: The LVIS ground truth (:func:`load_lvis_api`).
+        anns: COCO-style results (``image_id``, ``category_id``, ``bbox``,
+            ``score``, and ``segmentation`` for 'segm'), at most
+            :data:`LVIS_MAX_DETS` per image (:func:`limit_dets_per_image`).
+        iou_type: 'bbox' or 'segm'.
+        logger: Gets one line of progress; silent when None.
+
+    Returns:
+        The per-category precision and recall.
+    """
+    cat_ids = sorted(gt_api.getCatIds())
+    img_ids = set(gt_api.getImgIds())
+    # LVIS's first federated rule, applied before the passes so that each
+    # pass covers only the images where its category is labelled.
+    labelled: Dict[int, set] = {
+        img['id']: set(img['neg_category_ids'])
+        for img in gt_api.dataset['images']
+    }
+    for ann in gt_api.dataset['annotations']:
+        labelled[ann['image_id']].add(ann['category_id'])
+    dets_of: Dict[int, List[dict]] = defaultdict(list)
+    for ann_id, ann in enumerate(anns, 1):
+        if ann['image_id'] not in img_ids:
+            raise ValueError(
+                f'A result is for image {ann["image_id"]}, which is not in '
+                'the annotation file: results and ann_file must be of the '
+                'same split.')
+        # As LVISResults completes results that have boxes (mmdet's
+        # results2json writes them for masks too): the area that decides
+        # the area range is the box's, also for 'segm'.
+        ann['id'] = ann_id
+        ann['area'] = ann['bbox'][2] * ann['bbox'][3]
+        if ann['category_id'] in labelled[ann['image_id']]:
+            dets_of[ann['category_id']].append(ann)
+
+    precision = recall = iou_thrs = area_labels = None
+    for k, cat_id in enumerate(cat_ids):
+        dets = dets_of.pop(cat_id, [])
+        images = set(gt_api.catToImgs[cat_id])
+        images.update(det['image_id'] for det in dets)
+        if not images:
+            continue  # never labelled: -1 throughout, as in LVISEval
+        # The results of one category as a COCO index (not loadRes, which
+        # deep-copies all 1203 categories every time); their order, which
+        # breaks ties between equal scores, stays that of LVISResults.
+        dt_api = COCO(print_function=lambda *_: None)
+        dt_api.dataset = dict(images=[gt_api.imgs[i] for i in images],
+                              categories=[gt_api.cats[cat_id]],
+                              annotations=dets)
+        dt_api.createIndex()
+        lvis_eval = COCOeval_faster(
+            gt_api, dt_api, iou_type, print_function=lambda *_: None,
+            lvis_style=True)
+        params = lvis_eval.params
+        params.catIds = [cat_id]
+        params.imgIds = sorted(images)
+        # One budget per image (no 1/10/100 cut-offs); the per-image limit
+        # already keeps every (image, category) under it.
+        params.maxDets = [LVIS_MAX_DETS]
+        if precision is None:
+            iou_thrs, area_labels = params.iouThrs, list(params.areaRngLbl)
+            precision = -np.ones((len(iou_thrs), len(params.recThrs),
+                                  len(cat_ids), len(area_labels)))
+            recall = -np.ones((len(iou_thrs), len(cat_ids),
+                               len(area_labels)))
+        lvis_eval.evaluate()
+        lvis_eval.accumulate()
+        # faster-coco-eval adds a max-dets axis (of one) at the end.
+        precision[:, :, k] = lvis_eval.eval['precision'][:, :, 0, :, 0]
+        recall[:, k] = lvis_eval.eval['recall'][:, 0, :, 0]
+    if precision is None:
+        raise ValueError('The annotation file labels no category in any '
+                         'image: nothing to evaluate.')
+    if logger is not None:
+        logger.info(f'LVIS {iou_type}: {len(anns)} detections, '
+                    f'{len(cat_ids)} categories evaluated.')
+    return LVISCurves(precision, recall, cat_ids,
+                      [gt_api.cats[c]['frequency'] for c in cat_ids],
+                      iou_thrs, area_labels)
+
+
+def summarize_lvis(curves: LVISCurves) -> Dict[str, float]:
+    """The 13 LVIS numbers, as ``LVISEval.summarize`` averages them.
+
+    Args:
+        curves: The output of :func:`evaluate_lvis`.
+
+    Returns:
+        ``AP``, ``AP50``, ``AP75``, ``APs``/``m``/``l``, ``APr``/``c``/``f``,
+        ``AR@300`` and ``ARs``/``m``/``l@300``; -1 where nothing is scored.
+    """
+
+    def mean(values: np.ndarray) -> float:
+        values = values[values > -1]
+        return float(values.mean()) if values.size else -1.
+
+    area = {label[0]: i for i, label in enumerate(curves.area_labels)}
+    ap = curves.precision
+    # Exact float comparison, as LVISEval selects the AP50/AP75 thresholds.
+    ap50 = ap[np.where(curves.iou_thrs == 0.5)[0]]
+    ap75 = ap[np.where(curves.iou_thrs == 0.75)[0]]
+    freq = np.array(curves.frequencies)
+    results = {
+        'AP': mean(ap[..., area['a']]),
+        'AP50': mean(ap50[..., area['a']]),
+        'AP75': mean(ap75[..., area['a']]),
+    }
+    for size in 'sml':
+        results[f'AP{size}'] = mean(ap[..., area[size]])
+    for group in 'rcf':
+        results[f'AP{group}'] = mean(ap[:, :, freq == group, area['a']])
+    results[f'AR@{LVIS_MAX_DETS}'] = mean(curves.recall[..., area['a']])
+    for size in 'sml':
+        results[f'AR{size}@{LVIS_MAX_DETS}'] = mean(
+            curves.recall[..., area[size]])
+    return results
 
 
 @METRICS.register_module()
@@ -223,31 +368,6 @@ class LVISMetric(MMDetLVISMetric):
                 'dataset must use the same LVIS json.')
         return cat_ids
 
-    def _evaluate(self, result_file: str, iou_type: str,
-                  logger: MMLogger) -> COCOeval_faster:
-        """Run faster-coco-eval's LVIS-style evaluation of one result file.
-
-        Args:
-            result_file: COCO-style result json from ``results2json``.
-            iou_type: 'bbox' or 'segm'.
-            logger: Logger for the evaluator's summary lines.
-
-        Returns:
-            The evaluator after evaluate / accumulate / summarize.
-        """
-        anns = limit_dets_per_image(load(result_file), LVIS_MAX_DETS)
-        lvis_eval = COCOeval_faster(
-            self._lvis_api, self._lvis_api.loadRes(anns), iou_type,
-            print_function=logger.info, lvis_style=True)
-        lvis_eval.params.imgIds = self.img_ids
-        # One budget per image (LVIS counts no 1/10/100 cut-offs); the
-        # per-image limit above keeps every (image, category) under it.
-        lvis_eval.params.maxDets = [LVIS_MAX_DETS]
-        lvis_eval.evaluate()
-        lvis_eval.accumulate()
-        lvis_eval.summarize()
-        return lvis_eval
-
     def _evaluate_proposals(self, result_file: str,
                             logger: MMLogger) -> Dict[str, float]:
         """Class-agnostic recall at each number of proposals per image."""
@@ -270,16 +390,14 @@ class LVISMetric(MMDetLVISMetric):
                 results[name] = float(values.mean()) if values.size else -1.
         return results
 
-    def _log_classwise(self, lvis_eval: COCOeval_faster,
+    def _log_classwise(self, curves: LVISCurves,
                        eval_results: Dict[str, float],
                        logger: MMLogger) -> None:
         """Add and log the AP of every category (all areas, 0.5:0.95)."""
-        # precision: [iou thr, recall thr, category, area range, max dets].
-        precisions = lvis_eval.eval['precision']
         rows = []
-        for idx, cat_id in enumerate(lvis_eval.params.catIds):
+        for idx, cat_id in enumerate(curves.cat_ids):
             name = self._lvis_api.cats[cat_id]['name']
-            precision = precisions[:, :, idx, 0, -1]
+            precision = curves.precision[:, :, idx, 0]
             precision = precision[precision > -1]
             ap = float(precision.mean()) if precision.size else float('nan')
             eval_results[f'{name}_precision'] = ap
@@ -337,17 +455,19 @@ class LVISMetric(MMDetLVISMetric):
                 raise ValueError(
                     "metric 'segm' needs masks in the predictions "
                     '(pred_instances.masks); the model gave none.')
-            lvis_eval = self._evaluate(result_files[metric], metric, logger)
-            values = {_LVIS_NAMES[k]: v
-                      for k, v in lvis_eval.stats_as_dict.items()
-                      if k in _LVIS_NAMES}
+            anns = limit_dets_per_image(load(result_files[metric]),
+                                        LVIS_MAX_DETS)
+            curves = evaluate_lvis(self._lvis_api, anns, metric, logger)
+            values = summarize_lvis(curves)
+            logger.info(f'LVIS {metric}: ' + ', '.join(
+                f'{k} {v:.4f}' for k, v in values.items()))
             for item in self.metric_items or _DEFAULT_ITEMS:
                 if item not in values:
                     raise KeyError(f'Unknown metric item {item!r}; choose '
-                                   f'from {sorted(values)}.')
+                                   f'from {list(values)}.')
                 eval_results[f'{metric}_{item}'] = values[item]
             if self.classwise:
-                self._log_classwise(lvis_eval, eval_results, logger)
+                self._log_classwise(curves, eval_results, logger)
         if tmp_dir is not None:
             tmp_dir.cleanup()
         return eval_results
