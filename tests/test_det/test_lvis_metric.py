@@ -369,6 +369,9 @@ def test_bad_input_errors(lvis_case, tmp_path) -> None:
     path, gt, _ = lvis_case
     with pytest.raises(ValueError, match='needs ann_file'):
         METRICS.build(dict(type='eva_mm.LVISMetric', metric='bbox'))
+    with pytest.raises(KeyError, match="Use metric='proposal'"):
+        METRICS.build(dict(type='eva_mm.LVISMetric', ann_file=path,
+                           metric=['bbox', 'proposal_fast']))
     coco_like = copy.deepcopy(gt)
     for img in coco_like['images']:
         del img['neg_category_ids']

@@ -4,7 +4,7 @@ mmdet's ``LVISMetric`` evaluates through the ``lvis`` package, whose 0.5.3
 release calls ``np.float`` (gone since NumPy 1.24) and runs its per-image
 matching in Python (tens of minutes on LVIS val). :class:`LVISMetric` keeps
 mmdet's interface and machinery (``process``, result conversion,
-``format_only``, ``outfile_prefix``, ``classwise``, ``proposal_fast``) and
+``format_only``, ``outfile_prefix``, ``classwise``) and
 swaps only the evaluator for faster-coco-eval's C++ ``COCOeval_faster`` in
 its LVIS mode, which applies LVIS's federated rules:
 
@@ -276,13 +276,15 @@ class LVISMetric(MMDetLVISMetric):
     also name ``AR@300``, ``ARs@300``, ``ARm@300`` and ``ARl@300``.
     ``'proposal'`` is class-agnostic COCO recall at each of
     ``proposal_nums`` per image (``AR@N``, ``ARs@N``, ``ARm@N``, ``ARl@N``).
+    mmdet's ``'proposal_fast'`` is refused: its ``eval_recalls`` builds a
+    ragged array, which NumPy 2 rejects.
 
     Args:
         ann_file: Path of the LVIS v1 json (e.g. ``lvis_v1_val.json``).
-        metric: 'bbox', 'segm', 'proposal', 'proposal_fast' or a list.
+        metric: 'bbox', 'segm', 'proposal' or a list of them.
         classwise: Also report and log the AP of every category.
-        proposal_nums: Proposals per image for 'proposal'/'proposal_fast'.
-        iou_thrs: IoU thresholds of 'proposal_fast' (0.5:0.95 by default).
+        proposal_nums: Proposals per image for 'proposal'.
+        iou_thrs: IoU thresholds of 'proposal' (0.5:0.05:0.95 when None).
         metric_items: Names to report; the nine AP numbers by default.
         format_only: Only write the result json files (needs
             ``outfile_prefix``).
@@ -296,7 +298,7 @@ class LVISMetric(MMDetLVISMetric):
     Raises:
         ValueError: If ``ann_file`` is missing or not in LVIS format, or
             ``format_only`` is set without ``outfile_prefix``.
-        KeyError: If a metric is not one of the four above.
+        KeyError: If a metric is not one of the three above.
     """
 
     def __init__(self,
@@ -317,8 +319,13 @@ class LVISMetric(MMDetLVISMetric):
         BaseMetric.__init__(
             self, collect_device=collect_device, prefix=prefix)
         self.metrics = metric if isinstance(metric, list) else [metric]
-        allowed = ('bbox', 'segm', 'proposal', 'proposal_fast')
+        allowed = ('bbox', 'segm', 'proposal')
         for name in self.metrics:
+            if name == 'proposal_fast':
+                raise KeyError(
+                    "metric 'proposal_fast' is not available: mmdet's "
+                    'eval_recalls fails on NumPy 2. Use '
+                    "metric='proposal' (COCO recall at proposal_nums).")
             if name not in allowed:
                 raise KeyError(f'metric should be one of {allowed}, but got '
                                f'{name!r}.')
@@ -335,16 +342,12 @@ class LVISMetric(MMDetLVISMetric):
                              'backend_args.')
         self.classwise = classwise
         self.proposal_nums = list(proposal_nums)
-        if iou_thrs is None:
-            iou_thrs = np.linspace(.5, .95, 10, endpoint=True)
         self.iou_thrs = iou_thrs
         self.metric_items = metric_items
         self.format_only = format_only
         self.outfile_prefix = outfile_prefix
         self.backend_args = backend_args
-        # The attribute name of mmdet's metric: its process() and
-        # fast_eval_recall() use it through the snake-case API, which
-        # faster-coco-eval's COCO also has.
+        # The attribute name of mmdet's metric, which its process() reads.
         self._lvis_api = load_lvis_api(ann_file, backend_args)
         self.cat_ids: Optional[List[int]] = None
         self.img_ids: Optional[List[int]] = None
@@ -376,6 +379,9 @@ class LVISMetric(MMDetLVISMetric):
             'bbox', print_function=logger.info)
         proposal_eval.params.imgIds = self.img_ids
         proposal_eval.params.useCats = 0
+        if self.iou_thrs is not None:
+            proposal_eval.params.iouThrs = np.atleast_1d(
+                np.asarray(self.iou_thrs, dtype=np.float64))
         proposal_eval.params.maxDets = sorted(self.proposal_nums)
         proposal_eval.evaluate()
         proposal_eval.accumulate()
@@ -439,12 +445,6 @@ class LVISMetric(MMDetLVISMetric):
 
         for metric in self.metrics:
             logger.info(f'Evaluating {metric}...')
-            if metric == 'proposal_fast':
-                ar = self.fast_eval_recall(
-                    preds, self.proposal_nums, self.iou_thrs, logger=logger)
-                for i, num in enumerate(self.proposal_nums):
-                    eval_results[f'AR@{num}'] = float(ar[i])
-                continue
             if metric == 'proposal':
                 values = self._evaluate_proposals(result_files[metric],
                                                   logger)
