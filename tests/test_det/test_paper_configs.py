@@ -138,6 +138,9 @@ def test_config_builds_with_the_official_numbers(name: str) -> None:
     assert [a.pos_iou_thr for a in model.roi_head.bbox_assigner] == [
         0.5, 0.6, 0.7
     ]
+    # detectron2's RPN: 2000 boxes per level before NMS, 1000 after.
+    assert (cfg.model.train_cfg.rpn_proposal.nms_pre,
+            cfg.model.train_cfg.rpn_proposal.max_per_img) == (2000, 1000)
     rcnn_test = cfg.model.test_cfg.rcnn
     if 'objects365' in name:
         assert not model.roi_head.with_mask

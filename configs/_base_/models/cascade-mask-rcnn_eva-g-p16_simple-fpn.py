@@ -31,6 +31,9 @@ model = dict(
             type='eva_mm.MasknessFCNMaskHead',
             maskness_thr=0.5,
             rescore_by_maskness=True)),
+    # 1000 proposals per training image, detectron2's RPN post_nms_topk
+    # (configs/common/models/mask_rcnn_fpn.py; mmdet's base keeps 2000).
+    train_cfg=dict(rpn_proposal=dict(max_per_img=1000)),
     test_cfg=dict(
         rcnn=dict(
             # The official COCO evaluation command (EVA-01/det/README.md):
