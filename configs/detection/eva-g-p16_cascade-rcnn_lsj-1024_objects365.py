@@ -27,6 +27,7 @@ model = dict(
         mask_head=None))
 
 max_iters = 380000  # EVA-01/det/README.md: 380k iterations on Objects365
+# Validation and checkpoints every 20k iterations: a choice, not published.
 train_cfg = dict(max_iters=max_iters, val_interval=20000)
 param_scheduler = [
     _base_.param_scheduler[0],

@@ -57,6 +57,9 @@ param_scheduler = [
 auto_scale_lr = dict(enable=False, base_batch_size=64)
 
 default_hooks = dict(
+    # detectron2's common/train.py: log_period = 20, checkpoint_period =
+    # 5000. Only the last two are kept: an EVA-g checkpoint with its AdamW
+    # state is about 13 GB.
     logger=dict(type='LoggerHook', interval=20),
     checkpoint=dict(
         type='CheckpointHook', by_epoch=False, interval=5000,
