@@ -3,8 +3,8 @@
 mmdet's ``LVISMetric`` evaluates through the ``lvis`` package, whose 0.5.3
 release calls ``np.float`` (gone since NumPy 1.24) and runs its per-image
 matching in Python (about half an hour for bbox + segm on LVIS val).
-:class:`LVISMetric` keeps mmdet's interface and machinery (``process``, result conversion,
-``format_only``, ``outfile_prefix``, ``classwise``) and
+:class:`LVISMetric` keeps mmdet's interface and machinery (``process``,
+result conversion, ``format_only``, ``outfile_prefix``, ``classwise``) and
 swaps only the evaluator for faster-coco-eval's C++ ``COCOeval_faster`` in
 its LVIS mode, which applies LVIS's federated rules:
 
