@@ -18,3 +18,5 @@ test_pipeline = [
 ]
 val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader
+val_evaluator = dict(max_dets_per_image=1000)
+test_evaluator = val_evaluator

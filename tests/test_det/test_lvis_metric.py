@@ -222,14 +222,16 @@ def lvis_reference():
         patch.setattr(np, 'float', float, raising=False)
         from lvis import LVIS, LVISEval, LVISResults
 
-        def evaluate(gt_path: str, results: List[dict],
-                     iou_type: str) -> Dict[str, float]:
+        def evaluate(gt_path: str, results: List[dict], iou_type: str,
+                     max_dets: int = 300) -> Dict[str, float]:
             """LVIS's results plus '<category name>_precision' (the AP of
             each category over all areas, as mmdet's classwise option)."""
             lvis_gt = LVIS(gt_path)
             lvis_eval = LVISEval(
-                lvis_gt, LVISResults(lvis_gt, copy.deepcopy(results)),
+                lvis_gt,
+                LVISResults(lvis_gt, copy.deepcopy(results), max_dets),
                 iou_type)
+            lvis_eval.params.max_dets = max_dets
             lvis_eval.run()
             values = {k: float(v) for k, v in lvis_eval.get_results().items()}
             for idx, cat_id in enumerate(lvis_eval.params.cat_ids):
@@ -278,6 +280,27 @@ def test_equals_lvis_reference(lvis_case, lvis_reference, metric_results,
                     nan_ok=True)  # a category without annotations is nan
     # The crafted case is not degenerate: every group is scored, imperfectly.
     assert all(0.05 < ours[k] < 0.95 for k in LVIS_ITEMS)
+
+
+def test_larger_budget_equals_lvis_reference(lvis_case,
+                                             lvis_reference) -> None:
+    """EVA's 1536 px test budget: 1000 detections per image."""
+    path, gt, preds = lvis_case
+    metric = METRICS.build(dict(type='eva_mm.LVISMetric', ann_file=path,
+                                metric='bbox', max_dets_per_image=1000,
+                                metric_items=['AP', 'APr', 'AR@1000']))
+    metric.dataset_meta = dict(classes=CLASSES)
+    metric.process({}, [_data_sample(img, preds[img['id']]).to_dict()
+                        for img in gt['images']])
+    ours = metric.evaluate(len(gt['images']))
+    reference = lvis_reference(path, _json_results(preds, False), 'bbox',
+                               max_dets=1000)
+    assert ours == pytest.approx(
+        {f'lvis/bbox_{k}': reference[k]
+         for k in ('AP', 'APr', 'AR@1000')}, abs=1e-4)
+    # Image 8's detections beyond the top 300 now count.
+    default = lvis_reference(path, _json_results(preds, False), 'bbox')
+    assert abs(reference['AP'] - default['AP']) > 1e-4
 
 
 def test_default_items_and_perfect_predictions(lvis_case) -> None:

@@ -48,11 +48,9 @@ from eva_mm.registry import METRICS
 # LVIS's per-image detection budget (Gupta et al., 2019, Sec. 5; the
 # ``max_dets`` default of the ``lvis`` package's LVISResults).
 LVIS_MAX_DETS = 300
-LVIS_ITEMS = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl', 'APr', 'APc',
-              'APf', f'AR@{LVIS_MAX_DETS}', f'ARs@{LVIS_MAX_DETS}',
-              f'ARm@{LVIS_MAX_DETS}', f'ARl@{LVIS_MAX_DETS}')
 # mmdet's LVISMetric reports these unless metric_items says otherwise.
-_DEFAULT_ITEMS = LVIS_ITEMS[:9]
+_DEFAULT_ITEMS = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl', 'APr', 'APc',
+                  'APf')
 _AREAS = ('all', 's', 'm', 'l')
 
 
@@ -141,17 +139,21 @@ class LVISCurves(NamedTuple):
     area_labels: List[str]
 
 
-def evaluate_lvis(gt_api: COCO, anns: List[dict], iou_type: str,
-                  logger: Optional[MMLogger] = None) -> LVISCurves:
+def evaluate_lvis(gt_api: COCO,
+                  anns: List[dict],
+                  iou_type: str,
+                  logger: Optional[MMLogger] = None,
+                  max_dets: int = LVIS_MAX_DETS) -> LVISCurves:
     """LVIS evaluation of results, one faster-coco-eval pass per category.
 
     Args:
         gt_api: The LVIS ground truth (:func:`load_lvis_api`).
         anns: COCO-style results (``image_id``, ``category_id``, ``bbox``,
             ``score``, and ``segmentation`` for 'segm'), at most
-            :data:`LVIS_MAX_DETS` per image (:func:`limit_dets_per_image`).
+            ``max_dets`` per image (:func:`limit_dets_per_image`).
         iou_type: 'bbox' or 'segm'.
         logger: Gets one line of progress; silent when None.
+        max_dets: The per-image detection budget the results were cut to.
 
     Returns:
         The per-category precision and recall.
@@ -204,7 +206,7 @@ def evaluate_lvis(gt_api: COCO, anns: List[dict], iou_type: str,
         params.imgIds = sorted(images)
         # One budget per image (no 1/10/100 cut-offs); the per-image limit
         # already keeps every (image, category) under it.
-        params.maxDets = [LVIS_MAX_DETS]
+        params.maxDets = [max_dets]
         if precision is None:
             iou_thrs, area_labels = params.iouThrs, list(params.areaRngLbl)
             precision = -np.ones((len(iou_thrs), len(params.recThrs),
@@ -227,11 +229,13 @@ def evaluate_lvis(gt_api: COCO, anns: List[dict], iou_type: str,
                       iou_thrs, area_labels)
 
 
-def summarize_lvis(curves: LVISCurves) -> Dict[str, float]:
+def summarize_lvis(curves: LVISCurves,
+                   max_dets: int = LVIS_MAX_DETS) -> Dict[str, float]:
     """The 13 LVIS numbers, as ``LVISEval.summarize`` averages them.
 
     Args:
         curves: The output of :func:`evaluate_lvis`.
+        max_dets: The per-image budget, named in the recall keys.
 
     Returns:
         ``AP``, ``AP50``, ``AP75``, ``APs``/``m``/``l``, ``APr``/``c``/``f``,
@@ -257,9 +261,9 @@ def summarize_lvis(curves: LVISCurves) -> Dict[str, float]:
         results[f'AP{size}'] = mean(ap[..., area[size]])
     for group in 'rcf':
         results[f'AP{group}'] = mean(ap[:, :, freq == group, area['a']])
-    results[f'AR@{LVIS_MAX_DETS}'] = mean(curves.recall[..., area['a']])
+    results[f'AR@{max_dets}'] = mean(curves.recall[..., area['a']])
     for size in 'sml':
-        results[f'AR{size}@{LVIS_MAX_DETS}'] = mean(
+        results[f'AR{size}@{max_dets}'] = mean(
             curves.recall[..., area[size]])
     return results
 
@@ -273,7 +277,8 @@ class LVISMetric(MMDetLVISMetric):
     to three decimals, and ``ann_file`` is required: LVIS's federated
     labels (negative / not-exhaustive categories per image, category
     frequencies) exist only in the annotation file. ``metric_items`` may
-    also name ``AR@300``, ``ARs@300``, ``ARm@300`` and ``ARl@300``.
+    also name ``AR@N``, ``ARs@N``, ``ARm@N`` and ``ARl@N`` with N =
+    ``max_dets_per_image`` (300).
     ``'proposal'`` is class-agnostic COCO recall at each of
     ``proposal_nums`` per image (``AR@N``, ``ARs@N``, ``ARm@N``, ``ARl@N``).
     mmdet's ``'proposal_fast'`` is refused: its ``eval_recalls`` builds a
@@ -294,6 +299,8 @@ class LVISMetric(MMDetLVISMetric):
         prefix: Metric name prefix; ``'lvis'`` when None.
         file_client_args: Removed in mmdet 3; must stay None.
         backend_args: mmengine file backend arguments.
+        max_dets_per_image: Detections scored per image over all
+            categories: LVIS's 300, or EVA's 1000 for its 1536 px test.
 
     Raises:
         ValueError: If ``ann_file`` is missing or not in LVIS format, or
@@ -313,7 +320,8 @@ class LVISMetric(MMDetLVISMetric):
                  collect_device: str = 'cpu',
                  prefix: Optional[str] = None,
                  file_client_args: Optional[dict] = None,
-                 backend_args: Optional[dict] = None) -> None:
+                 backend_args: Optional[dict] = None,
+                 max_dets_per_image: int = LVIS_MAX_DETS) -> None:
         # mmdet's __init__ refuses to run without the lvis package and
         # loads the file with it, so its steps are taken here instead.
         BaseMetric.__init__(
@@ -347,6 +355,10 @@ class LVISMetric(MMDetLVISMetric):
         self.format_only = format_only
         self.outfile_prefix = outfile_prefix
         self.backend_args = backend_args
+        if max_dets_per_image < 1:
+            raise ValueError('max_dets_per_image must be a positive number '
+                             f'of detections, got {max_dets_per_image}.')
+        self.max_dets_per_image = max_dets_per_image
         # The attribute name of mmdet's metric, which its process() reads.
         self._lvis_api = load_lvis_api(ann_file, backend_args)
         self.cat_ids: Optional[List[int]] = None
@@ -456,9 +468,10 @@ class LVISMetric(MMDetLVISMetric):
                     "metric 'segm' needs masks in the predictions "
                     '(pred_instances.masks); the model gave none.')
             anns = limit_dets_per_image(load(result_files[metric]),
-                                        LVIS_MAX_DETS)
-            curves = evaluate_lvis(self._lvis_api, anns, metric, logger)
-            values = summarize_lvis(curves)
+                                        self.max_dets_per_image)
+            curves = evaluate_lvis(self._lvis_api, anns, metric, logger,
+                                   self.max_dets_per_image)
+            values = summarize_lvis(curves, self.max_dets_per_image)
             logger.info(f'LVIS {metric}: ' + ', '.join(
                 f'{k} {v:.4f}' for k, v in values.items()))
             for item in self.metric_items or _DEFAULT_ITEMS:

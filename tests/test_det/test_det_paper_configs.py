@@ -161,6 +161,8 @@ def test_config_builds_with_the_official_numbers(name: str) -> None:
         expected = (0.001, 1000) if want['test_size'] == 1536 else (0.02,
                                                                      300)
         assert (rcnn_test.score_thr, rcnn_test.max_per_img) == expected
+        assert cfg.test_evaluator.get('max_dets_per_image',
+                                      300) == expected[1]
     else:
         assert dict(rcnn_test.nms) == dict(
             type='soft_nms', iou_threshold=0.6, method='linear')
