@@ -51,6 +51,7 @@ def _tiny_heads(loss_cls: Optional[dict]
     roi_head.mask_head.update(num_convs=1, in_channels=8,
                               conv_out_channels=8, num_classes=NUM_CLASSES)
     roi_head.update(train_cfg=cfg.train_cfg.rcnn, test_cfg=cfg.test_cfg.rcnn)
+    roi_head.type = 'CascadeRoIHead'
     stock = MMDET_MODELS.build(roi_head)
     roi_head.type = 'eva_mm.ProbabilityAveragingCascadeRoIHead'
     averaging = MMDET_MODELS.build(roi_head)

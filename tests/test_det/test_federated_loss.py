@@ -232,7 +232,8 @@ def test_cascade_bbox_heads_train_and_predict_sigmoid_scores() -> None:
     with torch.no_grad():
         raw = head.predict_bbox(feats, metas, [proposals()],
                                 rcnn_test_cfg=None)[0]
-        # forward() returns the stages' averaged logits of the same RoIs.
+        # forward() returns the logits of the same RoIs' scores (the base
+        # config's head averages the stages' sigmoids).
         mean_logits = head.forward(feats, [proposals()], [sample])[0][0]
     torch.testing.assert_close(raw.scores, mean_logits.sigmoid())
     assert not torch.allclose(raw.scores.sum(1), torch.ones(4))

@@ -60,6 +60,9 @@ model = dict(
         norm_cfg=norm_cfg),
     rpn_head=dict(num_convs=2),
     roi_head=dict(
+        # Test scores are the mean of the stages' probabilities, as in
+        # detectron2's CascadeROIHeads (EVA's code), not mmdet's mean logits.
+        type='eva_mm.ProbabilityAveragingCascadeRoIHead',
         bbox_head=[
             _cascade_stage([0.1, 0.1, 0.2, 0.2]),
             _cascade_stage([0.05, 0.05, 0.1, 0.1]),
