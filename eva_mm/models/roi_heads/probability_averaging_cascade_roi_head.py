@@ -48,10 +48,12 @@ class ProbabilityAveragingCascadeRoIHead(CascadeRoIHead):
         if not final_head.custom_cls_channels:
             return
         # The inverse is only known for an element-wise sigmoid; probing the
-        # activation checks that instead of trusting a loss's name.
+        # activation checks that instead of trusting a loss's name. On the
+        # CPU explicitly: models are also built on the meta device.
         channels = final_head.loss_cls.get_cls_channels(
             final_head.num_classes)
-        probe = torch.linspace(-6., 6., 2 * channels).view(2, channels)
+        probe = torch.linspace(-6., 6., 2 * channels,
+                               device='cpu').view(2, channels)
         activated = final_head.loss_cls.get_activation(probe)
         if (activated.shape != probe.shape
                 or not torch.allclose(activated, probe.sigmoid())):
