@@ -115,6 +115,11 @@ class EVAViTAdapter(EVAViT):
             initialisation.
     """
 
+    # Not in a pre-trained ViT file: the checkpoint loader leaves them at
+    # their initialisation instead of reporting them missing.
+    task_modules = ('spm', 'interactions', 'level_embed', 'up', 'norm1',
+                    'norm2', 'norm3', 'norm4')
+
     def __init__(self,
                  arch: Union[str, dict] = 'giant',
                  img_size: Union[int, Sequence[int]] = 896,
@@ -262,44 +267,6 @@ class EVAViTAdapter(EVAViT):
                 module.weight, std=math.sqrt(2.0 * module.groups / fan_out))
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
-
-    # ------------------------------------------------------------------
-    # Pre-trained weights
-    # ------------------------------------------------------------------
-    def _plain_vit(self) -> nn.Module:
-        """A module holding (sharing) only this model's ViT parameters.
-
-        The checkpoint loader checks the model's keys against the file's;
-        a pre-trained ViT file never holds adapter keys, so it is given
-        the ViT part alone, whose tensors are this model's.
-        """
-        vit = nn.Module()
-        vit.patch_embed = self.patch_embed
-        vit.blocks = self.blocks
-        for name in ('cls_token', 'pos_embed'):
-            setattr(vit, name, getattr(self, name))
-        vit.patch_size = self.patch_size
-        vit.img_size = self.img_size
-        vit.num_extra_tokens = self.num_extra_tokens
-        return vit
-
-    def init_weights(self) -> None:
-        """Load a pre-trained ViT into the ViT part, keep the adapter's init.
-
-        With ``init_cfg=dict(type='Pretrained', checkpoint=..., prefix=...)``
-        the checkpoint must fit the ViT exactly (see
-        :func:`eva_mm.models.utils.checkpoint.load_backbone_checkpoint`);
-        otherwise mmengine's default initialisation runs.
-        """
-        if self.init_cfg and self.init_cfg.get('type') == 'Pretrained':
-            from ..utils.checkpoint import load_backbone_checkpoint
-            load_backbone_checkpoint(
-                self._plain_vit(),
-                self.init_cfg['checkpoint'],
-                prefix=self.init_cfg.get('prefix'))
-            self._is_init = True
-            return
-        super().init_weights()
 
     # ------------------------------------------------------------------
     # Forward

@@ -470,7 +470,8 @@ def load_backbone_checkpoint(model: 'EVAViT',
     one, unused entries (heads, ``mask_token``, norms and relative position
     tables the model lacks) are ignored, and task-specific parameters a
     pretrained file never holds (relative positions, ``mask_token``,
-    ``fc_norm``, layer scale) keep their initialisation.
+    ``fc_norm``, layer scale, and the modules a subclass names in its
+    ``task_modules``) keep their initialisation.
 
     Args:
         model: The EVAViT to load into.
@@ -531,10 +532,19 @@ def load_backbone_checkpoint(model: 'EVAViT',
         # hook inflates an image kernel and fits the position embedding.
         model._resize_on_load(checkpoint, '')
 
+    # Modules a backbone adds around the ViT (e.g. ViT-Adapter's) are never
+    # in a pre-trained ViT file; they keep their initialisation.
+    task_modules = tuple(
+        f'{name}.' for name in getattr(model, 'task_modules', ()))
+
+    def is_fresh(key: str) -> bool:
+        return bool(_FRESH_KEY.match(key)) or f'{key}.'.startswith(
+            task_modules)
+
     missing = sorted(key for key in model_shapes
-                     if key not in checkpoint and not _FRESH_KEY.match(key))
+                     if key not in checkpoint and not is_fresh(key))
     fresh = sorted(key for key in model_shapes
-                   if key not in checkpoint and _FRESH_KEY.match(key))
+                   if key not in checkpoint and is_fresh(key))
     unexpected = sorted(key for key in checkpoint if key not in model_shapes)
     mismatched = sorted(key for key in checkpoint if key in model_shapes and
                         _shape(checkpoint[key]) != model_shapes[key])
@@ -571,7 +581,13 @@ def load_backbone_checkpoint(model: 'EVAViT',
     if prefix:
         message += f' (prefix {prefix!r})'
     if fresh:
-        message += f'; initialised fresh: {", ".join(fresh)}'
+        # One entry per task module rather than each of its parameters.
+        named = sorted({
+            next((m[:-1] for m in task_modules
+                  if f'{key}.'.startswith(m)), key)
+            for key in fresh
+        })
+        message += f'; initialised fresh: {", ".join(named)}'
     if ignored:
         message += f'; ignored: {", ".join(ignored)}'
     print_log(message, logger='current', level=logging.INFO)
