@@ -26,7 +26,11 @@ class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
 
     Weight decay is ``weight_decay`` of the optimizer config except for
     1-D parameters (norms, layer scales, ``q_bias``/``v_bias``), biases and
-    the parameters named in ``no_decay_names``, which get 0.
+    the parameters named in ``no_decay_names``, which get 0. The official
+    EVA-g detection configs decay every parameter
+    (``weight_decay_norm=None, overrides={}`` in EVA-01
+    ``det/projects/ViTDet/configs/COCO/cascade_mask_rcnn_vitdet_eva.py``):
+    ``no_decay_1d=False, no_decay_names=()``.
 
     Each trainable parameter lands in exactly one group, one group per
     (layer, decay or not); parameters with ``requires_grad=False`` are left
@@ -44,6 +48,8 @@ class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
     - ``no_decay_names`` (sequence of str): parameter names (the last
       component of the dotted name) without weight decay; default
       :data:`DEFAULT_NO_DECAY_NAMES`.
+    - ``no_decay_1d`` (bool): exempt 1-D parameters and biases from weight
+      decay; default ``True``.
 
     Example:
         >>> optim_wrapper = dict(
@@ -56,7 +62,8 @@ class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
         paramwise_cfg: The options above.
     """
 
-    KNOWN_KEYS = ('layer_decay_rate', 'backbone_prefix', 'no_decay_names')
+    KNOWN_KEYS = ('layer_decay_rate', 'backbone_prefix', 'no_decay_names',
+                  'no_decay_1d')
 
     def __init__(self,
                  optim_wrapper_cfg: dict,
@@ -81,6 +88,7 @@ class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
             'backbone_prefix', 'backbone.')
         self.no_decay_names = frozenset(
             self.paramwise_cfg.get('no_decay_names', DEFAULT_NO_DECAY_NAMES))
+        self.no_decay_1d = bool(self.paramwise_cfg.get('no_decay_1d', True))
 
     def _find_backbone(self, model: nn.Module) -> Tuple[nn.Module, str]:
         """The module that owns ``get_layer_depth`` and its name prefix."""
@@ -101,7 +109,9 @@ class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
 
     def _no_decay(self, name: str, ndim: int) -> bool:
         leaf = name.rsplit('.', 1)[-1]
-        return ndim <= 1 or leaf == 'bias' or leaf in self.no_decay_names
+        if self.no_decay_1d and (ndim <= 1 or leaf == 'bias'):
+            return True
+        return leaf in self.no_decay_names
 
     def add_params(self,
                    params: List[dict],

@@ -1,0 +1,17 @@
+"""Checkpoint conversion: one module per source family, one registry.
+
+Importing this package registers every ``--src-format`` of
+``tools/model_converters/convert_eva.py`` in :data:`SRC_FORMATS`. A new
+source family is a module here that decorates its converters with
+:func:`register_src_format` and is imported below.
+"""
+from . import eva01_backbone  # noqa: F401  (official, timm)
+from .registry import (SRC_FORMATS, Conversion, SourceFormat,
+                       add_argument_once, check_fits_config, rename_prefix,
+                       register_src_format, require_keys, save_converted)
+
+__all__ = [
+    'SRC_FORMATS', 'Conversion', 'SourceFormat', 'add_argument_once',
+    'check_fits_config', 'register_src_format', 'rename_prefix',
+    'require_keys', 'save_converted'
+]

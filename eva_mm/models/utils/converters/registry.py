@@ -1,0 +1,241 @@
+"""The registry of checkpoint source formats and the helpers they share.
+
+Every ``--src-format`` of ``tools/model_converters/convert_eva.py`` is a
+:class:`SourceFormat` registered here by the module of its source family
+(``eva01_backbone``: official EVA-01 and timm ViT weights, and so on). A
+format reads nothing and writes nothing itself: the tool reads the file with
+:func:`~eva_mm.models.utils.checkpoint.load_state_dict_file`, hands the flat
+state dict to ``convert``, optionally checks the result against a model
+config (:func:`check_fits_config`), and only then writes it with
+:func:`save_converted`, so a file of the wrong kind never leaves a
+half-written output behind.
+"""
+import argparse
+import os
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import torch
+
+from ..checkpoint import CheckpointError, CheckpointMismatchError, StateDict
+
+CONVERTER = 'tools/model_converters/convert_eva.py'
+
+
+@dataclass
+class Conversion:
+    """What a source format made of a checkpoint.
+
+    Attributes:
+        state_dict: The converted weights, named as the eva_mm model names
+            them.
+        meta: Facts about the result for the output's ``meta`` (sizes, class
+            counts, ...).
+        dropped: Source keys that have no counterpart in the target and were
+            left out on purpose; the tool lists them.
+        report: Further lines for the user (what was resized, remapped).
+    """
+    state_dict: StateDict
+    meta: Dict[str, object] = field(default_factory=dict)
+    dropped: List[str] = field(default_factory=list)
+    report: List[str] = field(default_factory=list)
+
+
+ConvertFn = Callable[[StateDict, argparse.Namespace], Conversion]
+AddArgumentsFn = Callable[[argparse.ArgumentParser], None]
+
+
+@dataclass(frozen=True)
+class SourceFormat:
+    """One ``--src-format`` of the converter tool.
+
+    Attributes:
+        name: The ``--src-format`` value.
+        help: One sentence on which files it reads and what it writes.
+        convert: ``convert(state_dict, args) -> Conversion``; ``args`` is the
+            tool's parsed command line. Raises
+            :class:`~eva_mm.models.utils.checkpoint.CheckpointError` with the
+            problem and the fix for a file of another kind.
+        add_arguments: Adds the format's own command-line options to the
+            tool's parser (called once per format; options shared by several
+            formats are added by the first and skipped by the others through
+            :func:`add_argument_once`).
+    """
+    name: str
+    help: str
+    convert: ConvertFn
+    add_arguments: Optional[AddArgumentsFn] = None
+
+
+SRC_FORMATS: Dict[str, SourceFormat] = {}
+
+
+def register_src_format(
+        name: str,
+        help: str,
+        add_arguments: Optional[AddArgumentsFn] = None
+) -> Callable[[ConvertFn], ConvertFn]:
+    """Register the decorated function as the converter of ``name``.
+
+    Args:
+        name: The ``--src-format`` value.
+        help: One sentence for ``--help``.
+        add_arguments: See :class:`SourceFormat`.
+
+    Returns:
+        A decorator that registers and returns the function unchanged.
+    """
+
+    def register(convert: ConvertFn) -> ConvertFn:
+        if name in SRC_FORMATS:
+            raise KeyError(f'Source format {name!r} is registered twice.')
+        SRC_FORMATS[name] = SourceFormat(name, help, convert, add_arguments)
+        return convert
+
+    return register
+
+
+def add_argument_once(parser: argparse.ArgumentParser, flag: str,
+                      **kwargs) -> None:
+    """``parser.add_argument(flag, **kwargs)`` unless ``flag`` exists.
+
+    Args:
+        parser: The tool's parser.
+        flag: The option string, e.g. ``'--num-classes'``.
+        **kwargs: As for ``add_argument``.
+    """
+    if flag not in parser._option_string_actions:
+        parser.add_argument(flag, **kwargs)
+
+
+def rename_prefix(state_dict: Mapping[str, torch.Tensor], old: str,
+                  new: str) -> StateDict:
+    """The entries of ``state_dict`` under ``old``, moved under ``new``.
+
+    Args:
+        state_dict: Flat weights.
+        old: The prefix to select, e.g. ``'backbone.net.'``.
+        new: What replaces it, e.g. ``'backbone.'``.
+
+    Returns:
+        A new dict with only the selected entries, renamed.
+    """
+    return {
+        new + key[len(old):]: value
+        for key, value in state_dict.items() if key.startswith(old)
+    }
+
+
+def _shapes(state_dict: Mapping[str, torch.Tensor]) -> Dict[str, Tuple]:
+    return {key: tuple(value.shape) for key, value in state_dict.items()}
+
+
+def check_fits_config(state_dict: Mapping[str, torch.Tensor],
+                      config: str,
+                      cfg_options: Optional[dict] = None) -> None:
+    """Refuse weights that would not load strictly into a config's model.
+
+    The model is built on the meta device (no memory for a 1B-parameter
+    detector) and compared key by key with ``state_dict`` (parameters and
+    persistent buffers).
+
+    Args:
+        state_dict: Converted weights of a whole model.
+        config: An OpenMMLab config file.
+        cfg_options: Overrides merged into the config first.
+
+    Raises:
+        CheckpointMismatchError: Naming every missing, unexpected and
+            mis-shaped key.
+    """
+    from mmengine.config import Config
+    from mmengine.registry import MODELS, init_default_scope
+
+    import eva_mm  # noqa: F401  (registers the eva_mm components)
+
+    cfg = Config.fromfile(config)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    init_default_scope(cfg.get('default_scope', 'mmengine'))
+    model_cfg = cfg.model.copy()
+    # Pretrained initialisation would read files that the check does not
+    # need; the converted weights replace it.
+    model_cfg.pop('init_cfg', None)
+    with torch.device('meta'):
+        model = MODELS.build(model_cfg)
+    expected = _shapes(model.state_dict())
+    given = _shapes(state_dict)
+    missing = sorted(set(expected) - set(given))
+    unexpected = sorted(set(given) - set(expected))
+    mismatched = [
+        f'{key}: checkpoint {list(given[key])}, model {list(expected[key])}'
+        for key in sorted(set(given) & set(expected))
+        if given[key] != expected[key]
+    ]
+    if missing or unexpected or mismatched:
+        lines = [f'The converted weights do not fit the model of {config}:']
+        for title, keys in (('missing', missing), ('unexpected', unexpected),
+                            ('mis-shaped', mismatched)):
+            if keys:
+                lines.append(f'  {len(keys)} {title}: ' + ', '.join(keys))
+        lines.append('Nothing was written. Check that the config is the one '
+                     'of this checkpoint (model size, class count, variant) '
+                     'and the --src-format.')
+        raise CheckpointMismatchError('\n'.join(lines))
+
+
+def save_converted(conversion: Conversion, dst: str, src: str,
+                   src_format: str) -> Dict[str, object]:
+    """Write ``{'state_dict', 'meta'}`` of plain, contiguous fp32 tensors.
+
+    Args:
+        conversion: The converter's result.
+        dst: The output file; its folder is created.
+        src: The source file, recorded in ``meta``.
+        src_format: The source format, recorded in ``meta``.
+
+    Returns:
+        The ``meta`` written.
+    """
+    # Fresh storages: a view (DeepSpeed keeps parameters in flat buffers)
+    # would otherwise save the whole buffer it looks into.
+    weights = {
+        key: value.clone(memory_format=torch.contiguous_format)
+        for key, value in conversion.state_dict.items()
+    }
+    meta = dict(
+        converted_by=CONVERTER,
+        src=os.path.basename(src),
+        src_format=src_format,
+        num_params=sum(v.numel() for v in weights.values()),
+        **conversion.meta)
+    os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
+    torch.save({'state_dict': weights, 'meta': meta}, dst)
+    return meta
+
+
+def require_keys(state_dict: Mapping[str, torch.Tensor],
+                 keys: Sequence[str], what: str, fix: str) -> None:
+    """Raise one clear error when a source lacks the keys of its kind.
+
+    Args:
+        state_dict: The source weights.
+        keys: Keys (or key prefixes ending in ``'.'``) a file of this kind
+            always has.
+        what: The kind of file expected, e.g. ``'an EVA-01 detectron2
+            detector'``.
+        fix: What to do instead, e.g. which ``--src-format`` fits.
+
+    Raises:
+        CheckpointError: If any of ``keys`` is absent.
+    """
+    absent = [
+        key for key in keys
+        if not (key in state_dict or (key.endswith('.') and any(
+            name.startswith(key) for name in state_dict)))
+    ]
+    if absent:
+        prefixes = sorted({name.split('.', 1)[0] for name in state_dict})
+        raise CheckpointError(
+            f'This is not {what}: it lacks {absent} (its top-level names are '
+            f'{prefixes[:12]}). {fix}')
