@@ -1,6 +1,9 @@
 # EVA-01 video stage 2 on Kinetics-700: 82.9 top-1 with 4 x 3 views
 # (arXiv:2211.07636; official EVA-01/video/configs/kinetics700_ft.yaml).
-# The K-400 recipe with 700 classes and EPOCHS 2.
+# The K-400 recipe with 700 classes and EPOCHS 2; global batch 256 = 64
+# GPUs x 1 clip x 4 accumulation steps as K-400 (yaml ACCUMULATION_STEPS 4,
+# scripts/run_k700_ft.sh; the logged run, EVA-01/logs/video/
+# ft_k700_log.txt, reached 256 as 128 x 1 x 2).
 _base_ = ['eva-g-p14_k722-pre_k400-ft_16x224.py']
 
 num_classes = 700

@@ -8,12 +8,13 @@ from .samplers import (RepeatFactorSampler,
                        repeat_factors_from_category_frequency)
 from .video import (RobustVideoDataset, VideoDecode, VideoInit,
                     VideoReadError)
-from .video_transforms import ColorJitter, RandomGrayscale
+from .video_transforms import ColorJitter, RandomGrayscale, TSNSample
 
 __all__ = [
     'ColorJitter', 'DEMO_SHAPES_CLASSES', 'DEMO_SHAPES_PALETTE', 'ImageNetV2',
     'LVISV1Dataset',
     'RandomGrayscale', 'RepeatFactorSampler', 'RobustVideoDataset',
+    'TSNSample',
     'VideoDecode', 'VideoInit', 'VideoReadError', 'generate_demo_ade',
     'generate_demo_shapes', 'repeat_factors_from_category_frequency'
 ]

@@ -8,7 +8,8 @@ decoding: a list of (H, W, 3) uint8 frames in RGB order (``DecordDecode``,
 ``PyAVDecode`` and ``RawFrameDecode`` all hand out RGB, as does
 ``eva_mm.VideoDecode``).
 """
-from typing import Dict
+from types import ModuleType
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
@@ -83,20 +84,105 @@ class RandomGrayscale(BaseTransform):
 
 @TRANSFORMS.register_module()
 class ColorJitter(MMActionColorJitter):
-    """mmaction2's ``ColorJitter`` with a hue shift that cannot overflow.
+    """mmaction2's ``ColorJitter`` with a working hue shift and per-frame draws.
 
-    mmaction2 1.2 computes ``hsv[..., 0] + int(factor * 255)`` on the uint8
-    HSV array. Under NumPy 2 (NEP 50) a negative offset is a Python int that
-    uint8 cannot hold, so any negative hue draw raises ``OverflowError``;
-    under NumPy 1 a large positive offset wraps at 256 before the ``% 180``,
-    giving a wrong hue. It also scales the factor by 255 on OpenCV's 0..179
-    hue axis, so a factor of 0.1 turned the hue by 51 degrees, not 36.
+    Hue: mmaction2 1.2 computes ``hsv[..., 0] + int(factor * 255)`` on the
+    uint8 HSV array. Under NumPy 2 (NEP 50) a negative offset is a Python int
+    that uint8 cannot hold, so any negative hue draw raises
+    ``OverflowError``; under NumPy 1 a large positive offset wraps at 256
+    before the ``% 180``, giving a wrong hue. It also scales the factor by
+    255 on OpenCV's 0..179 hue axis, so a factor of 0.1 turned the hue by 51
+    degrees, not 36. Here the shift is done in int16 and the factor is a
+    fraction of the hue circle, as in torchvision's ``ColorJitter`` that the
+    official recipe uses: ``hue=0.1`` turns the hue by up to +-36 degrees.
 
-    Here the shift is done in int16 and the factor is a fraction of the hue
-    circle, as in torchvision's ``ColorJitter`` that the official recipe
-    uses: ``hue=0.1`` turns the hue by up to +-36 degrees. Brightness,
-    contrast, saturation and the order of the four are mmaction2's.
+    Per-frame draws: the official recipe applies torchvision's
+    ``ColorJitter(0.4, 0.4, 0.2, 0.1)`` to every frame of a clip in turn
+    (``EVA-01/video/datasets/pipeline.py:1772-1786``), and torchvision draws
+    new factors and a new order of the four adjustments at every call, so
+    the frames of a clip are jittered independently. ``per_frame=True`` does
+    that; like torchvision on 8-bit images, each adjustment's result is
+    clipped to [0, 255] before the next one. ``per_frame=False`` is
+    mmaction2's: one draw for the whole clip, in an order fixed when the
+    transform is built. The probability of jittering at all (0.8, decided
+    once per clip in the official code) belongs to a ``RandomApply`` around
+    this transform.
+
+    Args:
+        brightness: Factor range ``(1 - b, 1 + b)``, or a (min, max) pair.
+        contrast: Factor range ``(1 - c, 1 + c)``, or a (min, max) pair.
+        saturation: Factor range ``(1 - s, 1 + s)``, or a (min, max) pair.
+        hue: Shift range ``(-h, h)`` in fractions of the hue circle
+            (at most 0.5), or a (min, max) pair.
+        per_frame: Draw factors and order for every frame (official) rather
+            than once per clip (mmaction2).
     """
+
+    def __init__(self,
+                 brightness: Union[float, Tuple[float, float]] = 0.5,
+                 contrast: Union[float, Tuple[float, float]] = 0.5,
+                 saturation: Union[float, Tuple[float, float]] = 0.5,
+                 hue: Union[float, Tuple[float, float]] = 0.1,
+                 per_frame: bool = False) -> None:
+        super().__init__(brightness, contrast, saturation, hue)
+        self.per_frame = per_frame
+
+    def draw(self) -> Tuple[np.ndarray, Tuple[float, float, float, float]]:
+        """One torchvision-style draw: an order and the four factors.
+
+        Returns:
+            A permutation of the adjustments (0 brightness, 1 contrast,
+            2 saturation, 3 hue) and the (b, c, s, h) factors.
+        """
+        order = np.random.permutation(4)
+        factors = tuple(
+            float(np.random.uniform(low, high))
+            for low, high in (self.brightness, self.contrast, self.saturation,
+                              self.hue))
+        return order, factors
+
+    def jitter(self, img: np.ndarray, order: Sequence[int],
+               factors: Sequence[float]) -> np.ndarray:
+        """Apply the adjustments in ``order``, clipping after each.
+
+        Args:
+            img: An (H, W, 3) RGB frame.
+            order: The order of the adjustments (ids as in :meth:`draw`).
+            factors: Brightness, contrast, saturation and hue factors.
+
+        Returns:
+            The (H, W, 3) uint8 frame.
+        """
+        out = img.astype(np.float32)
+        brightness, contrast, saturation, hue = factors
+        for fn_id in order:
+            # Neutral factors (a zero-width range) change nothing: skipped.
+            if fn_id == 0 and brightness != 1:
+                out = np.clip(out * brightness, 0, 255)
+            elif fn_id == 1 and contrast != 1:
+                out = np.clip(self.adjust_contrast(out, contrast), 0, 255)
+            elif fn_id == 2 and saturation != 1:
+                out = np.clip(self.adjust_saturation(out, saturation), 0, 255)
+            elif fn_id == 3 and hue != 0:
+                out = self.adjust_hue(out, hue)
+        return np.rint(out).astype(np.uint8)
+
+    def transform(self, results: Dict) -> Dict:
+        """Jitter ``results['imgs']``.
+
+        Args:
+            results: The pipeline's result dict, ``imgs`` a list of
+                (H, W, 3) RGB frames.
+
+        Returns:
+            ``results`` with the jittered uint8 frames.
+        """
+        if not self.per_frame:
+            return super().transform(results)
+        results['imgs'] = [
+            self.jitter(img, *self.draw()) for img in results['imgs']
+        ]
+        return results
 
     @staticmethod
     def adjust_hue(img: np.ndarray, factor: float) -> np.ndarray:
@@ -119,3 +205,133 @@ class ColorJitter(MMActionColorJitter):
         hue = (hsv[..., 0].astype(np.int16) + offset) % OPENCV_HUE_RANGE
         hsv[..., 0] = hue.astype(np.uint8)
         return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB).astype(np.float32)
+
+
+@TRANSFORMS.register_module()
+class TSNSample(BaseTransform):
+    """One frame from each of ``clip_len`` equal segments, as EVA samples.
+
+    The official EVA-01 video code samples with its ``SampleFrames``
+    (``clip_len=1, num_clips=T``: TSN sampling, ``EVA-01/video/datasets/
+    pipeline.py:2012-2106``, used at ``build.py:247-251, 303, 324-325``):
+
+    - training: the video is cut into T segments of ``total // T`` frames
+      (the remainder at the end is never drawn) and one random frame is
+      taken from each;
+    - validation (``test_mode=True``, one view): the middle frame of each of
+      T segments of ``total / T`` frames;
+    - the multi-view test (``test_mode=True, num_views=4``): four
+      independent random draws of the training kind, concatenated
+      (``SampleFrames(multiview=4)`` without ``test_mode``). With ``seed``
+      set, the draws come from a generator created afresh from it for every
+      video, so that every run tests the same views; without it (the official behaviour) they
+      differ from run to run.
+
+    mmaction2's ``SampleFrames`` draws the same training offsets but spaces
+    test clips differently and returns T clips of one frame each;
+    ``UniformSample`` spreads the remainder over the segments. This
+    transform returns ``num_views`` clips of ``clip_len`` frames, the layout
+    ``FormatShape(input_format='NCTHW')`` and the 3-D recognizers expect.
+
+    Required keys: ``total_frames``, ``start_index``. Added keys:
+    ``frame_inds``, ``clip_len``, ``frame_interval``, ``num_clips``.
+
+    Args:
+        clip_len: Frames per clip (T), one per segment.
+        num_views: Clips per video. More than one is for testing only.
+        test_mode: Validation/test sampling (see above).
+        seed: Test only: seed of the random views, for a deterministic
+            multi-view test. ``None`` draws from NumPy's global generator
+            as the official code does.
+    """
+
+    def __init__(self,
+                 clip_len: int,
+                 num_views: int = 1,
+                 test_mode: bool = False,
+                 seed: Optional[int] = None) -> None:
+        if clip_len < 1 or num_views < 1:
+            raise ValueError(f'clip_len ({clip_len}) and num_views '
+                             f'({num_views}) must be positive.')
+        if num_views > 1 and not test_mode:
+            raise ValueError('Several views per video are a test-time '
+                             'sampling: set test_mode=True.')
+        if seed is not None and not (test_mode and num_views > 1):
+            raise ValueError('seed fixes the random views of a multi-view '
+                             'test (test_mode=True, num_views > 1); the other '
+                             'samplings are random (training) or fixed '
+                             '(one test view) already.')
+        self.clip_len = clip_len
+        self.num_views = num_views
+        self.test_mode = test_mode
+        self.seed = seed
+
+    def random_offsets(self, total_frames: int,
+                       rng: Union[np.random.Generator, ModuleType] = np.random
+                       ) -> np.ndarray:
+        """One training draw: a frame from each segment (official rule).
+
+        Args:
+            total_frames: Frames in the video.
+            rng: ``np.random`` (the global generator, as the official code
+                and mmaction2 use, which mmengine seeds) or a Generator.
+
+        Returns:
+            ``clip_len`` frame indices, before wrapping and ``start_index``.
+        """
+        segment = total_frames // self.clip_len
+        integers = rng.integers if isinstance(
+            rng, np.random.Generator) else rng.randint
+        if segment > 0:
+            return (np.arange(self.clip_len) * segment +
+                    integers(segment, size=self.clip_len))
+        # Fewer frames than segments: indices spread evenly, with repeats.
+        ratio = total_frames / self.clip_len
+        return np.around(np.arange(self.clip_len) * ratio)
+
+    def middle_offsets(self, total_frames: int) -> np.ndarray:
+        """The middle frame of each of ``clip_len`` segments (validation).
+
+        Args:
+            total_frames: Frames in the video.
+
+        Returns:
+            ``clip_len`` frame indices, before wrapping and ``start_index``.
+        """
+        segment = total_frames / self.clip_len
+        return (np.arange(self.clip_len) * segment + segment / 2).astype(
+            np.int64)
+
+    def transform(self, results: Dict) -> Dict:
+        """Set ``frame_inds`` of ``num_views`` clips of ``clip_len`` frames.
+
+        Args:
+            results: The pipeline's result dict.
+
+        Returns:
+            ``results`` with the sampled indices.
+        """
+        total = results['total_frames']
+        if total < 1:
+            raise ValueError(f'The video has {total} frames.')
+        if self.test_mode and self.num_views == 1:
+            inds = self.middle_offsets(total)
+        else:
+            rng = np.random if self.seed is None else \
+                np.random.default_rng(self.seed)
+            inds = np.concatenate([
+                self.random_offsets(total, rng)
+                for _ in range(self.num_views)
+            ])
+        # 'loop' as in the official code: indices past the end wrap.
+        inds = np.mod(inds.astype(np.int64), total)
+        results['frame_inds'] = inds + results.get('start_index', 0)
+        results['clip_len'] = self.clip_len
+        results['frame_interval'] = None
+        results['num_clips'] = self.num_views
+        return results
+
+    def __repr__(self) -> str:
+        return (f'{self.__class__.__name__}(clip_len={self.clip_len}, '
+                f'num_views={self.num_views}, test_mode={self.test_mode}, '
+                f'seed={self.seed})')

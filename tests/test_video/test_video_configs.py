@@ -25,6 +25,16 @@ RECIPES = {
     'k600': (16, 600, 0.2, 1e-6, 0.95, 2),
     'k700': (16, 700, 0.2, 1e-6, 0.95, 2),
 }
+# name: (GPUs, clips per GPU, accumulation steps) of the official runs
+# (EVA-01/video/configs/*.yaml, scripts/run_k*_ft.sh, logs/video/*.txt).
+BATCHES = {
+    'k722': (128, 2, 1),
+    'k400': (64, 1, 4),
+    'k600': (64, 1, 4),
+    'k700': (64, 1, 4),
+}
+IMAGENET_MEAN = [123.675, 116.28, 103.53]
+IMAGENET_STD = [58.395, 57.12, 57.375]
 
 
 def _load(name: str) -> Config:
@@ -48,20 +58,46 @@ def test_paper_config_builds_giant_on_meta(name):
     assert cfg.train_cfg.max_epochs == epochs
     assert cfg.model.cls_head.label_smooth_eps == 0.1
     samplers = [t for t in cfg.test_dataloader.dataset.pipeline
-                if t['type'] == 'UniformSample']
-    assert samplers[0].clip_len == frames and samplers[0].num_clips == 4
+                if t['type'] == 'eva_mm.TSNSample']
+    assert samplers[0].clip_len == frames and samplers[0].num_views == 4
     assert any(t['type'] == 'ThreeCrop'
                for t in cfg.test_dataloader.dataset.pipeline)
     train = {t['type']: t for t in cfg.train_dataloader.dataset.pipeline}
+    assert train['eva_mm.TSNSample'].clip_len == frames
+    assert train['MultiScaleCrop'].scales == (1, 0.875, 0.75, 0.66)
+    assert 'RandomResizedCrop' not in train
     assert train['eva_mm.RandomGrayscale'].prob == 0.2
     jitter = train['RandomApply']
     assert jitter.prob == 0.8 and jitter.transforms == [
-        dict(type='eva_mm.ColorJitter', hue=0.1)]
+        dict(type='eva_mm.ColorJitter', brightness=0.4, contrast=0.4,
+             saturation=0.2, hue=0.1, per_frame=True)]
+    preprocessor = cfg.model.data_preprocessor
+    assert (preprocessor.mean, preprocessor.std) == (IMAGENET_MEAN,
+                                                     IMAGENET_STD)
+    # Mixup 0.8 / CutMix 1.0 (one of the two per batch) for K-722 only.
+    if name == 'k722':
+        blending = preprocessor.blending
+        assert blending.probs == [0.5, 0.5]
+        assert [(a.type, a.alpha, a.num_classes)
+                for a in blending.augments] == [
+                    ('MixupBlending', 0.8, 722), ('CutmixBlending', 1.0, 722)]
+    else:
+        assert 'blending' not in preprocessor
+    # The official global batch, and the lr scaling based on it.
+    gpus, per_gpu, accumulation = BATCHES[name]
+    assert cfg.train_dataloader.batch_size == per_gpu
+    assert cfg.optim_wrapper.get('accumulative_counts', 1) == accumulation
+    assert gpus * per_gpu * accumulation == 256
+    # mmengine's auto_scale_lr counts GPUs x clips per GPU only.
+    assert cfg.auto_scale_lr.base_batch_size == gpus * per_gpu
 
     import eva_mm  # noqa: F401  (registers the eva_mm scope)
     init_default_scope('mmaction')
     from mmaction.registry import MODELS
     cfg.model.backbone.init_cfg = None
+    # Mixup/CutMix hold no weights; their Beta distributions cannot be built
+    # on the meta device.
+    cfg.model.data_preprocessor.pop('blending', None)
     with torch.device('meta'):
         model = MODELS.build(cfg.model)
     backbone = model.backbone

@@ -23,17 +23,25 @@ model = dict(
         # USE_CHECKPOINT: True (activation checkpointing).
         with_cp=True,
         drop_path_rate=0.2),
+    # The official head: one linear layer on the pooled features, drawn at
+    # std 0.02 and then scaled by init_scale 0.001 (EVA-01/video/models/
+    # beit.py:400, 453-466). mmaction2's TimeSformerHead without the scaling
+    # is type='TimeSformerHead' (or init_scale=1.0).
     cls_head=dict(
-        type='TimeSformerHead',
+        type='eva_mm.VideoLinearHead',
         num_classes=400,
         in_channels=1408,
+        init_std=0.02,
+        init_scale=0.001,
         dropout_ratio=0.,
         # AUG.LABEL_SMOOTH: 0.1.
         label_smooth_eps=0.1,
+        # The test sums the views' softmax scores (main.py:305-306).
         average_clips='prob'),
     data_preprocessor=dict(
         type='ActionDataPreprocessor',
-        # CLIP's normalisation, which the X-CLIP-based official code uses.
-        mean=[122.7709383, 116.7460125, 104.09373615],
-        std=[68.5005327, 66.6321579, 70.32316305],
+        # ImageNet mean/std in RGB order, as the official video code
+        # normalises (EVA-01/video/datasets/build.py:34-35), not CLIP's.
+        mean=[123.675, 116.28, 103.53],
+        std=[58.395, 57.12, 57.375],
         format_shape='NCTHW'))

@@ -12,6 +12,10 @@ optim_wrapper = dict(
 train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=1, val_interval=1)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
-# The official total batch (see the dataset base); --cfg-options
-# auto_scale_lr.enable=True rescales the lr to the batch actually used.
+# The official global batch of every stage is 256 (GPUs x clips per GPU x
+# accumulation steps, stated in each stage config). --cfg-options
+# auto_scale_lr.enable=True rescales the lr linearly to the batch actually
+# used. mmengine's auto_scale_lr counts GPUs x clips per GPU only, not
+# accumulation, so base_batch_size is 256 / accumulative_counts: a stage
+# with accumulation sets it accordingly, and the two change together.
 auto_scale_lr = dict(enable=False, base_batch_size=256)

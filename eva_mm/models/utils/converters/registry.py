@@ -161,6 +161,12 @@ def check_fits_config(state_dict: Mapping[str, torch.Tensor],
     # Pretrained initialisation would read files that the check does not
     # need; the converted weights replace it.
     model_cfg.pop('init_cfg', None)
+    # Batch augments (mmaction2's Mixup/CutMix blending) hold no weights and
+    # draw from torch distributions, which cannot be built on the meta
+    # device.
+    preprocessor = model_cfg.get('data_preprocessor')
+    if isinstance(preprocessor, dict):
+        preprocessor.pop('blending', None)
     with torch.device('meta'):
         model = MODELS.build(model_cfg)
     expected = _shapes(model.state_dict())
