@@ -283,3 +283,31 @@ def test_k722_schedule_warms_up_from_zero_and_ends_at_lr_over_100():
     # The last iteration, one step short of the end, is within 1 % of
     # lr / 100 (by the formula: 0.2 % above it with 350 cosine steps).
     assert lrs[-1] == pytest.approx(base / 100, rel=0.01)
+
+
+# ---------------------------------------------------------------- pipelines
+
+
+def test_paper_pipelines_run_on_a_video(tmp_path):
+    from mmengine.dataset import Compose
+    from mmengine.registry import init_default_scope
+
+    from .moving_shapes import write_video
+
+    import eva_mm  # noqa: F401  (registers the eva_mm scope)
+    init_default_scope('mmaction')
+    # 40 random frames of 80 x 64 px: short side 64, resized to 256 / 224.
+    rng = np.random.default_rng(0)
+    video = tmp_path / 'clip.mp4'
+    write_video(video, [rng.integers(0, 256, (64, 80, 3), dtype=np.uint8)
+                        for _ in range(40)])
+    cfg = Config.fromfile(str(BASE_DATA))
+    np.random.seed(5)
+    random.seed(5)
+    for name, views in (('train_pipeline', 1), ('val_pipeline', 1),
+                        ('test_pipeline', 12)):
+        pipeline = Compose(cfg[name])
+        packed = pipeline(dict(filename=str(video), label=0, start_index=0,
+                               modality='RGB'))
+        # views x (C, T, H, W): 4 random TSN draws x 3 crops in the test.
+        assert packed['inputs'].shape == (views, 3, 16, 224, 224), name
