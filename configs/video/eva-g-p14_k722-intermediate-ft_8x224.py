@@ -88,7 +88,8 @@ warmup_epochs = 5
 # from lr to lr / 100 over the remaining 35 (utils/optimizer.py:150-162).
 # mmengine's LinearLR is multiplicative and cannot start at exactly 0 (a
 # division by zero on its second step); its start factor 1e-9 is 0 to
-# within 1e-9 lr.
+# within 1e-9 lr. It reaches lr one iteration before timm does (it spans
+# end - begin - 1 iterations): at most lr / (warm-up iterations) apart.
 param_scheduler = [
     dict(
         type='LinearLR',
