@@ -2,7 +2,8 @@
 # (arXiv:2211.07636; official EVA-01/video/configs/kinetics600_ft.yaml).
 # The K-400 recipe with 600 classes and EPOCHS 2; global batch 256 = 64
 # GPUs x 1 clip x 4 accumulation steps as K-400 (yaml ACCUMULATION_STEPS 4,
-# scripts/run_k600_ft.sh; EVA-01/logs/video/ft_k600_log.txt: 1612 iterations per epoch).
+# scripts/run_k600_ft.sh; EVA-01/logs/video/ft_k600_log.txt: 1612
+# iterations per epoch).
 _base_ = ['eva-g-p14_k722-pre_k400-ft_16x224.py']
 
 num_classes = 600

@@ -84,7 +84,7 @@ class RandomGrayscale(BaseTransform):
 
 @TRANSFORMS.register_module()
 class ColorJitter(MMActionColorJitter):
-    """mmaction2's ``ColorJitter`` with a working hue shift and per-frame draws.
+    """mmaction2's ``ColorJitter``, a working hue shift, per-frame draws.
 
     Hue: mmaction2 1.2 computes ``hsv[..., 0] + int(factor * 255)`` on the
     uint8 HSV array. Under NumPy 2 (NEP 50) a negative offset is a Python int
@@ -224,8 +224,8 @@ class TSNSample(BaseTransform):
       independent random draws of the training kind, concatenated
       (``SampleFrames(multiview=4)`` without ``test_mode``). With ``seed``
       set, the draws come from a generator created afresh from it for every
-      video, so that every run tests the same views; without it (the official behaviour) they
-      differ from run to run.
+      video, so that every run tests the same views; without it (the
+      official behaviour) they differ from run to run.
 
     mmaction2's ``SampleFrames`` draws the same training offsets but spaces
     test clips differently and returns T clips of one frame each;
@@ -266,9 +266,11 @@ class TSNSample(BaseTransform):
         self.test_mode = test_mode
         self.seed = seed
 
-    def random_offsets(self, total_frames: int,
-                       rng: Union[np.random.Generator, ModuleType] = np.random
-                       ) -> np.ndarray:
+    def random_offsets(
+            self,
+            total_frames: int,
+            rng: Union[np.random.Generator,
+                       ModuleType] = np.random) -> np.ndarray:
         """One training draw: a frame from each segment (official rule).
 
         Args:
@@ -320,8 +322,7 @@ class TSNSample(BaseTransform):
             rng = np.random if self.seed is None else \
                 np.random.default_rng(self.seed)
             inds = np.concatenate([
-                self.random_offsets(total, rng)
-                for _ in range(self.num_views)
+                self.random_offsets(total, rng) for _ in range(self.num_views)
             ])
         # 'loop' as in the official code: indices past the end wrap.
         inds = np.mod(inds.astype(np.int64), total)

@@ -40,9 +40,13 @@ def _reset_scope():
     DefaultScope._instance_dict.clear()
 
 
-def official_video_layout(width: int, depth: int, mlp: int, frames: int,
-                          grid: int, classes: int, device: str = 'cpu'
-                          ) -> Dict[str, torch.Tensor]:
+def official_video_layout(width: int,
+                          depth: int,
+                          mlp: int,
+                          frames: int,
+                          grid: int,
+                          classes: int,
+                          device: str = 'cpu') -> Dict[str, torch.Tensor]:
     """Names and shapes of the official video ViT (EVA-01/video/models/
     beit.py:386-466: PatchEmbed3D kernel (1, 14, 14), a (1 + T*H'*W')
     position table, qkv without bias plus q/v biases, fc_norm under mean
@@ -94,8 +98,10 @@ def test_official_video_checkpoint_loads_strictly_unchanged(tmp_path):
     src, dst = tmp_path / 'eva_video_k722.pth', tmp_path / 'k722.pth'
     # As utils/tools.py:49-61 saves it: the weights under 'model', fp16
     # where DeepSpeed/apex left them.
-    torch.save(dict(model={k: v.half() for k, v in source.items()},
-                    epoch=39), src)
+    torch.save(dict(model={
+        k: v.half()
+        for k, v in source.items()
+    }, epoch=39), src)
     convert_eva.main(['--src-format', 'official-video', str(src), str(dst)])
     converted = torch.load(dst, weights_only=True)
     assert converted['meta']['num_classes'] == 722
@@ -111,8 +117,10 @@ def test_official_video_checkpoint_loads_strictly_unchanged(tmp_path):
     for key, value in source.items():
         target = ('cls_head.fc_cls.' + key[len('head.'):]
                   if key.startswith('head.') else 'backbone.' + key)
-        torch.testing.assert_close(model_state[target], value.half().float(),
-                                   rtol=0, atol=0)
+        torch.testing.assert_close(model_state[target],
+                                   value.half().float(),
+                                   rtol=0,
+                                   atol=0)
 
     # The token layout as the official forward builds it (beit.py:275-296,
     # 530-536): Conv3d patches flattened in (T, H', W') order, cls first,
@@ -137,12 +145,17 @@ def test_official_video_checkpoint_loads_strictly_unchanged(tmp_path):
         source['head.bias'].half().float())
 
 
-@pytest.mark.parametrize('config,frames,classes',
-                         [(K722, 8, 722), (K400, 16, 400)])
+@pytest.mark.parametrize('config,frames,classes', [(K722, 8, 722),
+                                                   (K400, 16, 400)])
 def test_full_size_official_layout_fits_the_paper_configs(
         config, frames, classes):
     # EVA-g/14: width 1408, 40 blocks, MLP 6144, 16 x 16 patches at 224.
-    source = official_video_layout(1408, 40, 6144, frames, 16, classes,
+    source = official_video_layout(1408,
+                                   40,
+                                   6144,
+                                   frames,
+                                   16,
+                                   classes,
                                    device='meta')
     conversion = SRC_FORMATS['official-video'].convert(source, None)
     assert not conversion.dropped
@@ -154,7 +167,8 @@ def _refused(tmp_path, weights: Dict[str, torch.Tensor], match: str) -> None:
     torch.save(dict(model=weights), src)
     with pytest.raises(SystemExit, match=match) as err:
         convert_eva.main(
-            ['--src-format', 'official-video', str(src), str(dst)])
+            ['--src-format', 'official-video',
+             str(src), str(dst)])
     # One message, naming the problem and the fix; nothing written.
     assert str(err.value).startswith('convert_eva.py: error: ')
     assert not dst.exists()
@@ -183,8 +197,7 @@ def test_wrong_kinds_of_file_are_refused_with_one_error(tmp_path):
 def test_converted_file_of_another_config_is_refused(tmp_path):
     # The K-722 file (8 frames, 722 classes) against the K-400 config: the
     # strict check names the mis-shaped tensors and nothing is written.
-    source = official_video_layout(1408, 40, 6144, 8, 16, 722,
-                                   device='meta')
+    source = official_video_layout(1408, 40, 6144, 8, 16, 722, device='meta')
     conversion = SRC_FORMATS['official-video'].convert(source, None)
     with pytest.raises(CheckpointError, match='pos_embed') as err:
         check_fits_config(conversion.state_dict, K400)

@@ -38,8 +38,9 @@ def test_multi_scale_crop_makes_the_official_crop_sizes():
     # 168 (256 x .66 = 168.96); width and height scale levels at most one
     # apart (max_wh_scale_gap 1).
     sizes = [256, 224, 192, 168]
-    expected = {(sizes[i], sizes[j]) for i in range(4) for j in range(4)
-                if abs(i - j) <= 1}
+    expected = {(sizes[i], sizes[j])
+                for i in range(4)
+                for j in range(4) if abs(i - j) <= 1}
     assert len(expected) == 10
     seen_sizes, seen_boxes = set(), set()
     # mmaction2's MultiScaleCrop draws with Python's random, as the
@@ -56,8 +57,7 @@ def test_multi_scale_crop_makes_the_official_crop_sizes():
         # quarter of the slack.
         w_step, h_step = (img_w - w) // 4, (img_h - h) // 4
         assert (x1, y1) in {(0, 0), (4 * w_step, 0), (0, 4 * h_step),
-                            (4 * w_step, 4 * h_step),
-                            (2 * w_step, 2 * h_step)}
+                            (4 * w_step, 4 * h_step), (2 * w_step, 2 * h_step)}
         seen_boxes.add((x1, y1, w, h))
     assert seen_sizes == expected
     assert len(seen_boxes) > 30
@@ -167,7 +167,10 @@ def test_color_jitter_config_is_the_official_one():
 def test_color_jitter_draws_every_frame_independently():
     # Brightness only, on a flat gray clip: each output frame is flat and
     # its value / 100 is that frame's brightness factor.
-    jitter = ColorJitter(brightness=0.4, contrast=0, saturation=0, hue=0,
+    jitter = ColorJitter(brightness=0.4,
+                         contrast=0,
+                         saturation=0,
+                         hue=0,
                          per_frame=True)
     frame = np.full((4, 4, 3), 100, np.uint8)
     np.random.seed(3)
@@ -233,8 +236,10 @@ def test_head_init_is_trunc_normal_002_times_0001():
     torch.manual_seed(0)
     stock = TimeSformerHead(722, 1408, init_std=0.02)
     stock.init_weights()
-    torch.testing.assert_close(weight, stock.fc_cls.weight.detach() * 0.001,
-                               rtol=0, atol=0)
+    torch.testing.assert_close(weight,
+                               stock.fc_cls.weight.detach() * 0.001,
+                               rtol=0,
+                               atol=0)
 
 
 # ---------------------------------------------------------------- schedule
@@ -268,8 +273,9 @@ def test_k722_schedule_warms_up_from_zero_and_ends_at_lr_over_100():
         if k < warm:
             return base * k / warm
         lr_min = base / 100
-        return lr_min + 0.5 * (base - lr_min) * (
-            1 + math.cos(math.pi * (k - warm) / (total - warm)))
+        return lr_min + 0.5 * (base - lr_min) * (1 + math.cos(math.pi *
+                                                              (k - warm) /
+                                                              (total - warm)))
 
     # Warm-up: mmengine's LinearLR spans end - begin - 1 steps, so it reaches
     # lr one iteration before timm does; off by at most lr / (warm - 1).
@@ -299,15 +305,16 @@ def test_paper_pipelines_run_on_a_video(tmp_path):
     # 40 random frames of 80 x 64 px: short side 64, resized to 256 / 224.
     rng = np.random.default_rng(0)
     video = tmp_path / 'clip.mp4'
-    write_video(video, [rng.integers(0, 256, (64, 80, 3), dtype=np.uint8)
-                        for _ in range(40)])
+    write_video(
+        video,
+        [rng.integers(0, 256, (64, 80, 3), dtype=np.uint8) for _ in range(40)])
     cfg = Config.fromfile(str(BASE_DATA))
     np.random.seed(5)
     random.seed(5)
     for name, views in (('train_pipeline', 1), ('val_pipeline', 1),
                         ('test_pipeline', 12)):
         pipeline = Compose(cfg[name])
-        packed = pipeline(dict(filename=str(video), label=0, start_index=0,
-                               modality='RGB'))
+        packed = pipeline(
+            dict(filename=str(video), label=0, start_index=0, modality='RGB'))
         # views x (C, T, H, W): 4 random TSN draws x 3 crops in the test.
         assert packed['inputs'].shape == (views, 3, 16, 224, 224), name

@@ -60,8 +60,8 @@ RENAMED_K400 = {
 
 def normalize_name(name: str) -> str:
     """The form in which class names of two label lists are compared."""
-    return ' '.join(name.strip().strip('"\'').replace('_', ' ').lower()
-                    .split())
+    return ' '.join(name.strip().strip('"\'').replace('_',
+                                                      ' ').lower().split())
 
 
 def read_labels(path: str) -> List[str]:
@@ -79,8 +79,7 @@ def read_labels(path: str) -> List[str]:
     return [line.strip() for line in lines]
 
 
-def class_mapping(source: Sequence[str],
-                  target: Sequence[str]) -> List[int]:
+def class_mapping(source: Sequence[str], target: Sequence[str]) -> List[int]:
     """For each target class, the index of the source class of that name.
 
     A K-400 name that Kinetics-600 changed (:data:`RENAMED_K400`) matches
@@ -117,7 +116,8 @@ def class_mapping(source: Sequence[str],
     return [index[normalize_name(name)] for name in target]
 
 
-def read_mapping(path: str, num_source: int,
+def read_mapping(path: str,
+                 num_source: int,
                  num_target: Optional[int] = None) -> List[int]:
     """The source rows of an official ``k722_to_k*_mapping.npy`` file.
 
@@ -227,7 +227,7 @@ def convert(args: argparse.Namespace) -> None:
     weight_key = args.head_prefix + 'weight'
     if weight_key not in state_dict:
         raise ValueError(f'No {weight_key!r} in the checkpoint; give the head '
-                       'prefix with --head-prefix.')
+                         'prefix with --head-prefix.')
     rows = state_dict[weight_key].shape[0]
     target = read_labels(args.target_labels) if args.target_labels else None
     if args.mapping is not None:

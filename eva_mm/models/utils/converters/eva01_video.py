@@ -37,8 +37,7 @@ BACKBONE = 'backbone.'
     'BAAI EVA-01 video files (eva_video_k722/k400/k600/k700.pth: the video '
     "ViT with its 'head') -> mmaction2 Recognizer3D (backbone.*, "
     'cls_head.fc_cls.*).')
-def official_video(source: StateDict,
-                   args: argparse.Namespace) -> Conversion:
+def official_video(source: StateDict, args: argparse.Namespace) -> Conversion:
     """Convert an official EVA-01 video checkpoint (see module doc).
 
     Args:
@@ -54,10 +53,10 @@ def official_video(source: StateDict,
             names that the official video model does not have.
     """
     require_keys(
-        source,
-        ['patch_embed.proj.weight', 'pos_embed', 'cls_token', 'blocks.',
-         'fc_norm.weight', 'head.weight', 'head.bias'],
-        'an official EVA-01 video checkpoint (eva_video_k*.pth)',
+        source, [
+            'patch_embed.proj.weight', 'pos_embed', 'cls_token', 'blocks.',
+            'fc_norm.weight', 'head.weight', 'head.bias'
+        ], 'an official EVA-01 video checkpoint (eva_video_k*.pth)',
         "An image EVA-01 file converts with --src-format 'official' (the "
         'video configs inflate it on load); a checkpoint that eva_mm wrote '
         'needs no conversion.')
@@ -68,8 +67,10 @@ def official_video(source: StateDict,
             f'kernel has shape {list(kernel.shape)}, not the (C, 3, t, p, p) '
             "Conv3d of the video model. An image EVA-01 file converts with "
             "--src-format 'official'; the video configs inflate it on load.")
-    backbone = convert_official_eva(
-        {k: v for k, v in source.items() if not k.startswith('head.')})
+    backbone = convert_official_eva({
+        k: v
+        for k, v in source.items() if not k.startswith('head.')
+    })
     head = {
         HEAD + 'weight': source['head.weight'].float(),
         HEAD + 'bias': source['head.bias'].float(),
@@ -83,19 +84,20 @@ def official_video(source: StateDict,
 
     embed_dims, _, tubelet, patch, _ = kernel.shape
     num_classes = int(source['head.weight'].shape[0])
-    blocks = {int(k.split('.')[1]) for k in backbone if k.startswith('blocks.')}
+    blocks = {
+        int(k.split('.')[1])
+        for k in backbone if k.startswith('blocks.')
+    }
     tokens = int(source['pos_embed'].shape[1]) - 1
-    meta = dict(
-        embed_dims=int(embed_dims),
-        num_layers=len(blocks),
-        patch_size=int(patch),
-        tubelet_size=int(tubelet),
-        pos_embed_tokens=tokens,
-        num_classes=num_classes)
+    meta = dict(embed_dims=int(embed_dims),
+                num_layers=len(blocks),
+                patch_size=int(patch),
+                tubelet_size=int(tubelet),
+                pos_embed_tokens=tokens,
+                num_classes=num_classes)
     # At 224 px and patch 14: 256 tokens per frame, 8 or 16 frames.
     report = [
         f'{len(blocks)} blocks, width {embed_dims}, patch {patch}, tubelet '
         f'{tubelet}, {tokens} position tokens (+ cls), {num_classes} classes'
     ]
     return Conversion(weights, meta, dropped, report)
-
