@@ -342,3 +342,18 @@ def test_mim_configs_set_the_official_init_and_decay_mask_token(clip_file):
     }
     assert decay == expected
     assert decay['backbone.mask_token'] == 0.05
+
+
+def test_official_init_keeps_a_pretrained_student(tmp_path):
+    trained = _wide_mim(0.02)
+    with torch.no_grad():
+        trained.backbone.pos_embed.fill_(0.5)  # far outside +-init_std
+    path = tmp_path / 'student.pth'
+    torch.save(dict(state_dict=trained.backbone.state_dict()), path)
+    model = _wide_mim(
+        0.015, init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    for key, value in trained.backbone.state_dict().items():
+        assert torch.equal(model.backbone.state_dict()[key], value), key
+    # Only the head gets the official init.
+    assert model.head.fc.weight.abs().max() <= 0.015
+    assert not model.head.fc.bias.any()
