@@ -62,7 +62,8 @@ param_scheduler = [
 train_cfg = dict(by_epoch=True, max_epochs=max_epochs, val_interval=1)
 val_cfg = dict()
 test_cfg = dict()
-# The official total batch (see the IN-21K config for auto_scale_lr).
+# The official global batch (4 nodes x 8 GPUs x 16 x 1 accumulation; see
+# the IN-21K config for auto_scale_lr).
 auto_scale_lr = dict(base_batch_size=512)
 
 # --model_ema --model_ema_eval: EMA of the weights, evaluated instead of the

@@ -63,8 +63,9 @@ param_scheduler = [
         convert_to_iter_based=True),
 ]
 train_cfg = dict(by_epoch=True, max_epochs=max_epochs)
-# The official total batch; --cfg-options auto_scale_lr.enable=True makes
-# mmengine rescale every group's lr linearly to the batch actually used.
+# The official global batch (8 nodes x 8 GPUs x 64 x 1 accumulation);
+# --cfg-options auto_scale_lr.enable=True makes mmengine rescale every
+# group's lr linearly to the batch actually used.
 auto_scale_lr = dict(base_batch_size=4096)
 default_hooks = dict(
     checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=3))

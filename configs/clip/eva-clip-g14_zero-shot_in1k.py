@@ -9,8 +9,10 @@
 #
 #   python tools/test.py configs/clip/eva-clip-g14_zero-shot_in1k.py \
 #       EVA_CLIP_CHECKPOINT
-# with an open_clip checkpoint (open_clip training's epoch_N.pt or the
-# output of tools/model_converters/eva_clip.py export), loaded as it is.
+# with an open_clip checkpoint (open_clip training's epoch_N.pt, the output
+# of tools/model_converters/eva_clip.py export, or the BAAI release
+# eva_clip_psz14.pt converted by tools/model_converters/convert_eva.py
+# --src-format official-clip), loaded as it is.
 _base_ = ['mmpretrain::_base_/default_runtime.py']
 custom_imports = dict(imports=['eva_mm'], allow_failed_imports=False)
 
@@ -45,3 +47,9 @@ test_dataloader = dict(
     sampler=dict(type='DefaultSampler', shuffle=False))
 test_evaluator = dict(type='Accuracy', topk=(1, 5))
 test_cfg = dict()
+# Evaluation only, so no learning rate to scale: the official global batch
+# is that of EVA-CLIP's training with open_clip, "41K" (EVA-01/clip/
+# README.md, model card; neither the exact count nor the GPU x per-GPU x
+# accumulation split is published). Recorded for reference; tools/test.py
+# ignores auto_scale_lr.
+auto_scale_lr = dict(base_batch_size=41_000, enable=False)

@@ -5,7 +5,7 @@
 #       g('data/demo_shapes')"
 #   python tools/train.py configs/mim/eva-mim_demo-tiny-p8_clip-tiny_shapes.py
 # Same recipe as the ViT-g config, scaled down: 64 px, patch 8 (8x8 grid),
-# 40% masking (26 of 64 patches, blocks of at least 4).
+# 40% masking (at most 26 of 64 patches, blocks of at least 4).
 _base_ = ['./_base_/eva-mim_vit-giant-p14_recipe.py']
 
 data_root = 'data/demo_shapes/train'
@@ -13,7 +13,8 @@ img_size = 64
 patch_size = 8
 grid = img_size // patch_size
 # The recipe's pipeline at 64 px (the crop with mmpretrain's default aspect
-# ratio range), masking 26 of the 64 patches in blocks of at least 4.
+# ratio range), masking at most 26 of the 64 patches in blocks of at least
+# 4.
 train_pipeline = [
     _base_.train_pipeline[0],  # LoadImageFromFile
     dict(
@@ -24,7 +25,7 @@ train_pipeline = [
         backend='pillow'),
     _base_.train_pipeline[2],  # RandomFlip
     dict(
-        _base_.train_pipeline[3],  # BEiTMaskGenerator
+        _base_.train_pipeline[3],  # eva_mm.EVABlockMaskGenerator
         input_size=grid,
         num_masking_patches=26,
         min_num_patches=4),
@@ -39,6 +40,7 @@ train_dataloader = dict(
     dataset=dict(data_root=data_root, pipeline=train_pipeline))
 
 model = dict(
+    init_std=0.02,  # the official default for students smaller than giant
     backbone=dict(
         arch=dict(
             _delete_=True,

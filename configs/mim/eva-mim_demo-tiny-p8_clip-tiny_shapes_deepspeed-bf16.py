@@ -16,4 +16,5 @@ optim_wrapper = dict(
     _delete_=True,
     optimizer={{_base_.optim_wrapper.optimizer}},
     constructor='eva_mm.LayerDecayOptimWrapperConstructor',
-    paramwise_cfg=dict(layer_decay_rate=1.0))
+    # The recipe's groups: mask_token decayed as the official optimizer.
+    paramwise_cfg={{_base_.optim_wrapper.paramwise_cfg}})

@@ -30,4 +30,4 @@ strategy = dict(
 optim_wrapper = dict(type='DeepSpeedOptimWrapper', _delete_=True,
                      optimizer={{_base_.optim_wrapper.optimizer}},
                      constructor='eva_mm.LayerDecayOptimWrapperConstructor',
-                     paramwise_cfg=dict(layer_decay_rate=1.0))
+                     paramwise_cfg={{_base_.optim_wrapper.paramwise_cfg}})

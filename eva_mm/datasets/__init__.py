@@ -4,6 +4,7 @@ from .demo_shapes import PALETTE as DEMO_SHAPES_PALETTE
 from .demo_shapes import generate_demo_shapes
 from .imagenet_v2 import ImageNetV2
 from .lvis import LVISV1Dataset
+from .mask_generator import EVABlockMaskGenerator
 from .samplers import (RepeatFactorSampler,
                        repeat_factors_from_category_frequency)
 from .video import (RobustVideoDataset, VideoDecode, VideoInit,
@@ -11,7 +12,8 @@ from .video import (RobustVideoDataset, VideoDecode, VideoInit,
 from .video_transforms import ColorJitter, RandomGrayscale, TSNSample
 
 __all__ = [
-    'ColorJitter', 'DEMO_SHAPES_CLASSES', 'DEMO_SHAPES_PALETTE', 'ImageNetV2',
+    'ColorJitter', 'DEMO_SHAPES_CLASSES', 'DEMO_SHAPES_PALETTE',
+    'EVABlockMaskGenerator', 'ImageNetV2',
     'LVISV1Dataset',
     'RandomGrayscale', 'RepeatFactorSampler', 'RobustVideoDataset',
     'TSNSample',

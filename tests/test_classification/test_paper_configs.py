@@ -23,17 +23,19 @@ IN21K = 'eva-g-p14_mim-pre_in21k-224px'
 IN1K_336 = 'eva-g-p14_mim-in21k-pre_in1k-336px'
 IN1K_560 = 'eva-g-p14_mim-in21k-pre_in1k-560px'
 # name: img size, classes, peak lr, AdamW betas / eps, layer decay, epochs,
-# warm-up epochs, label smoothing, batch augments, EMA momentum.
+# warm-up epochs, label smoothing, batch augments, (GPUs, batch per GPU),
+# EMA momentum.
 TRAIN = {
     IN21K: dict(size=224, classes=21841, lr=1e-4, betas=(0.9, 0.98),
                 eps=1e-6, decay=0.85, epochs=60, warmup=15, smoothing=0.1,
-                augments=[dict(type='CutMix', alpha=1.0)], ema=None),
+                augments=[dict(type='CutMix', alpha=1.0)], batch=(64, 64),
+                ema=None),
     IN1K_336: dict(size=336, classes=1000, lr=3e-5, betas=(0.9, 0.999),
                    eps=1e-8, decay=0.95, epochs=10, warmup=2, smoothing=0.3,
-                   augments=None, ema=1e-4),
+                   augments=None, batch=(32, 16), ema=1e-4),
     IN1K_560: dict(size=560, classes=1000, lr=3e-5, betas=(0.9, 0.999),
                    eps=1e-8, decay=0.95, epochs=15, warmup=2, smoothing=0.3,
-                   augments=None, ema=1e-4),
+                   augments=None, batch=(32, 16), ema=1e-4),
 }
 # name suffix: dataset type, data root, evaluator type.
 TEST = {
@@ -130,6 +132,13 @@ def test_training_config(name: str) -> None:
         'CosineAnnealingLR', want['warmup'], want['epochs'])
     ema = [h for h in cfg.get('custom_hooks', []) if h.type == 'EMAHook']
     assert [h.momentum for h in ema] == ([want['ema']] if want['ema'] else [])
+    # The official global batch, GPUs x per-GPU x accumulation
+    # (EVA-01/eva/README.md: 8*8*64 for IN-21K, 4*8*16 for IN-1K, both
+    # update_freq=1), is the base of auto_scale_lr.
+    gpus, per_gpu = want['batch']
+    accumulation = cfg.optim_wrapper.get('accumulative_counts', 1)
+    assert cfg.train_dataloader.batch_size == per_gpu
+    assert cfg.auto_scale_lr.base_batch_size == gpus * per_gpu * accumulation
     for loader in ('train_dataloader', 'test_dataloader'):
         pipeline = (cfg.get(loader) or {}).get('dataset', {}).get('pipeline')
         sizes = [t.get('scale', t.get('crop_size')) for t in pipeline or ()
@@ -150,6 +159,11 @@ def test_evaluation_config(suffix: str) -> None:
     assert (resize.type, resize.scale, resize.edge) == ('ResizeEdge', 336,
                                                         'short')
     assert (crop.type, crop.crop_size) == ('CenterCrop', 336)
+    # ImageNet-V2 resizes bilinear (EVA-01/eva/robustness_dataset.py:39-44,
+    # torchvision's default), the others bicubic as ImageNet-1K val
+    # (datasets.py:246, interpolation=3).
+    assert resize.interpolation == (
+        'bilinear' if suffix == 'imagenet-v2' else 'bicubic')
     model = build_on_meta(cfg)
     assert model.backbone.pos_embed.shape == (1, 1 + 24 * 24, 1408)
     assert model.head.fc.out_features == 1000
@@ -202,3 +216,37 @@ def test_training_config_runs_one_epoch_shrunk(name: str, image_folder,
         # Validated on the EMA weights, with top-1 and top-5.
         top5 = runner.message_hub.get_scalar('val/accuracy/top5').current()
         assert top5 == 100.
+
+
+def test_imagenet_v2_pipeline_gives_torchvision_bilinear_pixels(tmp_path):
+    """The V2 config's pipeline against the official transform itself:
+    torchvision Resize(336) (bilinear) + CenterCrop(336) on the PIL image
+    (EVA-01/eva/robustness_dataset.py:39-44)."""
+    import numpy as np
+    from mmengine.dataset import Compose
+    from PIL import Image
+    from torchvision import transforms
+
+    rng = np.random.default_rng(0)
+    # Smooth content, so that bilinear and bicubic differ visibly.
+    y, x = np.mgrid[0:400, 0:500]
+    picture = np.stack([
+        128 + 100 * np.sin(x / 7.0 + c) * np.cos(y / 5.0) for c in range(3)
+    ], axis=-1) + rng.normal(0, 10, (400, 500, 3))
+    path = tmp_path / 'v2.png'
+    Image.fromarray(picture.clip(0, 255).astype(np.uint8)).save(path)
+    official = transforms.Compose(
+        [transforms.Resize(336), transforms.CenterCrop(336)])
+    expected = np.asarray(official(Image.open(path).convert('RGB')))
+
+    def pixels(name: str) -> np.ndarray:
+        cfg = load(name)
+        init_default_scope('mmpretrain')
+        packed = Compose(cfg.test_dataloader.dataset.pipeline)(
+            dict(img_path=str(path)))
+        # PackInputs gives (3, H, W) in the loaded BGR order.
+        return packed['inputs'].numpy()[::-1].transpose(1, 2, 0)
+
+    assert np.array_equal(pixels(f'{IN1K_336}_test-imagenet-v2'), expected)
+    bicubic = pixels(f'{IN1K_336}_test-imagenet-sketch')
+    assert np.abs(bicubic.astype(int) - expected).max() > 3

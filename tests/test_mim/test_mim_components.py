@@ -5,14 +5,15 @@ the teacher reads back like real CLIP weights.
 """
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import open_clip
 import pytest
 import torch
 import torch.nn.functional as F
+from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
-from mmpretrain.datasets.transforms import BEiTMaskGenerator
 from mmpretrain.structures import DataSample
 
 import eva_mm  # noqa: F401
@@ -65,62 +66,6 @@ def _samples(masks: torch.Tensor) -> list:
         sample.set_mask(mask)
         samples.append(sample)
     return samples
-
-
-# ---------------------------------------------------------------- masking
-def _eva_masker() -> BEiTMaskGenerator:
-    # EVA-01 at 224 with patch 14: 40% of the 16x16 grid, blocks >= 16.
-    return BEiTMaskGenerator(
-        input_size=16, num_masking_patches=105, min_num_patches=16,
-        max_num_patches=None, min_aspect=0.3)
-
-
-def test_mask_count_is_exact_and_seeded():
-    masker = _eva_masker()
-    masks = []
-    for seed in range(100):
-        np.random.seed(seed)
-        masks.append(masker.transform({})['mask'])
-    assert all(m.shape == (16, 16) and m.sum() == 105 for m in masks)
-    assert len({m.tobytes() for m in masks}) == 100
-    np.random.seed(7)
-    again = masker.transform({})['mask']
-    assert np.array_equal(again, masks[7])
-
-
-def test_mask_blocks_follow_beit_sampling():
-    """Each block is the rectangle drawn from the documented distribution."""
-    masker = _eva_masker()
-    lo, hi = math.log(0.3), math.log(1 / 0.3)
-    aspects, areas = [], []
-    for seed in range(200):
-        np.random.seed(seed)
-        mask = np.zeros((16, 16), dtype=int)
-        added = masker._mask(mask, 105)
-        # The same draws by hand: area, log-uniform aspect, then position;
-        # a block that does not fit the grid, or rounds to more than the
-        # patches left, is redrawn (up to 10 times).
-        np.random.seed(seed)
-        for _ in range(10):
-            area = np.random.uniform(16, 105)
-            aspect = math.exp(np.random.uniform(lo, hi))
-            h = int(round(math.sqrt(area * aspect)))
-            w = int(round(math.sqrt(area / aspect)))
-            if h < 16 and w < 16:
-                top = np.random.randint(0, 16 - h)
-                left = np.random.randint(0, 16 - w)
-                if h * w <= 105:
-                    break
-        expected = np.zeros((16, 16), dtype=int)
-        expected[top:top + h, left:left + w] = 1
-        assert np.array_equal(mask, expected)
-        assert added == h * w <= 105
-        aspects.append(h / w)
-        areas.append(h * w)
-    # Rounding to whole patches widens the limits by under one patch.
-    assert min(aspects) >= 0.3 * 2 / 3 and max(aspects) <= 1.5 / 0.3
-    assert min(aspects) < 0.5 and max(aspects) > 2
-    assert min(areas) >= 12 and max(areas) <= 105
 
 
 # ---------------------------------------------------------------- teacher
@@ -232,9 +177,15 @@ def test_teacher_frozen_and_outside_checkpoint_and_optimizer(clip_file):
                   mode='loss')['loss'])
     for key, value in teacher.state_dict().items():
         assert torch.equal(value, before[key]), key
-    # The teacher follows the model's dtype moves.
+    # The teacher ignores the model's dtype casts (it stays fp32, as the
+    # official one) and follows its device moves.
     model.to(torch.bfloat16)
-    assert teacher.visual.proj.dtype == torch.bfloat16
+    assert model.backbone.cls_token.dtype == torch.bfloat16
+    assert all(p.dtype == torch.float32 for p in teacher.parameters())
+    for key, value in teacher.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    model.to('meta')
+    assert teacher.visual.proj.device.type == 'meta'
 
 
 def test_loss_falls_on_a_fixed_batch(clip_file):
@@ -254,3 +205,155 @@ def test_loss_falls_on_a_fixed_batch(clip_file):
         optim.step()
         losses.append(loss.item())
     assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.3
+
+
+# ---------------------------------------------------------------- precision
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+def test_teacher_stays_fp32_and_runs_under_autocast(clip_file, dtype):
+    clip, path = clip_file
+    teacher = OpenCLIPTeacher(model_cfg=TEACHER_CFG, pretrained=str(path))
+    model = _mim_model(teacher)
+    images = torch.randn(2, 3, 32, 32)
+    reference = _by_hand(clip, images)
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    model.half() if dtype == torch.float16 else model.bfloat16()
+    assert model.backbone.pos_embed.dtype == dtype
+    assert model.head.fc.weight.dtype == dtype
+    for key, value in teacher.state_dict().items():
+        assert value.dtype == torch.float32 and torch.equal(
+            value, before[key]), key
+    # Low-precision images (DeepSpeed's inputs_to_half) run the fp32
+    # teacher under autocast in their dtype, as the official
+    # torch.cuda.amp.autocast() around the teacher.
+    targets = teacher(images.to(dtype))
+    assert targets.dtype == dtype
+    torch.testing.assert_close(
+        targets.float(), reference, rtol=0.05, atol=0.05)
+    # fp32 images inside the caller's autocast (mmengine AMP) likewise.
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        assert teacher(images).dtype == torch.bfloat16
+    # And plain fp32 without autocast is exact fp32.
+    torch.testing.assert_close(teacher(images), reference)
+    # The whole loss runs with the cast student and the fp32 teacher.
+    masks = torch.zeros(2, GRID, GRID, dtype=torch.long)
+    masks[:, :2] = 1
+    loss = model(images.to(dtype), _samples(masks), mode='loss')['loss']
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+
+
+# ---------------------------------------------------------------- init
+def _truncated_std_factor() -> float:
+    """Std of N(0, 1) truncated to [-1, 1]: 1 - 2 phi(1) / (2 Phi(1) - 1)."""
+    phi = math.exp(-0.5) / math.sqrt(2 * math.pi)
+    mass = math.erf(1 / math.sqrt(2))
+    return math.sqrt(1 - 2 * phi / mass)
+
+
+def _wide_mim(init_std, **backbone) -> EVAMIM:
+    torch.manual_seed(4)
+    model = EVAMIM(
+        backbone=dict(
+            type='eva_mm.EVAViT',
+            arch=dict(embed_dims=128, num_layers=3, num_heads=2,
+                      mlp_hidden_dim=256),
+            img_size=64, patch_size=8, out_type='raw', with_mask_token=True,
+            **backbone),
+        head=dict(type='eva_mm.EVAMIMHead', in_channels=128,
+                  out_channels=96),
+        target_generator=dict(type='eva_mm.OpenCLIPTeacher',
+                              model_cfg=dict(TEACHER_CFG, vision_cfg=dict(
+                                  TEACHER_CFG['vision_cfg'],
+                                  image_size=64))),
+        init_std=init_std)
+    model.init_weights()
+    return model
+
+
+def test_official_init_statistics():
+    std = 0.015
+    model = _wide_mim(std)
+    factor = _truncated_std_factor()  # 0.5396
+    params = dict(model.named_parameters())
+    weights = {
+        name: value
+        for name, value in params.items()
+        if name.endswith('weight') and value.dim() >= 2
+    }
+    # Linear layers (qkv, proj, fc1, fc2, head) and the patch-embedding
+    # Conv2d, plus the tokens and the position embedding.
+    assert {'backbone.patch_embed.proj.weight', 'head.fc.weight',
+            'backbone.blocks.2.attn.qkv.weight'} <= set(weights)
+    for name in ['backbone.pos_embed', 'backbone.cls_token',
+                 'backbone.mask_token', *weights]:
+        value = params[name]
+        scale = std
+        block = name.split('.')[2] if '.blocks.' in name else None
+        if name.endswith(('attn.proj.weight', 'mlp.fc2.weight')):
+            # Divided by sqrt(2 * depth), depth counted from 1.
+            scale = std / math.sqrt(2.0 * (int(block) + 1))
+        assert value.abs().max() <= scale * (1 + 1e-6), name
+        if value.numel() >= 4000:
+            assert abs(value.std().item() / (scale * factor) - 1) < 0.05, name
+            assert value.abs().max() > 0.95 * scale, name
+    for name, value in params.items():
+        if name.endswith('bias'):
+            assert not value.any(), name
+        elif 'norm' in name:
+            assert torch.equal(value, torch.ones_like(value)), name
+
+    # Without init_std, the modules' own init: std 0.02, far wider.
+    default = _wide_mim(None)
+    assert default.backbone.pos_embed.abs().max() > 0.03
+    assert default.head.fc.weight.abs().max() > 0.03
+
+
+def test_mim_configs_set_the_official_init_and_decay_mask_token(clip_file):
+    configs = Path(__file__).resolve().parents[2] / 'configs/mim'
+    stds = {
+        path.stem: Config.fromfile(str(path)).model.init_std
+        for path in configs.glob('*.py')
+    }
+    assert stds == {
+        name: 0.015 if 'giant' in name else 0.02
+        for name in stds
+    }, stds
+    recipe = Config.fromfile(
+        str(configs / 'eva-mim_vit-giant-p14_clip-l14_128xb32-150e.py'))
+    _, path = clip_file
+    model = _mim_model(OpenCLIPTeacher(model_cfg=TEACHER_CFG,
+                                       pretrained=str(path)))
+    optim = build_optim_wrapper(
+        model,
+        dict(optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05),
+             constructor=recipe.optim_wrapper.constructor,
+             paramwise_cfg=recipe.optim_wrapper.paramwise_cfg))
+    decay = {
+        name: group['weight_decay']
+        for group in optim.optimizer.param_groups
+        for name in group['param_names']
+    }
+    # The official groups (optim_factory.py:69): 1-D, biases and
+    # no_weight_decay() = {pos_embed, cls_token} undecayed; mask_token,
+    # 3-D like them, decayed.
+    expected = {
+        name: 0. if (param.dim() == 1 or name.endswith('.bias') or name in
+                     ('backbone.pos_embed', 'backbone.cls_token')) else 0.05
+        for name, param in model.named_parameters()
+    }
+    assert decay == expected
+    assert decay['backbone.mask_token'] == 0.05
+
+
+def test_official_init_keeps_a_pretrained_student(tmp_path):
+    trained = _wide_mim(0.02)
+    with torch.no_grad():
+        trained.backbone.pos_embed.fill_(0.5)  # far outside +-init_std
+    path = tmp_path / 'student.pth'
+    torch.save(dict(state_dict=trained.backbone.state_dict()), path)
+    model = _wide_mim(
+        0.015, init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    for key, value in trained.backbone.state_dict().items():
+        assert torch.equal(model.backbone.state_dict()[key], value), key
+    # Only the head gets the official init.
+    assert model.head.fc.weight.abs().max() <= 0.015
+    assert not model.head.fc.bias.any()

@@ -16,8 +16,12 @@ RECIPES = sorted(CONFIGS.glob('eva-mim_vit-*.py'))
 
 
 def _masker(cfg: Config) -> dict:
-    return next(t for t in cfg.train_pipeline
-                if t['type'] == 'BEiTMaskGenerator')
+    # Every MIM config masks with EVA-01's generator, not mmpretrain's
+    # BEiTMaskGenerator (exclusive placement bound).
+    maskers = [t for t in cfg.train_dataloader.dataset.pipeline
+               if 'Mask' in t['type']]
+    assert [t['type'] for t in maskers] == ['eva_mm.EVABlockMaskGenerator']
+    return maskers[0]
 
 
 @pytest.mark.parametrize('path', RECIPES, ids=lambda p: p.stem)
@@ -34,7 +38,12 @@ def test_recipe_numbers(path):
     assert (warmup.end, cosine.eta_min, cosine.end) == (2, 1e-5, 150)
     assert warmup.convert_to_iter_based and cosine.convert_to_iter_based
     assert cfg.train_cfg.max_epochs == 150
-    assert cfg.train_dataloader.batch_size * 128 == 4096
+    # Official global batch: 16 nodes x 8 GPUs x 32 x 1 accumulation step,
+    # the base of auto_scale_lr.
+    accumulation = cfg.get('strategy', {}).get(
+        'gradient_accumulation_steps', 1)
+    assert cfg.train_dataloader.batch_size * 16 * 8 * accumulation == 4096
+    assert cfg.auto_scale_lr.base_batch_size == 4096
     assert cfg.model.backbone.drop_path_rate == 0.1
     crop = cfg.train_pipeline[1]
     assert (crop.scale, tuple(crop.crop_ratio_range), crop.interpolation) \
@@ -79,4 +88,5 @@ def test_demo_pipeline_gives_crop_flip_and_mask(tmp_path):
     Image.fromarray(np.full((100, 80, 3), 128, np.uint8)).save(path)
     packed = Compose(cfg.train_pipeline)(dict(img_path=str(path)))
     assert tuple(packed['inputs'].shape) == (3, 64, 64)
-    assert int(packed['data_samples'].mask.sum()) == 26
+    assert int(packed['data_samples'].mask.sum()) <= 26
+    assert _masker(cfg).num_masking_patches == 26

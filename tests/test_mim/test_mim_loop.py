@@ -1,5 +1,11 @@
-"""Around the MIM loop: non-finite losses, fp16 on CPU, export resizing."""
+"""Around the MIM loop: non-finite losses, DeepSpeed precision on CPU,
+export resizing."""
 import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -120,3 +126,53 @@ def test_export_resizes_patch_14_to_16(tmp_path):
     load_backbone_checkpoint(downstream, str(tmp_path / 'p16.pth'))
     torch.testing.assert_close(downstream.blocks[1].mlp.fc2.weight,
                                student.blocks[1].mlp.fc2.weight)
+
+
+_DEEPSPEED_PREPARE = '''
+import json, sys
+import torch
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+from mmpretrain.structures import DataSample
+import eva_mm
+from eva_mm.engine import DeepSpeedStrategy
+
+cfg = Config.fromfile(sys.argv[1])
+init_default_scope('mmpretrain')
+kwargs = {k: v for k, v in cfg.strategy.items() if k != 'type'}
+strategy = DeepSpeedStrategy(**kwargs)
+model, optim_wrapper = strategy.prepare(
+    cfg.model, optim_wrapper=cfg.optim_wrapper, dispatch_kwargs={})
+mim = model.model.module
+teacher = mim.target_generator
+sample = DataSample()
+sample.set_mask(torch.ones(8, 8, dtype=torch.long).triu())
+# As default_collate gives it: one stacked uint8 batch.
+data = dict(inputs=torch.randint(0, 256, (1, 3, 64, 64), dtype=torch.uint8),
+            data_samples=[sample])
+losses = model.train_step(data, optim_wrapper)
+print(json.dumps(dict(
+    student=sorted({str(p.dtype) for p in mim.parameters()}),
+    teacher=sorted({str(p.dtype) for p in teacher.parameters()}),
+    target=str(teacher(torch.zeros(1, 3, 64, 64, dtype=torch.bfloat16)).dtype),
+    loss=float(losses['loss']))))
+'''
+
+
+def test_deepspeed_bf16_keeps_the_teacher_fp32(tmp_path):
+    """DeepSpeed's engine casts the model to bf16 (``module.bfloat16()``);
+    the teacher stays fp32 and runs under bf16 autocast."""
+    config = ROOT / ('configs/mim/'
+                     'eva-mim_demo-tiny-p8_clip-tiny_shapes_deepspeed-bf16.py')
+    script = tmp_path / 'prepare.py'
+    script.write_text(_DEEPSPEED_PREPARE)
+    done = subprocess.run(
+        [sys.executable, str(script), str(config)], cwd=tmp_path,
+        env=dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS='1'),
+        capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result['student'] == ['torch.bfloat16']
+    assert result['teacher'] == ['torch.float32']
+    assert result['target'] == 'torch.bfloat16'
+    assert math.isfinite(result['loss'])

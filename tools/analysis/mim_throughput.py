@@ -50,7 +50,7 @@ def measure(config: str,
     optim_cfg['type'] = 'OptimWrapper'
     optim = build_optim_wrapper(model, optim_cfg)
     masker_cfg = next(t for t in cfg.train_pipeline
-                      if t['type'] == 'BEiTMaskGenerator')
+                      if t['type'].endswith('MaskGenerator'))
     masker = TRANSFORMS.build(masker_cfg)
     size = cfg.model.backbone.img_size
     autocast = torch.autocast(device, dtype=torch.bfloat16) \

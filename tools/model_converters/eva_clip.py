@@ -20,6 +20,11 @@ projection is kept under ``head.``, which EVAViT loading ignores::
     python tools/model_converters/eva_clip.py import \\
         logs/eva-clip/checkpoints/epoch_latest.pt eva_clip_g14_vision.pth
 
+The BAAI release ``eva_clip_psz14.pt`` (BEiT names ``visual.blocks.*``,
+``visual.head``, ``text.*``) is not an open_clip checkpoint; convert it with
+``convert_eva.py --src-format official-clip`` (add ``--vision-only`` for the
+EVAViT tower).
+
 ``--teacher TEACHER.pth`` also writes the tower as open_clip's plain
 ``VisionTransformer`` with its model config in ``meta['model_cfg']``, the
 form the MIM teacher ``eva_mm.OpenCLIPTeacher(model_cfg=...,

@@ -27,10 +27,12 @@ train_pipeline = [
         interpolation='bicubic',
         backend='pillow'),
     dict(type='RandomFlip', prob=0.5, direction='horizontal'),
-    # BEiT block-wise masking, paper: 40% of the patches (105 of 256),
-    # official code: min 16 patches per block, aspect in [0.3, 1/0.3].
+    # EVA-01's block-wise masking (EVA-01/eva/masking_generator.py: blocks
+    # placed with inclusive bounds, stops when a round adds nothing), paper:
+    # 40% of the patches (at most 105 of 256), official run_eva_pretraining
+    # defaults: min 16 patches per block, aspect in [0.3, 1/0.3].
     dict(
-        type='BEiTMaskGenerator',
+        type='eva_mm.EVABlockMaskGenerator',
         input_size=grid,
         num_masking_patches=105,
         min_num_patches=16,
@@ -38,7 +40,9 @@ train_pipeline = [
         min_aspect=0.3),
     dict(type='PackInputs')
 ]
-# Paper: batch 4096 in total, e.g. 128 GPUs x 32.
+# Official global batch 4096 = 16 nodes x 8 GPUs x 32 per GPU x 1
+# accumulation step (EVA-01/eva/README.md, "Pre-train EVA": total_bsz =
+# 16*8*32, batch_size=32, update_freq=1).
 batch_per_gpu = 32
 train_dataloader = dict(
     batch_size=batch_per_gpu,
@@ -79,7 +83,12 @@ model = dict(
         # local path on machines without internet access.
         pretrained='openai',
         quick_gelu=True,  # OpenAI's CLIP weights were trained with QuickGELU
-        image_size=img_size))
+        image_size=img_size),
+    # Official init (EVA-01/eva/modeling_pretrain.py:24-25, 75-114, 172):
+    # Linear, patch-embedding Conv2d, lm_head, cls/mask tokens and position
+    # embedding ~ N(0, init_std) truncated at +-init_std; 0.015 for the
+    # giant (eva_g_patch14_224), 0.02 (the class default) otherwise.
+    init_std=0.015)
 
 # ------------------------------------------------------------------ schedule
 max_epochs = 150  # paper: 150 epochs
@@ -94,11 +103,14 @@ optim_wrapper = dict(
         betas=(0.9, 0.98),
         eps=1e-6,
         weight_decay=0.05),
-    # Rate 1.0 means no layer decay (pre-training); the constructor's no-decay
-    # rule is the official one: 1-D params (norms, q/v biases), biases,
-    # pos_embed, cls_token and mask_token get no weight decay.
+    # Rate 1.0 means no layer decay (pre-training). No weight decay on 1-D
+    # params (norms, q/v biases), biases, pos_embed and cls_token; mask_token
+    # IS decayed: the official skip list is the student's no_weight_decay()
+    # = {'pos_embed', 'cls_token'} (EVA-01/eva/modeling_pretrain.py:116-118,
+    # optim_factory.py:69).
     constructor='eva_mm.LayerDecayOptimWrapperConstructor',
-    paramwise_cfg=dict(layer_decay_rate=1.0),
+    paramwise_cfg=dict(
+        layer_decay_rate=1.0, no_decay_names=('pos_embed', 'cls_token')),
     clip_grad=dict(max_norm=3.0))  # paper: gradient clipping 3.0
 param_scheduler = [
     # Linear warm-up from 1e-6 (start_factor = 1e-6 / 1e-3), per iteration.
@@ -120,8 +132,9 @@ param_scheduler = [
         convert_to_iter_based=True)
 ]
 train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs)
-# The lr above is for 4096 images per step; --auto-scale-lr style scaling is
-# left off so a smaller machine reproduces the recipe's numbers knowingly.
+# The lr above is for the official global batch (16 x 8 x 32 x 1 = 4096);
+# --auto-scale-lr scales it linearly to the batch actually used. Left off by
+# default so a smaller machine reproduces the recipe's numbers knowingly.
 auto_scale_lr = dict(base_batch_size=4096, enable=False)
 
 # ------------------------------------------------------------------ runtime

@@ -1,4 +1,5 @@
 """EVA masked image modelling: reconstruct CLIP features of masked patches."""
+import math
 from typing import Callable, Dict, List, Optional, Union
 
 import torch
@@ -11,6 +12,50 @@ from eva_mm.registry import MODELS
 
 def _build(cfg: Union[dict, nn.Module]) -> nn.Module:
     return cfg if isinstance(cfg, nn.Module) else MODELS.build(cfg)
+
+
+def _trunc_normal_at_std(tensor: torch.Tensor, std: float) -> None:
+    # The official trunc_normal_ cuts at +-std, not timm's +-2 (absolute):
+    # EVA-01/eva/modeling_pretrain.py:24-25.
+    nn.init.trunc_normal_(tensor, mean=0., std=std, a=-std, b=std)
+
+
+def official_mim_init(student: Optional[nn.Module], head: nn.Module,
+                      std: float) -> None:
+    """EVA-01's initialisation of the MIM student and its ``lm_head``.
+
+    As ``VisionTransformerForMaskedImageModeling.__init__``
+    (EVA-01/eva/modeling_pretrain.py:74-80, 95-114): the position
+    embedding, cls and mask tokens, every Linear weight (the head's too)
+    and every Conv2d weight (the patch embedding) ~ N(0, std) truncated at
+    +-std, their biases 0, LayerNorms 1 and 0; then each block's attention
+    output projection and second MLP layer divided by sqrt(2 * depth).
+
+    Args:
+        student: An :class:`EVAViT`; ``None`` initialises the head only.
+        head: The prediction head (its Linear layers are initialised).
+        std: ``init_std`` (0.015 for EVA-g, 0.02 otherwise).
+    """
+    modules = list(head.modules())
+    if student is not None:
+        modules = list(student.modules()) + modules
+    with torch.no_grad():
+        for name in ('pos_embed', 'cls_token', 'mask_token'):
+            param = getattr(student, name, None)
+            if param is not None:
+                _trunc_normal_at_std(param, std)
+        for module in modules:
+            if isinstance(module, (nn.Linear, nn.Conv2d)):
+                _trunc_normal_at_std(module.weight, std)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+        for depth, block in enumerate(getattr(student, 'blocks', ()),
+                                      start=1):
+            block.attn.proj.weight.div_(math.sqrt(2.0 * depth))
+            block.mlp.fc2.weight.div_(math.sqrt(2.0 * depth))
 
 
 @MODELS.register_module()
@@ -26,7 +71,10 @@ class EVAMIM(BaseSelfSupervisor):
     module tree, unlike in ``BaseSelfSupervisor``: mmengine's optimizer
     constructors, checkpoints, DDP and DeepSpeed all walk the module tree, and
     a frozen 300M-parameter CLIP tower must reach none of them. It still
-    follows the model's device and dtype moves.
+    follows the model's device moves, but not its dtype casts: as the
+    official teacher it stays fp32 and runs under autocast
+    (EVA-01/eva/engine_for_pretraining.py:107-108), also when ``model.half()``
+    or a DeepSpeed fp16/bf16 engine casts the student.
 
     Args:
         backbone: The student config.
@@ -34,6 +82,12 @@ class EVAMIM(BaseSelfSupervisor):
         target_generator: The teacher config, e.g. :class:`OpenCLIPTeacher`.
         data_preprocessor: Defaults to mmpretrain's
             ``SelfSupDataPreprocessor``.
+        init_std: When given, :meth:`init_weights` initialises the student
+            and head as the official code (:func:`official_mim_init`: a
+            normal truncated at +-``init_std``; 0.015 for EVA-g, 0.02 for
+            smaller students). ``None`` keeps the modules' own
+            initialisation (std 0.02, truncated at +-2; PyTorch's default
+            for the patch embedding).
         init_cfg: Initialisation of the student and head.
     """
 
@@ -42,6 +96,7 @@ class EVAMIM(BaseSelfSupervisor):
                  head: Union[dict, nn.Module],
                  target_generator: Union[dict, nn.Module],
                  data_preprocessor: Optional[Union[dict, nn.Module]] = None,
+                 init_std: Optional[float] = None,
                  init_cfg: Optional[dict] = None) -> None:
         # Built here because BaseSelfSupervisor builds with mmpretrain's
         # registry, which cannot see eva_mm's unscoped names; its default
@@ -56,11 +111,30 @@ class EVAMIM(BaseSelfSupervisor):
             head=_build(head),
             data_preprocessor=data_preprocessor,
             init_cfg=init_cfg)
+        if init_std is not None and init_std <= 0:
+            raise ValueError(f'init_std must be positive, got {init_std}.')
+        self.init_std = init_std
         target_generator = _build(target_generator)
         # object.__setattr__ bypasses nn.Module's submodule registration.
         object.__setattr__(self, 'target_generator', target_generator)
 
+    def init_weights(self) -> None:
+        """The modules' init_cfg, then the official init with ``init_std``.
+
+        A student with a ``Pretrained`` init_cfg keeps its loaded weights;
+        only the head is initialised then.
+        """
+        super().init_weights()
+        if self.init_std is None:
+            return
+        backbone_cfg = getattr(self.backbone, 'init_cfg', None) or {}
+        pretrained = backbone_cfg.get('type') == 'Pretrained'
+        official_mim_init(None if pretrained else self.backbone, self.head,
+                          self.init_std)
+
     def _apply(self, fn: Callable, *args, **kwargs) -> 'EVAMIM':
+        # The teacher follows device moves but stays fp32 (see
+        # OpenCLIPTeacher._apply).
         self.target_generator._apply(fn, *args, **kwargs)
         return super()._apply(fn, *args, **kwargs)
 

@@ -1,6 +1,7 @@
 """The frozen CLIP vision tower whose features EVA's student reconstructs."""
+import contextlib
 import os
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -22,6 +23,14 @@ class OpenCLIPTeacher(nn.Module):
     stays in eval mode whatever ``train()`` is called with, and it runs
     without autograd. :class:`eva_mm.models.EVAMIM` keeps it outside the
     student's module tree so that it is in no checkpoint and no optimizer.
+
+    Precision as the official code (EVA-01/eva/engine_for_pretraining.py:
+    107-108, ``torch.no_grad(), torch.cuda.amp.autocast()`` around an fp32
+    teacher): the weights stay fp32 whatever the model is cast to (``.to``,
+    ``.cuda`` and the like move them, ``.half()``/``.bfloat16()`` leave
+    their dtype alone), and the forward runs under autocast in the dtype of
+    fp16/bf16 input images (DeepSpeed's ``inputs_to_half``), or inside the
+    caller's autocast (mmengine's AMP) for fp32 images.
 
     mmpretrain's ``CLIPGenerator`` does not fit: it builds its own copy of
     OpenAI's CLIP from a JIT file and returns un-projected tokens.
@@ -112,6 +121,12 @@ class OpenCLIPTeacher(nn.Module):
         """The target dimension, CLIP's embedding width."""
         return self.visual.proj.shape[1]
 
+    def _apply(self, fn: Callable, *args, **kwargs) -> 'OpenCLIPTeacher':
+        # Where fn sends an fp32 tensor tells the target device; casting the
+        # weights themselves (and back) would round them to fp16/bf16.
+        probe = fn(torch.zeros((), device=self.visual.proj.device))
+        return super()._apply(lambda t: t.to(probe.device), *args, **kwargs)
+
     def train(self, mode: bool = True) -> 'OpenCLIPTeacher':
         # Frozen: dropout and patch dropout stay off during student training.
         return super().train(False)
@@ -124,11 +139,17 @@ class OpenCLIPTeacher(nn.Module):
             images: (B, 3, H, W) images at the tower's input size.
 
         Returns:
-            (B, N, D) projected patch features, N = grid cells, row-major.
+            (B, N, D) projected patch features, N = grid cells, row-major;
+            in the autocast dtype when one is active.
         """
+        if images.dtype in (torch.float16, torch.bfloat16):
+            precision = torch.autocast(images.device.type, dtype=images.dtype)
+        else:
+            # fp32 images: keep whatever autocast the caller runs under.
+            precision = contextlib.nullcontext()
         visual = self.visual
-        dtype = visual.proj.dtype
-        x = visual._embeds(images.to(dtype))
-        x = visual.transformer(x)
-        x = visual.ln_post(x[:, 1:])
-        return x @ visual.proj
+        with precision:
+            x = visual._embeds(images.to(visual.proj.dtype))
+            x = visual.transformer(x)
+            x = visual.ln_post(x[:, 1:])
+            return x @ visual.proj

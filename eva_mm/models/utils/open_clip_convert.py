@@ -75,11 +75,16 @@ def open_clip_to_eva_vit(
     }
     if not trunk:
         plain = any(key.startswith('visual.conv1.') for key in state)
+        official = any(key.startswith('visual.blocks.') for key in state)
         raise CheckpointError(
             'No visual.trunk.* weights: this is not an open_clip model with '
             'a timm (EVA) vision tower'
             + (' but one with open_clip\'s own VisionTransformer '
-               '(visual.conv1, ...), which is not EVA.' if plain else '.'))
+               '(visual.conv1, ...), which is not EVA.' if plain else
+               ' but the BAAI EVA-CLIP release layout (visual.blocks.*): '
+               'convert it with tools/model_converters/convert_eva.py '
+               '--src-format official-clip [--vision-only].'
+               if official else '.'))
     projection = {
         key.rsplit('.', 1)[1]: state[key].float()
         for key in projection_keys(state)

@@ -33,7 +33,9 @@ train_pipeline = [
 ]
 
 train_dataloader = dict(
-    # 8 nodes x 8 GPUs x 64 = 4096 in the official run.
+    # Official global batch 4096 = 8 nodes x 8 GPUs x 64 per GPU x 1
+    # accumulation step (EVA-01/eva/README.md: total_bsz = 8*8*64,
+    # update_freq=1).
     batch_size=64,
     num_workers=8,
     dataset=dict(

@@ -47,7 +47,9 @@ test_pipeline = [
 ]
 
 train_dataloader = dict(
-    # 4 nodes x 8 GPUs x 16 = 512 in the official run.
+    # Official global batch 512 = 4 nodes x 8 GPUs x 16 per GPU x 1
+    # accumulation step (EVA-01/eva/README.md: total_bsz = 4*8*16,
+    # update_freq=1; the same for 336 and 560 px).
     batch_size=16,
     num_workers=8,
     dataset=dict(
