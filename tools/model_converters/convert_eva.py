@@ -32,7 +32,7 @@ from eva_mm.models.utils.converters import (  # noqa: E402
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser: common arguments plus every format's own options."""
-    formats = '; '.join(f"'{fmt.name}': {fmt.help}"
+    formats = ' '.join(f"'{fmt.name}': {fmt.help}"
                         for fmt in SRC_FORMATS.values())
     parser = argparse.ArgumentParser(
         description='Convert EVA weights to eva_mm checkpoints.')
