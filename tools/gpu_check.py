@@ -347,6 +347,32 @@ def deform_attn_diff(device: torch.device) -> Optional[float]:
     return float((cuda - reference).abs().max())
 
 
+def _seg_dry_run_head() -> Dict[str, object]:
+    """Config options for a 32-channel Mask2Former with one layer per
+    transformer and 16 queries."""
+    head = 'model.decode_head.'
+    options: Dict[str, object] = {
+        head + 'feat_channels': 32,
+        head + 'out_channels': 32,
+        head + 'num_queries': 16,
+        head + 'positional_encoding.num_feats': 16,
+        head + 'train_cfg.num_points': 256,
+        head + 'pixel_decoder.positional_encoding.num_feats': 16,
+        head + 'pixel_decoder.encoder.num_layers': 1,
+        head + 'transformer_decoder.num_layers': 1,
+    }
+    for layer, attns in (('pixel_decoder.encoder', ('self_attn_cfg', )),
+                         ('transformer_decoder',
+                          ('self_attn_cfg', 'cross_attn_cfg'))):
+        prefix = f'{head}{layer}.layer_cfg.'
+        for attn in attns:
+            options[f'{prefix}{attn}.embed_dims'] = 32
+            options[f'{prefix}{attn}.num_heads'] = 4
+        options[f'{prefix}ffn_cfg.embed_dims'] = 32
+        options[f'{prefix}ffn_cfg.feedforward_channels'] = 64
+    return options
+
+
 def check_seg(plan: Plan) -> dict:
     """EVA-L ViT-Adapter + Mask2Former: one training step, slide test."""
     from mmengine.config import Config
@@ -362,11 +388,15 @@ def check_seg(plan: Plan) -> dict:
     if plan.dry_run:
         cfg.model.backbone.update(interaction_indexes=[[i, i]
                                                        for i in range(4)],
-                                  norm_cfg=dict(type='BN'), with_cp=False)
+                                  norm_cfg=dict(type='BN'), with_cp=False,
+                                  conv_inplane=16, deform_num_heads=4)
+        cfg.merge_from_dict(_seg_dry_run_head())
         cfg.model.test_cfg.update(crop_size=(plan.seg_img, plan.seg_img),
                                   stride=(plan.seg_img // 2,
                                           plan.seg_img // 2))
     cfg.model.decode_head.in_channels = [_arch_dims(plan.seg_arch)] * 4
+    # Training crops are padded to this size.
+    cfg.model.data_preprocessor.size = (plan.seg_img, plan.seg_img)
     torch.manual_seed(0)
     model = MODELS.build(cfg.model).to(plan.device)
     optim = build_optim_wrapper(model, dict(

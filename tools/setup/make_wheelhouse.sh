@@ -37,7 +37,11 @@ for item in report['install']:
     if with_torch or not torch_own.match(name.lower()):
         print(f'{name}=={version}')
 PYEOF
-"$PYTHON" -m pip wheel --quiet --no-deps -w "$DIR" -r "$work/pinned.txt"
+# Old setup.py files import pkg_resources, which setuptools 81 removed: the
+# isolated build environments get an older setuptools.
+echo 'setuptools<81' > "$work/build-constraints.txt"
+PIP_CONSTRAINT="$work/build-constraints.txt" \
+    "$PYTHON" -m pip wheel --quiet --no-deps -w "$DIR" -r "$work/pinned.txt"
 # The build tools that pip's isolated builds on the target need.
 "$PYTHON" -m pip download --quiet --no-deps -d "$DIR" 'setuptools<81' wheel
 "$PYTHON" -m pip download --quiet --no-deps --no-binary :all: -d "$DIR" mmcv==2.1.0
