@@ -230,3 +230,24 @@ def test_wrong_kinds_get_one_clear_error(tmp_path: Path) -> None:
         assert not dst.exists()
     with pytest.raises(CheckpointError):
         SRC_FORMATS['official-seg'].convert(bare_vit, None)
+
+
+def test_tools_test_refuses_unconverted_official_file(tmp_path: Path) -> None:
+    """The issue's failure: an official file given to tools/test.py as it
+    is. Refused, naming the head weights it would leave random."""
+    import subprocess
+    import sys
+    _, cfg_file = tiny_config(PLAIN_ADE, tmp_path)
+    src = tmp_path / 'official.pth'
+    torch.save({'state_dict': tiny_official(150, 8, False)}, src)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / 'tools/test.py'), cfg_file, str(src),
+         '--work-dir', str(tmp_path / 'work')],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    for key in ('decode_head.transformer_decoder.layers.0.cross_attn.attn.'
+                'in_proj_weight',
+                'decode_head.pixel_decoder.encoder.layers.0.ffn.layers.1.'
+                'weight'):
+        assert key in proc.stderr
+    assert '--src-format official-seg' in proc.stderr
