@@ -18,6 +18,8 @@ import sys
 import torch
 from mmengine.config import Config
 from mmengine.model import BaseTTAModel, is_model_wrapper
+from mmengine.registry import MODELS
+from mmengine.runner import Runner
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 import eva_mm  # noqa: E402,F401  (registers components and the load allow-list)
@@ -68,8 +70,17 @@ def enable_tta(cfg: Config) -> None:
     cfg.model = cfg.tta_model
 
 
-def bare_model(model: torch.nn.Module) -> torch.nn.Module:
-    """The model inside DDP and test-time-augmentation wrappers."""
+def bare_model(runner: Runner) -> torch.nn.Module:
+    """The runner's model inside DDP and test-time-augmentation wrappers.
+
+    mmengine's FlexibleRunner (``runner_type``) builds its model inside
+    ``test()``; its config's model is built here on the meta device, which
+    has the same names and shapes.
+    """
+    model = runner.model
+    if not isinstance(model, torch.nn.Module):
+        with torch.device('meta'):
+            model = MODELS.build(model)
     while is_model_wrapper(model) or isinstance(model, BaseTTAModel):
         model = model.module
     return model
@@ -93,7 +104,7 @@ def main() -> None:
     runner = build_runner(cfg)
     try:
         check_whole_model_checkpoint(
-            bare_model(runner.model),
+            bare_model(runner),
             args.checkpoint,
             allow_partial=args.allow_partial_load)
     except CheckpointError as err:

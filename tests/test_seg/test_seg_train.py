@@ -190,7 +190,7 @@ def test_tta_needs_pipeline_and_model() -> None:
     tool.enable_tta(cfg)
     # The TTA wrapper holds the segmentor and the data go through the
     # TestTimeAug pipeline.
-    assert cfg.model.type == 'SegTTAModel'
+    assert cfg.model.type == 'eva_mm.PadShortSideSegTTAModel'
     assert cfg.model.module.type == 'eva_mm.Mask2FormerEncoderDecoder'
     assert cfg.test_dataloader.dataset.pipeline[1].type == 'TestTimeAug'
     bare = Config(dict(model=dict(type='EncoderDecoder'),
