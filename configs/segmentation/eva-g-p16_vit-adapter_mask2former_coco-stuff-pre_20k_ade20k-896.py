@@ -5,9 +5,10 @@
 # Numbers: the paper's ADE20K settings (issue #5: lr 2.5e-5, layer decay
 # 0.95, batch 64, 20k iterations, 500 warm-up); architecture and test as the
 # official configs (baaivision/EVA, EVA-01/seg/configs/ade20k/
-# eva_mask2former_896_20k_coco164k2ade20k_ms.py, "EVA ADE config"). The released variant with BEiT relative position bias,
-# layer scale and a 9th decoder layer is eva-g-p16_vit-adapter-relpos-ls_
-# mask2former-9dec_coco-stuff-pre_40k_ade20k-896.py.
+# eva_mask2former_896_20k_coco164k2ade20k_ms.py, "EVA ADE config"). The
+# released variant with BEiT relative position bias, layer scale and a 9th
+# decoder layer is eva-g-p16_vit-adapter-relpos-ls_mask2former-9dec_
+# coco-stuff-pre_40k_ade20k-896.py.
 _base_ = [
     '../_base_/models/mask2former_eva-vit-adapter.py',
     '../_base_/datasets/ade20k_896.py',

@@ -235,6 +235,7 @@ def test_layer_zero_prefixes_put_head_groups_at_layer_zero() -> None:
 
 def test_layer_zero_prefixes_must_match() -> None:
     with pytest.raises(KeyError, match='decode_head.query_embeds'):
-        build(TinySegmentor(), layer_zero_prefixes=['decode_head.query_embeds'])
+        build(TinySegmentor(),
+              layer_zero_prefixes=['decode_head.query_embeds'])
     with pytest.raises(TypeError, match='sequence'):
         build(TinySegmentor(), layer_zero_prefixes='decode_head.query_embed')

@@ -55,14 +55,15 @@ _BLOCK = re.compile(r'^backbone\.blocks\.(\d+)\.')
 # Keys every official EVA-01 ViT-Adapter + Mask2Former file has.
 _REQUIRED = ('backbone.patch_embed.proj.weight', 'backbone.spm.',
              'backbone.interactions.', 'decode_head.pixel_decoder.',
-             'decode_head.transformer_decoder.', 'decode_head.query_feat.weight',
-             'decode_head.cls_embed.weight')
+             'decode_head.transformer_decoder.',
+             'decode_head.query_feat.weight', 'decode_head.cls_embed.weight')
 _FORMAT = 'official-seg'
 
 
 def _check_kind(source: StateDict) -> None:
     """One clear error for a file that is not an mmcv 1.x EVA segmentor."""
-    if 'patch_embed.proj.weight' in source or 'blocks.0.norm1.weight' in source:
+    if any(key in source
+           for key in ('patch_embed.proj.weight', 'blocks.0.norm1.weight')):
         raise CheckpointError(
             'This is a bare EVA-01 ViT, not a segmentation model: convert it '
             'with --src-format official (it initialises the backbone of a '
