@@ -229,3 +229,29 @@ def test_head_ffn_activation_checkpointing() -> None:
     with torch.no_grad():
         ffns[0](x)
     assert len(calls) == 1
+
+
+def test_every_parameter_gets_a_gradient() -> None:
+    """What DDP with find_unused_parameters=False (the official setting,
+    now in the configs) needs: one training step reaches every trainable
+    parameter."""
+    model = build_demo_segmentor().train()
+    generator = torch.Generator().manual_seed(3)
+    image = torch.randint(0, 256, (3, 64, 64), generator=generator,
+                          dtype=torch.uint8)
+    labels = torch.zeros(1, 64, 64, dtype=torch.long)
+    labels[:, 10:40, 20:50] = 3
+    labels[:, 45:, :] = 7
+    sample = SegDataSample(metainfo=dict(img_shape=(64, 64),
+                                         ori_shape=(64, 64),
+                                         pad_shape=(64, 64)))
+    sample.gt_sem_seg = PixelData(data=labels)
+    batch = model.data_preprocessor(
+        dict(inputs=[image], data_samples=[sample]), True)
+    losses = model.loss(batch['inputs'], batch['data_samples'])
+    sum(v for k, v in losses.items() if 'loss' in k).backward()
+    unused = [
+        name for name, param in model.named_parameters()
+        if param.requires_grad and param.grad is None
+    ]
+    assert unused == []
