@@ -106,3 +106,28 @@ def test_tools_test_refuses_before_running(checkpoints: Dict[str, str],
     for key in checkpoints['stage3']:
         assert key in proc.stderr
     assert '--allow-partial-load' in proc.stderr
+
+
+def test_check_reads_names_and_shapes_of_every_format(tmp_path) -> None:
+    """The check on a small model: legacy (non-zip) torch files, which
+    cannot be memory-mapped, are read; mis-shaped weights count as
+    unloaded; unexpected entries and a missing BN step counter do not."""
+    from eva_mm.models.utils.checkpoint import check_whole_model_checkpoint
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    state = model.state_dict()
+    legacy = tmp_path / 'legacy.pth'
+    torch.save(dict(state, extra=torch.zeros(1)), legacy,
+               _use_new_zipfile_serialization=False)
+    report = check_whole_model_checkpoint(model, legacy)
+    assert report.unexpected == ('extra', ) and report.left_at_init == ()
+    no_counter = tmp_path / 'no_counter.pth'
+    torch.save({k: v for k, v in state.items()
+                if not k.endswith('num_batches_tracked')}, no_counter)
+    assert check_whole_model_checkpoint(model, no_counter).missing == ()
+    wrong = tmp_path / 'wrong.pth'
+    torch.save(dict(state, **{'0.weight': torch.zeros(4, 2)}), wrong)
+    with pytest.raises(CheckpointMismatchError,
+                       match=r'0\.weight: checkpoint \[4, 2\] vs model'):
+        check_whole_model_checkpoint(model, wrong)
+    report = check_whole_model_checkpoint(model, wrong, allow_partial=True)
+    assert report.left_at_init == ('0.weight', )
