@@ -10,7 +10,8 @@ Writes, for every image ``NAME.EXT``:
 
 In a folder, unreadable images are reported and skipped; a single unreadable
 image, a missing checkpoint or a config that is neither mmdet nor mmseg is
-an error.
+an error, and so is a checkpoint that lacks weights of the model (it names
+them) unless ``--allow-partial-load`` is given.
 
 Example:
     python tools/image_demo.py demo.jpg CONFIG CHECKPOINT --out-dir out
@@ -29,6 +30,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 import eva_mm  # noqa: E402,F401  (registers components and the load allow-list)
 from eva_mm.apis import (class_names, draw_result, inference,  # noqa: E402
                          init_model, result_to_json, task_scope)
+from eva_mm.models.utils.checkpoint import CheckpointError  # noqa: E402
 
 IMAGE_EXTENSIONS = ('.bmp', '.jpeg', '.jpg', '.png', '.tif', '.tiff', '.webp')
 
@@ -46,6 +48,13 @@ def parse_args() -> argparse.Namespace:
         type=float,
         default=0.3,
         help='detections below this score are neither drawn nor saved')
+    parser.add_argument(
+        '--allow-partial-load',
+        action='store_true',
+        help='run even if the checkpoint lacks some of the model\'s weights '
+        '(or has them in another shape); they keep their random '
+        'initialisation and are listed. Without it such a checkpoint is '
+        'refused.')
     return parser.parse_args()
 
 
@@ -79,7 +88,14 @@ def main() -> None:
     except (FileNotFoundError, ValueError) as error:
         # Before loading the model, which takes a while for large ones.
         sys.exit(f'error: {error}')
-    model = init_model(args.config, args.checkpoint, device=args.device)
+    try:
+        model = init_model(
+            args.config,
+            args.checkpoint,
+            device=args.device,
+            allow_partial_load=args.allow_partial_load)
+    except CheckpointError as error:
+        sys.exit(f'error: {error}')
     names = class_names(model)
     vis_dir = osp.join(args.out_dir, 'vis')
     pred_dir = osp.join(args.out_dir, 'preds')

@@ -4,17 +4,29 @@ Examples:
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--show-dir DIR]
     python tools/test.py CONFIG CHECKPOINT --tta   # multi-scale + flip
     bash tools/dist_test.sh CONFIG CHECKPOINT NUM_PROCS [args...]
+
+A checkpoint that leaves any weight of the model unloaded (missing or
+mis-shaped keys, e.g. an unconverted official file or a Cascade R-CNN
+without its last stage) is refused with the list of those keys, before
+anything runs; ``--allow-partial-load`` runs anyway and logs the keys left
+at their initialisation.
 """
 import argparse
 import os.path as osp
 import sys
 
+import torch
 from mmengine.config import Config
+from mmengine.model import BaseTTAModel, is_model_wrapper
+from mmengine.registry import MODELS
+from mmengine.runner import Runner
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 import eva_mm  # noqa: E402,F401  (registers components and the load allow-list)
 from eva_mm.engine.launch import (add_common_args, build_runner,  # noqa: E402
                                   finish_distributed, load_config)
+from eva_mm.models.utils.checkpoint import (  # noqa: E402
+    CheckpointError, check_whole_model_checkpoint)
 
 
 def parse_args() -> argparse.Namespace:
@@ -29,6 +41,13 @@ def parse_args() -> argparse.Namespace:
         action='store_true',
         help='test-time augmentation: the config\'s tta_pipeline and '
         'tta_model (mmseg: multi-scale + flip)')
+    parser.add_argument(
+        '--allow-partial-load',
+        action='store_true',
+        help='test even if the checkpoint lacks some of the model\'s '
+        'weights (or has them in another shape); they keep their random '
+        'initialisation and are listed. Without it such a checkpoint is '
+        'refused.')
     add_common_args(parser)
     return parser.parse_args()
 
@@ -51,6 +70,22 @@ def enable_tta(cfg: Config) -> None:
     cfg.model = cfg.tta_model
 
 
+def bare_model(runner: Runner) -> torch.nn.Module:
+    """The runner's model inside DDP and test-time-augmentation wrappers.
+
+    mmengine's FlexibleRunner (``runner_type``) builds its model inside
+    ``test()``; its config's model is built here on the meta device, which
+    has the same names and shapes.
+    """
+    model = runner.model
+    if not isinstance(model, torch.nn.Module):
+        with torch.device('meta'):
+            model = MODELS.build(model)
+    while is_model_wrapper(model) or isinstance(model, BaseTTAModel):
+        model = model.module
+    return model
+
+
 def main() -> None:
     args = parse_args()
     if not osp.isfile(args.checkpoint):
@@ -66,7 +101,15 @@ def main() -> None:
         hook.test_out_dir = args.show_dir
     if args.tta:
         enable_tta(cfg)
-    build_runner(cfg).test()
+    runner = build_runner(cfg)
+    try:
+        check_whole_model_checkpoint(
+            bare_model(runner),
+            args.checkpoint,
+            allow_partial=args.allow_partial_load)
+    except CheckpointError as err:
+        sys.exit(f'tools/test.py: error: {err}')
+    runner.test()
     finish_distributed()
 
 

@@ -25,13 +25,19 @@ optim_wrapper = dict(
     optimizer=dict(lr=1.5e-5), paramwise_cfg=dict(layer_decay_rate=0.95))
 max_iters = 60000  # EVA config: schedule_60k
 warmup_iters = 1500  # EVA config: warmup_iters
+# mmengine's schedulers run end - begin - 1 steps, hence the + 1: the
+# factors are then mmcv 1.x's r + (1 - r) t / W and (1 - t / T) exactly.
 param_scheduler = [
     # EVA config: warmup='linear', warmup_ratio=1e-6.
     dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0,
-         end=warmup_iters),
+         end=warmup_iters + 1),
     # EVA config: policy='poly', power=1.0, min_lr=0.0.
-    dict(type='PolyLR', power=1.0, eta_min=0.0, by_epoch=False,
-         begin=warmup_iters, end=max_iters),
+    # Over all iterations, from 0: mmengine multiplies the two schedulers'
+    # factors during the warm-up, lr = lr0 * warmup(t) * (1 - t / T), as
+    # mmcv 1.x's PolyLrUpdaterHook with warmup='linear' (the official
+    # runner) does.
+    dict(type='PolyLR', power=1.0, eta_min=0.0, by_epoch=False, begin=0,
+         end=max_iters + 1),
 ]
 train_cfg = dict(max_iters=max_iters)
 # Total batch 32 (EVA config: samples_per_gpu=1, "a total bsz of 32"):
@@ -39,3 +45,8 @@ train_cfg = dict(max_iters=max_iters)
 # auto_scale_lr.enable=True rescales the lr for another total.
 train_dataloader = dict(batch_size=1)
 auto_scale_lr = dict(enable=False, base_batch_size=32)
+# tools/test.py --tta: multi-scale + flip with every view padded to at
+# least 896 x 896 (raw value 0, before normalisation) and the padding's
+# prediction cut off, as the official multi-scale test (PadShortSide,
+# EVA-01 seg/configs/ade20k/eva_mask2former_896_20k_coco164k2ade20k_ms.py).
+tta_model = dict(type='eva_mm.PadShortSideSegTTAModel', size=896, pad_val=0)

@@ -5,11 +5,10 @@
 # Numbers: the paper's ADE20K settings (issue #5: lr 2.5e-5, layer decay
 # 0.95, batch 64, 20k iterations, 500 warm-up); architecture and test as the
 # official configs (baaivision/EVA, EVA-01/seg/configs/ade20k/
-# eva_mask2former_896_40k_coco164k2ade20k_ms_relpos_layerscale_9dec.py,
-# "EVA ADE config"). That released variant also adds BEiT relative position
-# bias, layer scale and a 9th decoder layer to both stages (lr 1e-5, decay
-# 0.9, 40k iterations); here the architecture stays that of the stage-1
-# model so that its checkpoint loads whole.
+# eva_mask2former_896_20k_coco164k2ade20k_ms.py, "EVA ADE config"). The
+# released variant with BEiT relative position bias, layer scale and a 9th
+# decoder layer is eva-g-p16_vit-adapter-relpos-ls_mask2former-9dec_
+# coco-stuff-pre_40k_ade20k-896.py.
 _base_ = [
     '../_base_/models/mask2former_eva-vit-adapter.py',
     '../_base_/datasets/ade20k_896.py',
@@ -27,16 +26,31 @@ optim_wrapper = dict(
     optimizer=dict(lr=2.5e-5), paramwise_cfg=dict(layer_decay_rate=0.95))
 max_iters = 20000  # paper settings: 20k iterations
 warmup_iters = 500  # paper settings: 500 warm-up iterations
+# mmengine's schedulers run end - begin - 1 steps, hence the + 1: the
+# factors are then mmcv 1.x's r + (1 - r) t / W and (1 - t / T) exactly.
 param_scheduler = [
     # EVA ADE config: warmup='linear', warmup_ratio=1e-6.
     dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0,
-         end=warmup_iters),
+         end=warmup_iters + 1),
     # EVA ADE config: policy='poly', power=1.0, min_lr=0.0.
-    dict(type='PolyLR', power=1.0, eta_min=0.0, by_epoch=False,
-         begin=warmup_iters, end=max_iters),
+    # Over all iterations, from 0: mmengine multiplies the two schedulers'
+    # factors during the warm-up, lr = lr0 * warmup(t) * (1 - t / T), as
+    # mmcv 1.x's PolyLrUpdaterHook with warmup='linear' (the official
+    # runner) does.
+    dict(type='PolyLR', power=1.0, eta_min=0.0, by_epoch=False, begin=0,
+         end=max_iters + 1),
 ]
 train_cfg = dict(max_iters=max_iters)
-# Total batch 64 (paper settings): 2 images per GPU (EVA ADE config:
-# samples_per_gpu=2) x 32 GPUs.
-train_dataloader = dict(batch_size=2)
+# Total batch 64 (paper settings; official seg/README.md, ADE20K table): 1
+# image per GPU (official eva_mask2former_896_20k_coco164k2ade20k_ms.py:
+# samples_per_gpu=1) x 64 GPUs. With fewer GPUs keep the total:
+# tools/dist_train.sh CONFIG 32 --cfg-options train_dataloader.batch_size=2
+# (memory allowing), or train on N GPUs with
+# --cfg-options auto_scale_lr.enable=True, which scales the lr by N / 64.
+train_dataloader = dict(batch_size=1)
 auto_scale_lr = dict(enable=False, base_batch_size=64)
+# tools/test.py --tta: multi-scale + flip with every view padded to at
+# least 896 x 896 (raw value 0, before normalisation) and the padding's
+# prediction cut off, as the official multi-scale test (PadShortSide,
+# EVA-01 seg/configs/ade20k/eva_mask2former_896_20k_coco164k2ade20k_ms.py).
+tta_model = dict(type='eva_mm.PadShortSideSegTTAModel', size=896, pad_val=0)

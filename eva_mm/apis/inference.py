@@ -47,14 +47,22 @@ def task_scope(config: Union[str, Config]) -> str:
 def init_model(config: Union[str, Config],
                checkpoint: Optional[str] = None,
                device: str = 'cpu',
-               cfg_options: Optional[dict] = None) -> torch.nn.Module:
+               cfg_options: Optional[dict] = None,
+               allow_partial_load: bool = False) -> torch.nn.Module:
     """Build a detector or segmentor from a config and load its weights.
+
+    The checkpoint must hold every weight of the model with the model's
+    shape: mmdet's and mmseg's loaders only warn about missing keys, which
+    would leave random layers in a model that then predicts without error.
 
     Args:
         config: A config file path or a loaded config.
         checkpoint: Weights to load; ``None`` keeps the random init.
         device: Where the model runs, e.g. ``'cpu'`` or ``'cuda:0'``.
         cfg_options: Overrides merged into the config.
+        allow_partial_load: Accept a checkpoint that lacks weights of the
+            model (or has them in another shape); they keep their
+            initialisation and are logged.
 
     Returns:
         The model in eval mode, with ``cfg`` and ``dataset_meta`` set.
@@ -62,6 +70,8 @@ def init_model(config: Union[str, Config],
     Raises:
         FileNotFoundError: ``checkpoint`` is given but does not exist.
         ValueError: The config is neither an mmdet nor an mmseg one.
+        CheckpointMismatchError: The checkpoint leaves model weights
+            unloaded and ``allow_partial_load`` is False; it names them.
     """
     if checkpoint is not None and not osp.isfile(checkpoint):
         raise FileNotFoundError(f'Checkpoint not found: {checkpoint}')
@@ -69,10 +79,20 @@ def init_model(config: Union[str, Config],
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
     if task_scope(cfg) == 'mmdet':
-        from mmdet.apis import init_detector
-        return init_detector(cfg, checkpoint, device=device)
-    from mmseg.apis import init_model as init_segmentor
-    return init_segmentor(cfg, checkpoint, device=device)
+        from mmdet.apis import init_detector as init_task_model
+    else:
+        from mmseg.apis import init_model as init_task_model
+    model = init_task_model(cfg, checkpoint, device=device)
+    if checkpoint is not None:
+        from eva_mm.models.utils.checkpoint import \
+            check_whole_model_checkpoint
+        check_whole_model_checkpoint(
+            model,
+            checkpoint,
+            allow_partial=allow_partial_load,
+            option='allow_partial_load=True (tools/image_demo.py: '
+            '--allow-partial-load)')
+    return model
 
 
 def _detection_pipeline(model: torch.nn.Module, image: ImageType):

@@ -178,3 +178,64 @@ def test_bad_configs_raise() -> None:
         build(TinyClassifier(), layer_decay_rate=1.5)
     with pytest.raises(TypeError, match='get_layer_depth'):
         build(nn.Sequential(nn.Linear(2, 2)))
+
+
+class TinySegmentor(nn.Module):
+    """An EVAViT ``backbone`` and a Mask2Former-like ``decode_head`` with
+    the modules the official EVA seg constructor puts at layer 0."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.backbone = TinyClassifier().backbone
+        head = nn.Module()
+        head.query_embed = nn.Embedding(4, 8)
+        head.query_feat = nn.Embedding(4, 8)
+        head.level_embed = nn.Embedding(3, 8)
+        head.cls_embed = nn.Linear(8, 6)
+        head.mask_embed = nn.Sequential(nn.Linear(8, 8), nn.ReLU(),
+                                        nn.Linear(8, 8))
+        # Not at layer 0: the rest of the head, and a name that merely
+        # starts like a layer-0 module.
+        head.transformer_decoder = nn.Linear(8, 8)
+        head.query_embedding_extra = nn.Linear(8, 8)
+        self.decode_head = head
+
+
+HEAD_GROUPS = ('decode_head.mask_embed', 'decode_head.cls_embed',
+               'decode_head.level_embed', 'decode_head.query_embed',
+               'decode_head.query_feat')
+
+
+def test_layer_zero_prefixes_put_head_groups_at_layer_zero() -> None:
+    model = TinySegmentor()
+    settings = settings_by_name(
+        build(model, layer_zero_prefixes=HEAD_GROUPS, no_decay_names=()))
+    num_layers = DEPTH + 2
+    # By hand: layer 0 has lr * decay ** (num_layers - 1), the top lr.
+    bottom, top = LR * DECAY**(num_layers - 1), LR
+    for name, _ in model.named_parameters():
+        if not name.startswith('decode_head.'):
+            continue
+        lr, wd = settings[name]
+        expected = bottom if name.startswith(
+            tuple(g + '.' for g in HEAD_GROUPS)) else top
+        assert lr == pytest.approx(expected), name
+        # 1-D and biases only are exempt (no_decay_names=()).
+        assert wd == (0. if name.endswith('.bias') else WD), name
+    assert settings['decode_head.query_embed.weight'][0] == pytest.approx(
+        settings['backbone.patch_embed.proj.weight'][0])
+    # The embeddings the official name check never exempts are decayed.
+    for name in ('backbone.pos_embed', 'backbone.cls_token',
+                 'backbone.blocks.0.attn.relative_position_bias_table'):
+        assert settings[name][1] == WD, name
+    # Default: everything outside the backbone at the top.
+    default = settings_by_name(build(TinySegmentor()))
+    assert default['decode_head.query_embed.weight'][0] == pytest.approx(top)
+
+
+def test_layer_zero_prefixes_must_match() -> None:
+    with pytest.raises(KeyError, match='decode_head.query_embeds'):
+        build(TinySegmentor(),
+              layer_zero_prefixes=['decode_head.query_embeds'])
+    with pytest.raises(TypeError, match='sequence'):
+        build(TinySegmentor(), layer_zero_prefixes='decode_head.query_embed')

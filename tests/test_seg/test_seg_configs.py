@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 from typing import Dict, List
 
+import numpy as np
 import pytest
 import torch
 from mmengine.config import Config
@@ -39,10 +40,30 @@ LR = {
 DATA = {
     COCO: dict(classes=171, iters=60000, warmup=1500, per_gpu=1, total=32,
                dataset='COCOStuffDataset'),
-    ADE: dict(classes=150, iters=20000, warmup=500, per_gpu=2, total=64,
+    ADE: dict(classes=150, iters=20000, warmup=500, per_gpu=1, total=64,
               dataset='ADE20KDataset'),
 }
 NAMES = sorted(f'eva-{size}-p16_{data}' for size, data in LR)
+# The released variant with BEiT rel-pos bias, layer scale and 9 decoder
+# layers (official *_relpos_layerscale_9dec.py configs): lr, layer decay,
+# iterations, warm-up, images per GPU, total batch, decoder layers.
+RELPOS_COCO = 'vit-adapter-relpos-ls_mask2former-9dec_80k_coco-stuff164k-896'
+RELPOS_ADE = ('vit-adapter-relpos-ls_mask2former-9dec_coco-stuff-pre_40k_'
+              'ade20k-896')
+RELPOS = {
+    RELPOS_COCO: dict(lr=1e-5, decay=0.95, iters=80000, warmup=1500,
+                      per_gpu=2, total=32, classes=171,
+                      dataset='COCOStuffDataset'),
+    RELPOS_ADE: dict(lr=1e-5, decay=0.9, iters=40000, warmup=1500,
+                     per_gpu=2, total=32, classes=150,
+                     dataset='ADE20KDataset'),
+}
+RELPOS_NAMES = sorted(f'eva-g-p16_{data}' for data in RELPOS)
+# The official constructor puts these head modules at layer 0
+# (seg/mmcv_custom/layer_decay_optimizer_constructor.py:17-38).
+HEAD_LAYER_ZERO = ('decode_head.mask_embed.', 'decode_head.cls_embed.',
+                   'decode_head.level_embed.', 'decode_head.query_embed.',
+                   'decode_head.query_feat.')
 
 
 @pytest.fixture(autouse=True)
@@ -62,17 +83,19 @@ def split(name: str) -> tuple:
 
 
 def hand_layer_id(name: str, depth: int) -> int:
-    """BEiT/EVA layer ids: embeddings 0, block i is i + 1, the rest (the
-    adapter, the head) last, as in the official EVA seg constructor."""
+    """BEiT/EVA layer ids: embeddings and the head's query, level, class
+    and mask embeddings 0, block i is i + 1, the rest (the adapter, the
+    rest of the head) last, as in the official EVA seg constructor."""
     if name in ('backbone.cls_token', 'backbone.pos_embed') or \
-            name.startswith('backbone.patch_embed.'):
+            name.startswith(('backbone.patch_embed.', *HEAD_LAYER_ZERO)):
         return 0
     match = re.match(r'backbone\.blocks\.(\d+)\.', name)
     return int(match.group(1)) + 1 if match else depth + 1
 
 
 def test_every_config_is_covered() -> None:
-    assert {p.stem for p in CONFIG_DIR.glob('*.py')} == set(NAMES)
+    assert {p.stem for p in CONFIG_DIR.glob('*.py')} == set(NAMES +
+                                                            RELPOS_NAMES)
 
 
 def check_pipelines(cfg: Config, classes: int) -> None:
@@ -99,7 +122,14 @@ def check_pipelines(cfg: Config, classes: int) -> None:
     short_sides = [t.scale[1] for t in scales]
     assert short_sides == [512, 640, 768, 896, 1024, 1152, 1280]
     assert [t.prob for t in flips] == [0., 1.]
-    assert cfg.tta_model.type == 'SegTTAModel'
+    # Every multi-scale view padded to a full 896 window (PadShortSide).
+    assert (cfg.tta_model.type, cfg.tta_model.size,
+            cfg.tta_model.pad_val) == ('eva_mm.PadShortSideSegTTAModel', 896,
+                                       0)
+    # EVA's semantic map at 1/4 resolution; DDP as the official config.
+    assert cfg.model.semantic_at_mask_resolution is True
+    assert cfg.model.head_ffn_with_cp is True
+    assert cfg.find_unused_parameters is False
 
 
 @pytest.mark.parametrize('name', NAMES)
@@ -115,10 +145,12 @@ def test_paper_config_builds_on_meta(name: str) -> None:
     assert cfg.auto_scale_lr.base_batch_size == recipe['total']
     assert cfg.train_cfg.max_iters == recipe['iters']
     warmup, poly = cfg.param_scheduler
+    # mmengine runs end - begin - 1 scheduler steps: + 1 for mmcv 1.x's.
     assert (warmup.type, warmup.start_factor, warmup.end) == (
-        'LinearLR', 1e-6, recipe['warmup'])
+        'LinearLR', 1e-6, recipe['warmup'] + 1)
+    # mmcv 1.x: poly over [0, T], the warm-up multiplied on top.
     assert (poly.type, poly.power, poly.eta_min, poly.begin, poly.end) == (
-        'PolyLR', 1.0, 0.0, recipe['warmup'], recipe['iters'])
+        'PolyLR', 1.0, 0.0, 0, recipe['iters'] + 1)
     if data == ADE:
         # Stage 2 starts from the stage-1 (COCO-Stuff) model of its size.
         assert cfg.load_from.startswith(f'work_dirs/eva-{size}-p16_{COCO}/')
@@ -172,8 +204,8 @@ def test_paper_config_builds_on_meta(name: str) -> None:
             layer = hand_layer_id(pname, arch['depth'])
             assert group['lr'] == pytest.approx(
                 lr * decay**(num_layers - 1 - layer)), pname
-            no_decay = param.ndim == 1 or pname.endswith(
-                ('.bias', 'pos_embed', 'cls_token'))
+            # Official: 1-D and biases only (pos_embed, cls_token decayed).
+            no_decay = param.ndim == 1 or pname.endswith('.bias')
             assert group['weight_decay'] == (0. if no_decay else 0.05), pname
             seen.add(pname)
     assert seen == {n for n, p in model.named_parameters() if p.requires_grad}
@@ -271,3 +303,67 @@ def test_paper_config_trains_one_iteration_shrunk(
     # Validated by sliding windows at the end of the run.
     miou = runner.message_hub.get_scalar('val/mIoU').current()
     assert 0 <= miou <= 100
+
+
+@pytest.mark.parametrize('name', RELPOS_NAMES)
+def test_relpos_variant_config(name: str) -> None:
+    """The rel-pos + layer-scale + 9-decoder-layer variant: the official
+    variant configs' architecture and recipe, everything else as the plain
+    giant config."""
+    recipe = RELPOS[split(name)[1]]
+    cfg = load(name)
+    check_pipelines(cfg, recipe['classes'])
+    assert cfg.train_dataloader.dataset.type == recipe['dataset']
+    assert cfg.train_dataloader.batch_size == recipe['per_gpu']
+    assert cfg.auto_scale_lr.base_batch_size == recipe['total']
+    assert cfg.train_cfg.max_iters == recipe['iters']
+    assert cfg.optim_wrapper.optimizer.lr == recipe['lr']
+    assert cfg.optim_wrapper.paramwise_cfg.layer_decay_rate == recipe['decay']
+    warmup, poly = cfg.param_scheduler
+    assert (warmup.start_factor, warmup.end) == (1e-6, recipe['warmup'] + 1)
+    assert (poly.begin, poly.end, poly.power) == (0, recipe['iters'] + 1,
+                                                  1.0)
+    if recipe['classes'] == 150:
+        assert cfg.load_from.startswith(
+            f'work_dirs/eva-g-p16_{RELPOS_COCO}/')
+    from mmengine.utils import import_modules_from_strings
+    import_modules_from_strings(**cfg.custom_imports)
+    init_default_scope('mmseg')
+    from mmseg.registry import MODELS
+    cfg.model.backbone.init_cfg = None
+    with torch.device('meta'):
+        model = MODELS.build(cfg.model)
+    block = model.backbone.blocks[0]
+    # BEiT relative position bias over the 56 x 56 grid (+3 cls entries),
+    # one table per block, and layer scale.
+    assert block.attn.relative_position_bias_table.shape == (111 * 111 + 3,
+                                                             16)
+    assert block.gamma_1.shape == block.gamma_2.shape == (1408, )
+    assert len(model.decode_head.transformer_decoder.layers) == 9
+
+
+def test_poly_schedule_with_warmup_on_top() -> None:
+    """The ADE20K schedule's lr at every iteration equals mmcv 1.x's
+    formula: poly over [0, T] times the linear warm-up factor."""
+    cfg = load(f'eva-g-p16_{ADE}')
+    lr0, ratio, warmup, total = 2.5e-5, 1e-6, 500, 20000
+    from mmengine.registry import PARAM_SCHEDULERS
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.AdamW([param], lr=lr0)
+    schedulers = [
+        PARAM_SCHEDULERS.build(dict(scheduler, optimizer=optimizer))
+        for scheduler in cfg.param_scheduler
+    ]
+    lrs = []
+    for _ in range(total):
+        lrs.append(optimizer.param_groups[0]['lr'])
+        optimizer.step()
+        for scheduler in schedulers:
+            scheduler.step()
+    t = np.arange(total, dtype=np.float64)
+    # mmcv 1.x PolyLrUpdaterHook.get_lr and get_warmup_lr('linear').
+    poly = lr0 * (1 - t / total)**1.0
+    factor = np.where(t < warmup, 1 - (1 - t / warmup) * (1 - ratio), 1.)
+    np.testing.assert_allclose(lrs, poly * factor, rtol=1e-6, atol=1e-15)
+    # Not the 2.6% higher lr of a poly that starts after the warm-up.
+    assert lrs[warmup] == pytest.approx(lr0 * (1 - warmup / total))

@@ -27,6 +27,16 @@ data_preprocessor = dict(
 model = dict(
     type='eva_mm.Mask2FormerEncoderDecoder',
     data_preprocessor=data_preprocessor,
+    # EVA: the semantic map softmax(classes) x sigmoid(masks) is computed at
+    # the 1/4 resolution of the mask features and the probabilities are
+    # resized to the window afterwards (official mmseg_custom/models/
+    # decode_heads/mask2former_head.py:576-578 and segmentors/
+    # encoder_decoder_mask2former.py:75); False is mmseg 1.2.2, which
+    # upsamples the mask logits first.
+    semantic_at_mask_resolution=True,
+    # EVA config: ffn_cfgs with_cp=True (activation checkpointing) in the
+    # pixel decoder's and the transformer decoder's FFNs.
+    head_ffn_with_cp=True,
     backbone=dict(
         type='eva_mm.EVAViTAdapter',
         # EVA config: embed_dim=1408, depth=40, num_heads=16,
@@ -164,5 +174,7 @@ model = dict(
     # EVA config: test_cfg mode='slide', crop_size=(896, 896),
     # stride=(512, 512).
     test_cfg=dict(mode='slide', crop_size=(896, 896), stride=(512, 512)))
-# EVA config's base: find_unused_parameters=True for DDP.
-find_unused_parameters = True
+# EVA config's base: find_unused_parameters is commented out (official
+# seg/configs/_base_/models/mask2former_beit.py, last line), so DDP runs
+# with its default, False: every parameter gets a gradient each step.
+find_unused_parameters = False

@@ -88,6 +88,9 @@ tta_pipeline = [
                 keep_ratio=True) for r in (0.75, 1.0, 1.25)
         ]] + _base_.tta_pipeline[1]['transforms'][1:])
 ]
+# The paper's padded multi-scale test at this size: views below 64 px are
+# padded to 64 so that every window is a full one.
+tta_model = dict(type='eva_mm.PadShortSideSegTTAModel', size=64, pad_val=0)
 train_dataloader = dict(
     batch_size=4,
     num_workers=0,
@@ -103,11 +106,14 @@ optim_wrapper = dict(
     optimizer=dict(lr=2e-3), paramwise_cfg=dict(layer_decay_rate=0.95))
 max_iters = 200
 warmup_iters = 5
+# mmengine's schedulers run end - begin - 1 steps, hence the + 1: the
+# factors are then mmcv 1.x's r + (1 - r) t / W and (1 - t / T) exactly.
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0,
-         end=warmup_iters),
-    dict(type='PolyLR', power=1.0, eta_min=0.0, by_epoch=False,
-         begin=warmup_iters, end=max_iters),
+         end=warmup_iters + 1),
+    # The paper configs' poly over all iterations, warm-up on top.
+    dict(type='PolyLR', power=1.0, eta_min=0.0, by_epoch=False, begin=0,
+         end=max_iters + 1),
 ]
 train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
 default_hooks = dict(

@@ -22,7 +22,10 @@ class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
     :meth:`eva_mm.models.EVAViT.get_layer_depth`), so every task shares one
     rule: embeddings are layer 0, block ``k`` is layer ``k + 1`` and the
     final norm and everything outside the backbone (necks, heads) is the
-    last layer, at the full learning rate.
+    last layer, at the full learning rate. ``layer_zero_prefixes`` moves
+    chosen modules outside the backbone to layer 0 (the official EVA
+    segmentation constructor does so for the Mask2Former head's query,
+    level, class and mask embeddings).
 
     Weight decay is ``weight_decay`` of the optimizer config except for
     1-D parameters (norms, layer scales, ``q_bias``/``v_bias``), biases and
@@ -50,6 +53,12 @@ class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
       :data:`DEFAULT_NO_DECAY_NAMES`.
     - ``no_decay_1d`` (bool): exempt 1-D parameters and biases from weight
       decay; default ``True``.
+    - ``layer_zero_prefixes`` (sequence of str): full dotted names of
+      modules or parameters (e.g. ``'decode_head.query_embed'``) whose
+      parameters are at layer 0, the lowest lr, wherever they are; default
+      none. EVA-01 segmentation: ``decode_head.{mask_embed, cls_embed,
+      level_embed, query_embed, query_feat}`` (official
+      ``seg/mmcv_custom/layer_decay_optimizer_constructor.py:17-38``).
 
     Example:
         >>> optim_wrapper = dict(
@@ -63,7 +72,7 @@ class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
     """
 
     KNOWN_KEYS = ('layer_decay_rate', 'backbone_prefix', 'no_decay_names',
-                  'no_decay_1d')
+                  'no_decay_1d', 'layer_zero_prefixes')
 
     def __init__(self,
                  optim_wrapper_cfg: dict,
@@ -89,6 +98,12 @@ class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
         self.no_decay_names = frozenset(
             self.paramwise_cfg.get('no_decay_names', DEFAULT_NO_DECAY_NAMES))
         self.no_decay_1d = bool(self.paramwise_cfg.get('no_decay_1d', True))
+        prefixes = self.paramwise_cfg.get('layer_zero_prefixes', ())
+        if isinstance(prefixes, str):
+            raise TypeError('layer_zero_prefixes takes a sequence of names, '
+                            f'got the string {prefixes!r}; write '
+                            f'({prefixes!r}, ).')
+        self.layer_zero_prefixes = tuple(prefixes)
 
     def _find_backbone(self, model: nn.Module) -> Tuple[nn.Module, str]:
         """The module that owns ``get_layer_depth`` and its name prefix."""
@@ -106,6 +121,12 @@ class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
             f'{type(model).__name__} has no backbone with get_layer_depth at '
             f'{prefix!r} and no get_layer_depth itself; set '
             'paramwise_cfg.backbone_prefix to where the EVAViT backbone is.')
+
+    def _at_layer_zero(self, name: str) -> bool:
+        # Whole dotted components only: 'decode_head.query_embed' is not a
+        # prefix of 'decode_head.query_embedding.weight'.
+        return any(name == prefix or name.startswith(prefix + '.')
+                   for prefix in self.layer_zero_prefixes)
 
     def _no_decay(self, name: str, ndim: int) -> bool:
         leaf = name.rsplit('.', 1)[-1]
@@ -128,6 +149,18 @@ class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
             is_dcn_module: Unused; part of the parent's signature.
         """
         backbone, backbone_prefix = self._find_backbone(module)
+        names = [name for name, _ in module.named_parameters()]
+        unmatched = [
+            prefix for prefix in self.layer_zero_prefixes
+            if not any(name == prefix or name.startswith(prefix + '.')
+                       for name in names)
+        ]
+        if unmatched:
+            # A typo would otherwise leave those modules at the full lr.
+            raise KeyError(
+                f'layer_zero_prefixes {unmatched} match no parameter of '
+                f'{type(module).__name__}; give full dotted module names '
+                "such as 'decode_head.query_embed'.")
         groups: Dict[Tuple[int, bool], dict] = {}
         num_layers = None
         for name, param in module.named_parameters():
@@ -135,6 +168,8 @@ class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
                 continue
             layer_id, num_layers = backbone.get_layer_depth(
                 name, backbone_prefix)
+            if self._at_layer_zero(name):
+                layer_id = 0
             no_decay = self._no_decay(name, param.ndim)
             group = groups.get((layer_id, no_decay))
             if group is None:

@@ -51,14 +51,20 @@ class EVAViTAdapter(EVAViT):
     a CNN gives, for mmseg decode heads (UPerNet, Mask2Former).
 
     The cls token passes through the blocks with the patch tokens; the
-    injector and extractor act on patch tokens only. The position embedding
-    is resized at run time to the input's grid, so any input whose sides are
-    multiples of 32 and of the patch size works. Unlike the official code the
-    cls token gets its position embedding, as in pre-training (EVAViT.embed).
+    injector and extractor act on patch tokens only. As in the official code
+    the cls token enters without position embedding: only the patch tokens
+    get theirs (``pos_embed[:, 1:]``, official
+    ``seg/mmseg_custom/models/backbones/beit_adapter.py:104-110``), so
+    ``pos_embed[:, 0]`` is kept for checkpoints but unused. The position
+    embedding is resized at run time to the input's grid, so any input whose
+    sides are multiples of 32 and of the patch size works (the official code
+    needs the 896 x 896 grid it was trained on).
 
     Layer-wise lr decay is :meth:`EVAViT.get_layer_depth`: the ViT keeps its
     layers and every adapter parameter is in the last layer (full learning
-    rate), as in the official EVA segmentation constructor.
+    rate), as in the official EVA segmentation constructor; that
+    constructor's layer 0 for the Mask2Former head's query, level, class and
+    mask embeddings is the constructor option ``layer_zero_prefixes``.
 
     Defaults are the EVA-01 ViT-g segmentation backbone (official config
     ``eva_mask2former_896_40k_coco164k2ade20k_ms_relpos_layerscale_9dec.py``)
@@ -295,6 +301,27 @@ class EVAViTAdapter(EVAViT):
             tokens = self._run_block(block, tokens, grid)
         return tokens
 
+    def _embed(self,
+               x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
+        """Patch tokens with their position embedding, then the cls token
+        prepended without one (official beit_adapter.py:104-110).
+
+        Args:
+            x: Images (B, C, H, W).
+
+        Returns:
+            Tokens (B, extra + N, C) and the patch grid (H/p, W/p).
+        """
+        patches, grid = self.patch_embed(x)
+        extra = self.num_extra_tokens
+        if self.pos_embed is not None:
+            patches = patches + self._pos_embed_for(grid)[:, extra:]
+        patches = self.pos_drop(patches)
+        if self.cls_token is None:
+            return patches, grid
+        cls = self.cls_token.expand(patches.shape[0], -1, -1)
+        return torch.cat([cls, patches], dim=1), grid
+
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         """Four multi-scale feature maps.
 
@@ -316,7 +343,7 @@ class EVAViTAdapter(EVAViT):
             for i, level in enumerate(levels)
         ], dim=1)
 
-        tokens, grid = self.embed(x)
+        tokens, grid = self._embed(x)
         extra = self.num_extra_tokens
         injector_inputs, extractor_inputs = deform_inputs(
             grid, level_shapes[1:], x.device)

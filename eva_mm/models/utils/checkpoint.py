@@ -167,7 +167,19 @@ def _reason(err: Exception) -> str:
     return f'{type(err).__name__}: {lines[0] if lines else ""}'
 
 
-def load_state_dict_file(path: PathLike) -> StateDict:
+def _torch_load(path: str, mmap: bool) -> object:
+    if mmap:
+        try:
+            return torch.load(
+                path, map_location='cpu', weights_only=True, mmap=True)
+        except RuntimeError as err:
+            # Only zip-format files (torch >= 1.6) can be mapped.
+            if 'zipfile' not in str(err):
+                raise
+    return torch.load(path, map_location='cpu', weights_only=True)
+
+
+def load_state_dict_file(path: PathLike, mmap: bool = False) -> StateDict:
     """Read a checkpoint file as a flat state dict on the CPU.
 
     ``.safetensors`` files are read with safetensors, everything else
@@ -177,6 +189,9 @@ def load_state_dict_file(path: PathLike) -> StateDict:
 
     Args:
         path: The checkpoint file.
+        mmap: Map the tensors' storage from the file instead of reading it
+            (cheap when only names and shapes are needed); files in
+            PyTorch's legacy format, which cannot be mapped, are read.
 
     Returns:
         The weights, unwrapped by :func:`unwrap_state_dict`.
@@ -203,8 +218,7 @@ def load_state_dict_file(path: PathLike) -> StateDict:
             # The official EVA training code saves its argparse arguments
             # next to the weights; a Namespace only holds attributes.
             with torch.serialization.safe_globals([argparse.Namespace]):
-                checkpoint = torch.load(
-                    path, map_location='cpu', weights_only=True)
+                checkpoint = _torch_load(path, mmap)
     # Readers fail in many ways (bad zip, bad pickle, refused global, bad
     # header); each means the same to the user: not a usable checkpoint.
     except Exception as err:
@@ -592,3 +606,119 @@ def load_backbone_checkpoint(model: 'EVAViT',
         message += f'; ignored: {", ".join(ignored)}'
     print_log(message, logger='current', level=logging.INFO)
     return LoadResult(tuple(fresh), tuple(ignored))
+
+
+class KeyReport(NamedTuple):
+    """How a checkpoint's weights match a whole model's.
+
+    Attributes:
+        missing: Model weights the checkpoint does not hold.
+        mismatched: ``'key: checkpoint [shape] vs model [shape]'`` for
+            weights held with another shape (they are not loaded either).
+        unexpected: Checkpoint entries the model does not have.
+    """
+    missing: Tuple[str, ...]
+    mismatched: Tuple[str, ...]
+    unexpected: Tuple[str, ...]
+
+    @property
+    def left_at_init(self) -> Tuple[str, ...]:
+        """The model weights a load would leave at their initialisation."""
+        return self.missing + tuple(
+            line.split(':', 1)[0] for line in self.mismatched)
+
+
+def compare_with_model(model: torch.nn.Module,
+                       checkpoint: Mapping[str, torch.Tensor]) -> KeyReport:
+    """Compare a checkpoint's keys and shapes with a model's state dict.
+
+    Args:
+        model: The whole model (not a DDP or TTA wrapper around it).
+        checkpoint: Flat weights, as :func:`load_state_dict_file` gives.
+
+    Returns:
+        The missing, mis-shaped and unexpected keys, sorted.
+    """
+    expected = {k: _shape(v) for k, v in model.state_dict().items()}
+    given = {k: _shape(v) for k, v in checkpoint.items()}
+    # BatchNorm's step counter only matters for momentum=None; mmengine's
+    # loader ignores it too, and files saved without it are common.
+    missing = (k for k in set(expected) - set(given)
+               if not k.endswith('num_batches_tracked'))
+    return KeyReport(
+        missing=tuple(sorted(missing)),
+        mismatched=tuple(
+            f'{key}: checkpoint {list(given[key])} vs model '
+            f'{list(expected[key])}'
+            for key in sorted(set(given) & set(expected))
+            if given[key] != expected[key]),
+        unexpected=tuple(sorted(set(given) - set(expected))))
+
+
+def check_whole_model_checkpoint(model: torch.nn.Module,
+                                 path: PathLike,
+                                 allow_partial: bool = False,
+                                 option: str = '--allow-partial-load'
+                                 ) -> KeyReport:
+    """Refuse a checkpoint that would leave weights of ``model`` unloaded.
+
+    mmengine's ``load_checkpoint`` (used by the Runner's ``load_from`` and by
+    mmdet's / mmseg's ``init_model``) loads non-strictly and only warns, so
+    an incomplete or mis-converted checkpoint evaluates random layers without
+    an error. This compares the file's names and shapes (memory-mapped, not
+    read) with the model first.
+
+    Args:
+        model: The whole model (not a DDP or TTA wrapper around it).
+        path: The checkpoint file.
+        allow_partial: Accept missing and mis-shaped weights (they keep
+            their initialisation) and log which ones, instead of raising.
+        option: How the user allows a partial load, named in the error.
+
+    Returns:
+        The comparison; unexpected entries alone are logged, not refused.
+
+    Raises:
+        CheckpointMismatchError: Weights would be left unloaded and
+            ``allow_partial`` is False; it names every one of them.
+    """
+    path = os.fspath(path)
+    report = compare_with_model(model, load_state_dict_file(path, mmap=True))
+    left = report.left_at_init
+    if left and not allow_partial:
+        lines = [
+            f'Checkpoint {path!r} leaves {len(left)} weight(s) of '
+            f'{type(model).__name__} unloaded; they would keep their random '
+            'initialisation.'
+        ]
+        if report.missing:
+            lines.append(f'Missing in the checkpoint ({len(report.missing)}):')
+            lines += [f'  {key}' for key in report.missing]
+        if report.mismatched:
+            lines.append(f'Shape mismatch ({len(report.mismatched)}):')
+            lines += [f'  {line}' for line in report.mismatched]
+        if report.unexpected:
+            lines.append('Unexpected (in the checkpoint, not in the model) '
+                         f'({len(report.unexpected)}):')
+            lines += [f'  {key}' for key in report.unexpected]
+        lines.append(
+            'Use the checkpoint of this config\'s model (official EVA-01 '
+            f'files are converted with {CONVERTER}, e.g. --src-format '
+            f'official-seg), or pass {option} to run with those weights at '
+            'their initialisation.')
+        raise CheckpointMismatchError('\n'.join(lines))
+    if left:
+        print_log(
+            f'Partial load ({option}): {len(left)} weight(s) of '
+            f'{type(model).__name__} are not in {path!r} (or have another '
+            f'shape) and are left at their initialisation: '
+            f'{", ".join(left)}',
+            logger='current',
+            level=logging.WARNING)
+    if report.unexpected:
+        print_log(
+            f'{path!r} has {len(report.unexpected)} entries the model does '
+            f'not use: {", ".join(report.unexpected)}',
+            logger='current',
+            level=logging.WARNING)
+    return report
