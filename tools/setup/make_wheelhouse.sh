@@ -23,12 +23,19 @@ reqs=(-r "$ROOT/requirements/build.txt" -r "$ROOT/requirements/runtime.txt"
       -r "$ROOT/requirements/tests.txt" addict packaging pyyaml yapf
       mmaction2==1.2.0)
 [ "$WITH_TORCH" = --with-torch ] && reqs+=(-r "$ROOT/requirements/torch.txt")
+# Old setup.py files import pkg_resources, which setuptools 81 removed (and
+# pip's isolated builds would install): their metadata and wheels are built in
+# a scratch venv of the target's Python with an older setuptools, without
+# isolation.
+"$PYTHON" -m venv "$work/build-venv"
+build_py="$work/build-venv/bin/python"
+"$build_py" -m pip install --quiet 'setuptools<81' wheel
 # Resolve the whole tree for the target's Python, then fetch exactly that list;
 # sdists (e.g. deepspeed) are built into wheels here so the target builds
 # nothing but mmcv.
-"$PYTHON" -m pip install --quiet --dry-run --ignore-installed \
+"$build_py" -m pip install --quiet --dry-run --ignore-installed --no-build-isolation \
     --report "$work/report.json" "${reqs[@]}"
-"$PYTHON" - "$work/report.json" "$WITH_TORCH" > "$work/pinned.txt" <<'PYEOF'
+"$build_py" - "$work/report.json" "$WITH_TORCH" > "$work/pinned.txt" <<'PYEOF'
 import json, re, sys
 report, with_torch = json.load(open(sys.argv[1])), sys.argv[2] == '--with-torch'
 torch_own = re.compile(r'^(torch|torchvision|torchaudio|triton|nvidia-.*|cuda-.*)$')
@@ -37,13 +44,11 @@ for item in report['install']:
     if with_torch or not torch_own.match(name.lower()):
         print(f'{name}=={version}')
 PYEOF
-# Old setup.py files import pkg_resources, which setuptools 81 removed: the
-# isolated build environments get an older setuptools.
-echo 'setuptools<81' > "$work/build-constraints.txt"
-PIP_CONSTRAINT="$work/build-constraints.txt" \
-    "$PYTHON" -m pip wheel --quiet --no-deps -w "$DIR" -r "$work/pinned.txt"
+"$build_py" -m pip wheel --quiet --no-deps --no-build-isolation \
+    -w "$DIR" -r "$work/pinned.txt"
 # The build tools that pip's isolated builds on the target need.
 "$PYTHON" -m pip download --quiet --no-deps -d "$DIR" 'setuptools<81' wheel
-"$PYTHON" -m pip download --quiet --no-deps --no-binary :all: -d "$DIR" mmcv==2.1.0
+"$build_py" -m pip download --quiet --no-deps --no-binary :all: --no-build-isolation \
+    -d "$DIR" mmcv==2.1.0
 echo "Wheelhouse for $("$PYTHON" --version): $(ls "$DIR" | wc -l) files," \
      "$(du -sh "$DIR" | cut -f1) in $DIR"
