@@ -24,7 +24,8 @@ from eva_mm.models.losses import FederatedLoss
 CONFIGS = Path(__file__).resolve().parents[2] / 'configs/detection'
 COCO = CONFIGS / 'eva-g-p16_cascade-mask-rcnn_lsj-1024_coco.py'
 LVIS = CONFIGS / 'eva-g-p16_cascade-mask-rcnn_lsj-1024_lvis-v1.py'
-LVIS_1536 = CONFIGS / 'eva-g-p16_cascade-mask-rcnn_lsj-1280_lvis-v1_test-1536.py'
+LVIS_1536 = (CONFIGS /
+             'eva-g-p16_cascade-mask-rcnn_lsj-1280_lvis-v1_test-1536.py')
 COCO_1536 = CONFIGS / 'eva-g-p16_cascade-mask-rcnn_lsj-1280_coco_test-1536.py'
 
 
@@ -127,8 +128,8 @@ def test_rpn_trains_border_anchors_and_any_best_match() -> None:
     three 2:1 anchors of stride 4 centred at x = 20, y = 0, 4, 8, which
     contain it: IoU 160 / 1024) cross the border. detectron2
     (anchor_boundary_thresh=-1, low-quality matches at any IoU) labels every
-    anchor of that best IoU positive (up to float ties); mmdet's defaults (allowed_border=0,
-    min_pos_iou=0.3) label none."""
+    anchor of that best IoU positive (up to float ties); mmdet's defaults
+    (allowed_border=0, min_pos_iou=0.3) label none."""
     cfg = load(COCO)
     assert cfg.model.train_cfg.rpn.allowed_border == -1
     assert cfg.model.train_cfg.rpn.assigner.min_pos_iou == 0.0

@@ -62,9 +62,9 @@ class FederatedLoss(nn.Module):
     ``num_sampled_classes`` places, as detectron2's ``get_fed_loss_classes``
     (EVA-01/det/detectron2/modeling/roi_heads/fast_rcnn.py:408-420:
     ``torch.unique`` of the labels includes the background), which thus
-    keeps 49 foreground classes where the default keeps 50. The binary cross-entropy is
-    summed over the kept classes and the RoIs and divided by ``avg_factor``
-    (the number of RoIs when not given), as detectron2's
+    keeps 49 foreground classes where the default keeps 50. The binary
+    cross-entropy is summed over the kept classes and the RoIs and divided
+    by ``avg_factor`` (the number of RoIs when not given), as detectron2's
     ``sigmoid_cross_entropy_loss`` does.
 
     The ``custom_*`` flags make mmdet's ``BBoxHead`` ask this loss for the
