@@ -62,3 +62,7 @@ param_scheduler = [
 # train.init_checkpoint=eva_o365.pth): set load_from to the checkpoint of
 # eva-g-p16_cascade-rcnn_lsj-1024_objects365.py (see the COCO config).
 load_from = None
+
+# Global batch 64 = 8 nodes x 8 GPUs x 1 image, no gradient accumulation
+# (the official LVIS config takes the COCO dataloader, total_batch_size =
+# 64); auto_scale_lr.base_batch_size = 64 (schedule base).

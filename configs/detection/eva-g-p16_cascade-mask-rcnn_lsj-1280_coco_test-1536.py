@@ -21,3 +21,5 @@ test_pipeline = [
 ]
 val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader
+
+# Evaluation only: the trained model's batch was 64 (8 x 8 GPUs x 1 image).

@@ -25,3 +25,5 @@ val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader
 val_evaluator = dict(max_dets_per_image=1000)
 test_evaluator = val_evaluator
+
+# Evaluation only: the trained model's batch was 64 (8 x 8 GPUs x 1 image).
