@@ -66,10 +66,9 @@ model = dict(
                 loss_cls=dict(
                     type='CrossEntropyLoss', use_sigmoid=False,
                     loss_weight=1.0),
-                loss_bbox=dict(type='SmoothL1Loss', beta=1.0,
-                               loss_weight=1.0))
+                loss_bbox=dict(type='L1Loss', loss_weight=1.0))
             for stds in ([0.1, 0.1, 0.2, 0.2], [0.05, 0.05, 0.1, 0.1],
-                         [0.033, 0.033, 0.067, 0.067])
+                         [1 / 30, 1 / 30, 1 / 15, 1 / 15])
         ],
         # 7x7 mask features and 14x14 masks: a quarter of the usual mask
         # head cost, still finer than the 20-64 px shapes need.
@@ -87,24 +86,15 @@ model = dict(
     train_cfg=dict(
         rpn=dict(sampler=dict(num=64)),
         rpn_proposal=dict(nms_pre=500, max_per_img=100),
+        # The base's detectron2 cascade with 32 RoIs per image in stage 1
+        # (stages 2-3 train on their refinements) and 14 x 14 masks.
         rcnn=[
             dict(
-                assigner=dict(
-                    type='MaxIoUAssigner',
-                    pos_iou_thr=iou,
-                    neg_iou_thr=iou,
-                    min_pos_iou=iou,
-                    match_low_quality=False,
-                    ignore_iof_thr=-1),
-                sampler=dict(
-                    type='RandomSampler',
-                    num=32,
-                    pos_fraction=0.25,
-                    neg_pos_ub=-1,
-                    add_gt_as_proposals=True),
-                mask_size=14,
-                pos_weight=-1,
-                debug=False) for iou in (0.5, 0.6, 0.7)
+                _base_.model.train_cfg.rcnn[0],
+                sampler=dict(_base_.model.train_cfg.rcnn[0].sampler, num=32),
+                mask_size=14),
+            _base_.model.train_cfg.rcnn[1],
+            _base_.model.train_cfg.rcnn[2],
         ]),
     test_cfg=dict(
         rpn=dict(nms_pre=500, max_per_img=100),

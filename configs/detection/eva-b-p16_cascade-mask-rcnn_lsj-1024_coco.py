@@ -23,8 +23,15 @@ model = dict(
 # 0.7 over 12 layers.
 max_iters = 184375
 train_cfg = dict(max_iters=max_iters)
+# ViTDet exempts norms and pos_embed from weight decay (weight_decay_norm
+# = 0.0 in common/optim.py, overrides = {"pos_embed": {"weight_decay": 0.0}}
+# in mask_rcnn_vitdet_b_100ep.py): the constructor's default exemptions
+# (biases too), instead of EVA-g's decay on everything.
 optim_wrapper = dict(
-    paramwise_cfg=dict(layer_decay_rate=0.7), optimizer=dict(lr=1e-4))
+    paramwise_cfg=dict(_delete_=True, layer_decay_rate=0.7),
+    optimizer=dict(lr=1e-4))
+# ViTDet's batch: 64 images per step (64 GPUs x 1 image, total_batch_size
+# = 64 in mask_rcnn_vitdet_b_100ep.py), auto_scale_lr's base as for EVA-g.
 param_scheduler = [
     dict(_base_.param_scheduler[0], end=250),
     dict(

@@ -19,7 +19,9 @@ model = dict(
 # 250 warm-up iterations, lr 2e-4, layer decay 0.7 (ViTDet LVIS ViT-B).
 max_iters = 156250
 train_cfg = dict(max_iters=max_iters)
-optim_wrapper = dict(paramwise_cfg=dict(layer_decay_rate=0.7))
+# ViTDet's weight-decay exemptions, see the ViT-B COCO config; batch 64
+# (64 GPUs x 1 image), auto_scale_lr's base as for EVA-g.
+optim_wrapper = dict(paramwise_cfg=dict(_delete_=True, layer_decay_rate=0.7))
 param_scheduler = [
     _base_.param_scheduler[0],
     dict(

@@ -29,3 +29,7 @@ model = dict(
 # and set model.backbone.init_cfg=dict(type='Pretrained',
 # checkpoint='eva-g-p16_1024.pth').
 load_from = None
+
+# Global batch 64 = 8 nodes x 8 GPUs x 1 image, no gradient accumulation
+# (official dataloader.train.total_batch_size = 64);
+# auto_scale_lr.base_batch_size = 64 (schedule base).

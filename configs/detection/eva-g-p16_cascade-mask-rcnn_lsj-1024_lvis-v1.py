@@ -22,7 +22,10 @@ federated_loss = dict(
     ann_file=_base_.data_root + 'annotations/lvis_v1_train.json',
     num_sampled_classes=50,
     freq_weight_power=0.5,
-    loss_weight=1.0)
+    loss_weight=1.0,
+    # The background takes one of the 50 places when the batch has
+    # background RoIs (official roi_heads/fast_rcnn.py:408-420).
+    background_counts=True)
 
 model = dict(
     # See eva-g-p16_cascade-mask-rcnn_lsj-1024_coco.py: square padding.
@@ -59,3 +62,7 @@ param_scheduler = [
 # train.init_checkpoint=eva_o365.pth): set load_from to the checkpoint of
 # eva-g-p16_cascade-rcnn_lsj-1024_objects365.py (see the COCO config).
 load_from = None
+
+# Global batch 64 = 8 nodes x 8 GPUs x 1 image, no gradient accumulation
+# (the official LVIS config takes the COCO dataloader, total_batch_size =
+# 64); auto_scale_lr.base_batch_size = 64 (schedule base).

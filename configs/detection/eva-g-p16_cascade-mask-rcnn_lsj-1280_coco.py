@@ -25,3 +25,7 @@ test_pipeline = [
 train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
 val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader
+
+# Global batch 64 = 8 nodes x 8 GPUs x 1 image, no gradient accumulation
+# (official dataloader.train.total_batch_size = 64);
+# auto_scale_lr.base_batch_size = 64 (schedule base).

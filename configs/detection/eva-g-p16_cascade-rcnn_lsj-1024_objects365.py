@@ -44,3 +44,6 @@ default_hooks = dict(checkpoint=dict(interval=20000))
 # then --cfg-options model.backbone.init_cfg.type=Pretrained \
 #   model.backbone.init_cfg.checkpoint=eva-g-p16_1024.pth
 load_from = None
+
+# Global batch: not published for Objects365; 64 (8 nodes x 8 GPUs x 1
+# image, the COCO recipe's) assumed, auto_scale_lr.base_batch_size = 64.

@@ -13,3 +13,5 @@ model = dict(
     neck=dict(in_channels=1024))
 
 optim_wrapper = dict(paramwise_cfg=dict(layer_decay_rate=0.8))  # ViT-L
+
+# Global batch 64 = 64 GPUs x 1 image (ViTDet), auto_scale_lr's base.

@@ -463,3 +463,28 @@ print(metric.evaluate(len(samples))['lvis/bbox_AP'])
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert float(out.stdout.strip().splitlines()[-1]) == pytest.approx(1.0)
+
+
+def test_mask_area_ranges_equal_detectron2s_lvis_evaluation(
+        lvis_case, lvis_reference) -> None:
+    """segm_area_from_mask: detectron2's LVISEvaluator deletes 'bbox' from
+    the mask results (evaluation/lvis_evaluation.py:355-363), so lvis's
+    LVISResults sizes them by mask area; the reference run that way."""
+    path, gt, preds = lvis_case
+    items = ['AP', 'APs', 'APm', 'APl']
+    metric = METRICS.build(dict(type='eva_mm.LVISMetric', ann_file=path,
+                                metric='segm', metric_items=items,
+                                segm_area_from_mask=True))
+    metric.dataset_meta = dict(classes=CLASSES)
+    metric.process({}, [_data_sample(img, preds[img['id']]).to_dict()
+                        for img in gt['images']])
+    ours = metric.evaluate(len(gt['images']))
+    results = _json_results(preds, True)
+    for result in results:
+        del result['bbox']
+    reference = lvis_reference(path, results, 'segm')
+    assert ours == pytest.approx(
+        {f'lvis/segm_{k}': reference[k] for k in items}, abs=1e-4)
+    # The case tells the two apart: box-area ranges give other numbers.
+    by_box = lvis_reference(path, _json_results(preds, True), 'segm')
+    assert max(abs(by_box[k] - reference[k]) for k in items[1:]) > 1e-3

@@ -118,6 +118,9 @@ def _tiny_cascade(rescore: bool) -> CascadeRoIHead:
         rescore_by_maskness=rescore, num_convs=1, in_channels=8,
         conv_out_channels=8, num_classes=3)
     roi_head.test_cfg = cfg.model.test_cfg.rcnn
+    # mmdet's cascade, one mask head per stage (the base config's
+    # Detectron2CascadeRoIHead has one, run on logits as Mask R-CNN's).
+    roi_head.type = 'CascadeRoIHead'
     torch.manual_seed(0)
     head = MMDET_MODELS.build(roi_head)
     head.init_weights()

@@ -6,9 +6,12 @@ linear soft-NMS with score threshold 0 and maskness rescoring) with the
 backbone of each ``--arch``, its position embedding learned for each
 ``--img-size``, and times ``model.predict`` on one random, already
 normalised square image of that size, as the configs' square padding feeds
-it. Randomly initialised heads score every proposal alike, so each image
-keeps the configured 100 detections, all with masks: the cost of a COCO
-evaluation, where soft-NMS with threshold 0 also fills every image.
+it. Randomly initialised heads score every proposal alike (about 1/81 for
+every class), so with the configs' soft-NMS, which keeps every detection
+above 1e-3 as detectron2 does, an image would keep nearly all 1000 x 80
+proposal-class pairs, far more than a trained model; ``--max-per-img``
+(default 100) caps the detections instead, so that every run masks and
+rescores the same number of detections (-1: the config's own setting).
 
 Reported per (arch, size, dtype): the median seconds per image of the
 backbone + pyramid alone and of the whole detector over ``--iters`` timed
@@ -66,13 +69,19 @@ def parse_args() -> argparse.Namespace:
                         help='torch CPU threads (default: torch decides)')
     parser.add_argument('--memory', action='store_true',
                         help='also measure the fp32 peak memory')
+    parser.add_argument('--max-per-img', type=int, default=100,
+                        help='detections kept per image (random heads '
+                        "would keep tens of thousands); -1: the config's")
     return parser.parse_args()
 
 
-def build(config: str, arch: str, img_size: int) -> torch.nn.Module:
+def build(config: str, arch: str, img_size: int,
+          max_per_img: int) -> torch.nn.Module:
     """The config's detector with the ``arch`` backbone for ``img_size``."""
     cfg = Config.fromfile(config)
     cfg.model.backbone.update(arch=arch, img_size=img_size)
+    if max_per_img != -1:
+        cfg.model.test_cfg.rcnn.max_per_img = max_per_img
     cfg.model.neck.in_channels = WIDTHS[arch]
     init_default_scope('mmdet')
     torch.manual_seed(0)
@@ -134,7 +143,8 @@ def main() -> None:
     print(f'- {platform.processor() or platform.machine()}, '
           f'{torch.get_num_threads()} torch thread(s), torch '
           f'{torch.__version__}; config {Path(args.config).name}; median of '
-          f'{args.iters} runs after {args.warmup} warm-up.')
+          f'{args.iters} runs after {args.warmup} warm-up; max_per_img '
+          f'{args.max_per_img}.')
     memory_cols = ' tensor peak (GiB) | RSS growth (GiB) |' \
         if args.memory else ''
     print('\n| arch | size | dtype | backbone + FPN s/img | detector s/img | '
@@ -142,7 +152,7 @@ def main() -> None:
           ('---|---|' if args.memory else ''))
     for arch in args.arch:
         for size in args.img_size:
-            model = build(args.config, arch, size)
+            model = build(args.config, arch, size, args.max_per_img)
             for name in args.dtype:
                 cells = run_case(model, size, DTYPES[name], args.iters,
                                  args.warmup)

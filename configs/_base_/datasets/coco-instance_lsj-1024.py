@@ -56,7 +56,9 @@ train_dataloader = dict(
         data_root=data_root,
         ann_file='annotations/instances_train2017.json',
         data_prefix=dict(img='train2017/'),
-        filter_cfg=dict(filter_empty_gt=True, min_size=32),
+        # detectron2 drops images without annotations only (no minimum
+        # image size; filter_empty_annotations in data/build.py).
+        filter_cfg=dict(filter_empty_gt=True),
         pipeline=train_pipeline,
         backend_args=backend_args))
 val_dataloader = dict(
@@ -79,6 +81,11 @@ val_evaluator = dict(
     type='CocoMetric',
     ann_file=data_root + 'annotations/instances_val2017.json',
     metric=['bbox', 'segm'],
+    # detectron2's COCOEvaluator: maxDets (1, 10, 100), so AP50, AP75 and
+    # APs/m/l are at 100 detections as AP is (detectron2/evaluation/
+    # coco_evaluation.py:111-115); mmdet's (100, 300, 1000) scores those at
+    # 1000.
+    proposal_nums=(1, 10, 100),
     format_only=False,
     backend_args=backend_args)
 test_evaluator = val_evaluator

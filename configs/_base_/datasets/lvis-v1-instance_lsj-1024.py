@@ -36,5 +36,8 @@ val_evaluator = dict(
     _delete_=True,
     type='eva_mm.LVISMetric',
     ann_file=data_root + 'annotations/lvis_v1_val.json',
-    metric=['bbox', 'segm'])
+    metric=['bbox', 'segm'],
+    # Mask APs/m/l by mask area: detectron2's LVISEvaluator drops the boxes
+    # from mask results (evaluation/lvis_evaluation.py:355-363).
+    segm_area_from_mask=True)
 test_evaluator = val_evaluator

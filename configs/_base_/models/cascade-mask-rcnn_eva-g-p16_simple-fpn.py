@@ -41,4 +41,9 @@ model = dict(
             # override_score_thresh=0.0. Switch back to ViTDet's hard NMS
             # with nms=dict(type='nms', iou_threshold=0.5), score_thr=0.05.
             score_thr=0.0,
-            nms=dict(type='soft_nms', iou_threshold=0.6, method='linear'))))
+            nms=dict(type='soft_nms', iou_threshold=0.6, method='linear'),
+            # With soft-NMS detectron2 returns every detection above the
+            # soft-NMS min_score 1e-3, without the per-image top-k
+            # (official roi_heads/fast_rcnn.py:178-197 return before
+            # :200-202), and maskness rescoring sees them all.
+            max_per_img=-1)))

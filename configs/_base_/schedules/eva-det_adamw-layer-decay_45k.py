@@ -27,7 +27,11 @@ optim_wrapper = dict(
     # lr_decay_rate=0.9 over num_layers=40 (get_vit_lr_decay_rate): patch
     # and position embeddings are layer 0, block i is layer i + 1, necks and
     # heads get the full lr. The layer count comes from the backbone.
-    paramwise_cfg=dict(layer_decay_rate=0.9),
+    # Weight decay on every parameter, norms, biases, pos_embed and rel-pos
+    # tables included (optimizer.params.overrides = {},
+    # weight_decay_norm = None in the official config, lines 36-37).
+    paramwise_cfg=dict(
+        layer_decay_rate=0.9, no_decay_1d=False, no_decay_names=()),
     # lr = 2.5e-5; betas and weight decay are common/optim.py's AdamW.
     optimizer=dict(
         type='AdamW', lr=2.5e-5, betas=(0.9, 0.999), weight_decay=0.1))
@@ -51,9 +55,11 @@ param_scheduler = [
         gamma=0.1)
 ]
 
-# The numbers above are for 64 images per step (per-GPU batch x GPUs). With
-# another total batch, pass --cfg-options auto_scale_lr.enable=True to scale
-# the lr linearly.
+# The numbers above are for 64 images per step: 8 nodes x 8 GPUs x 1 image,
+# no gradient accumulation (dataloader.train.total_batch_size = 64 in the
+# official config; EVA-01/det/README.md trains on 64 GPUs). With another
+# total batch, pass --cfg-options auto_scale_lr.enable=True to scale the lr
+# linearly.
 auto_scale_lr = dict(enable=False, base_batch_size=64)
 
 default_hooks = dict(

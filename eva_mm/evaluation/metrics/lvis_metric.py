@@ -36,6 +36,7 @@ from operator import itemgetter
 from typing import Dict, List, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
+import pycocotools.mask as mask_util
 from faster_coco_eval import COCO, COCOeval_faster
 from mmdet.evaluation.metrics import LVISMetric as MMDetLVISMetric
 from mmengine.evaluator import BaseMetric
@@ -143,7 +144,8 @@ def evaluate_lvis(gt_api: COCO,
                   anns: List[dict],
                   iou_type: str,
                   logger: Optional[MMLogger] = None,
-                  max_dets: int = LVIS_MAX_DETS) -> LVISCurves:
+                  max_dets: int = LVIS_MAX_DETS,
+                  segm_area_from_mask: bool = False) -> LVISCurves:
     """LVIS evaluation of results, one faster-coco-eval pass per category.
 
     Args:
@@ -154,6 +156,8 @@ def evaluate_lvis(gt_api: COCO,
         iou_type: 'bbox' or 'segm'.
         logger: Gets one line of progress; silent when None.
         max_dets: The per-image detection budget the results were cut to.
+        segm_area_from_mask: For 'segm', put a detection in its area range
+            by its mask area instead of its box area.
 
     Returns:
         The per-category precision and recall.
@@ -177,9 +181,13 @@ def evaluate_lvis(gt_api: COCO,
                 'same split.')
         # As LVISResults completes results that have boxes (mmdet's
         # results2json writes them for masks too): the area that decides
-        # the area range is the box's, also for 'segm'.
+        # the area range is the box's, also for 'segm'; results without a
+        # box get their mask's area.
         ann['id'] = ann_id
-        ann['area'] = ann['bbox'][2] * ann['bbox'][3]
+        if iou_type == 'segm' and segm_area_from_mask:
+            ann['area'] = float(mask_util.area(ann['segmentation']))
+        else:
+            ann['area'] = ann['bbox'][2] * ann['bbox'][3]
         if ann['category_id'] in labelled[ann['image_id']]:
             dets_of[ann['category_id']].append(ann)
 
@@ -301,6 +309,12 @@ class LVISMetric(MMDetLVISMetric):
         backend_args: mmengine file backend arguments.
         max_dets_per_image: Detections scored per image over all
             categories: LVIS's 300, or EVA's 1000 for its 1536 px test.
+        segm_area_from_mask: Size the mask results' area ranges (APs, APm,
+            APl of 'segm') by mask area, as detectron2's LVIS evaluator,
+            which drops the boxes from mask results so that ``lvis``
+            computes the area from the mask (EVA-01/det/detectron2/
+            evaluation/lvis_evaluation.py:355-363). False: by box area, as
+            mmdet's LVISMetric.
 
     Raises:
         ValueError: If ``ann_file`` is missing or not in LVIS format, or
@@ -321,7 +335,8 @@ class LVISMetric(MMDetLVISMetric):
                  prefix: Optional[str] = None,
                  file_client_args: Optional[dict] = None,
                  backend_args: Optional[dict] = None,
-                 max_dets_per_image: int = LVIS_MAX_DETS) -> None:
+                 max_dets_per_image: int = LVIS_MAX_DETS,
+                 segm_area_from_mask: bool = False) -> None:
         # mmdet's __init__ refuses to run without the lvis package and
         # loads the file with it, so its steps are taken here instead.
         BaseMetric.__init__(
@@ -359,6 +374,7 @@ class LVISMetric(MMDetLVISMetric):
             raise ValueError('max_dets_per_image must be a positive number '
                              f'of detections, got {max_dets_per_image}.')
         self.max_dets_per_image = max_dets_per_image
+        self.segm_area_from_mask = segm_area_from_mask
         # The attribute name of mmdet's metric, which its process() reads.
         self._lvis_api = load_lvis_api(ann_file, backend_args)
         self.cat_ids: Optional[List[int]] = None
@@ -470,7 +486,8 @@ class LVISMetric(MMDetLVISMetric):
             anns = limit_dets_per_image(load(result_files[metric]),
                                         self.max_dets_per_image)
             curves = evaluate_lvis(self._lvis_api, anns, metric, logger,
-                                   self.max_dets_per_image)
+                                   self.max_dets_per_image,
+                                   self.segm_area_from_mask)
             values = summarize_lvis(curves, self.max_dets_per_image)
             logger.info(f'LVIS {metric}: ' + ', '.join(
                 f'{k} {v:.4f}' for k, v in values.items()))

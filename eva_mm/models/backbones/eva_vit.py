@@ -145,6 +145,10 @@ class EVAViT(BaseModule):
             ``True`` learns a space-time embedding (1, 1 + T'H'W', C); a
             loaded spatial one is tiled over time and one learned for
             another frame count (8 -> 16) is resized trilinearly.
+        rel_pos_resize: How a loaded decomposed relative position table of
+            another length is resized to this model's: ``'linear'``
+            (ViTDet) or ``'beit'`` (EVA-01's cubic resize for its 1536 px
+            evaluation), see :func:`resize_rel_pos`.
         init_cfg: mmengine initialisation config; ``type='Pretrained'`` loads
             a checkpoint with resizing and a clear key report.
     """
@@ -194,6 +198,7 @@ class EVAViT(BaseModule):
                  num_frames: int = 1,
                  tubelet_size: int = 1,
                  temporal_pos_embed: bool = False,
+                 rel_pos_resize: str = 'linear',
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         self.arch_settings = self._parse_arch(arch)
@@ -216,6 +221,10 @@ class EVAViT(BaseModule):
         self.frozen_stages = frozen_stages
         self.freeze_patch_embed = freeze_patch_embed
         self.with_cp = with_cp
+        if rel_pos_resize not in ('linear', 'beit'):
+            raise ValueError("rel_pos_resize must be 'linear' or 'beit', got "
+                             f'{rel_pos_resize!r}.')
+        self.rel_pos_resize = rel_pos_resize
 
         self.img_size = _pair(img_size)
         self.patch_size = patch_size
@@ -383,7 +392,7 @@ class EVAViT(BaseModule):
                 if hasattr(attn, name) and key + name in state_dict:
                     state_dict[key + name] = resize_rel_pos(
                         state_dict[key + name],
-                        getattr(attn, name).shape[0])
+                        getattr(attn, name).shape[0], self.rel_pos_resize)
             table_key = key + 'relative_position_bias_table'
             if hasattr(attn, 'relative_position_bias_table') and \
                     table_key in state_dict:

@@ -2,11 +2,13 @@
 
 One implementation serves the run-time resize inside :class:`EVAViT` and the
 load-time resize of the checkpoint converters, so both give the same numbers.
-All resizing is done with ``torch.nn.functional.interpolate``: SciPy >= 1.14
-removed ``interp2d``, which the BEiT resizers of mmseg/mmpretrain call.
+All resizing is done with ``torch.nn.functional.interpolate`` (SciPy >= 1.14
+removed ``interp2d``, which the BEiT resizers of mmseg/mmpretrain call),
+except EVA-01's 1-D cubic ``'beit'`` resize of decomposed tables.
 """
 from typing import Tuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -72,21 +74,81 @@ def resize_patch_kernel(weight: torch.Tensor,
     return flat.reshape(*lead, *patch_size).to(weight.dtype)
 
 
-def resize_rel_pos(rel_pos: torch.Tensor, length: int) -> torch.Tensor:
-    """Linearly resize a decomposed relative position table (ViTDet).
+def resize_rel_pos(rel_pos: torch.Tensor,
+                   length: int,
+                   mode: str = 'linear') -> torch.Tensor:
+    """Resize a decomposed relative position table (ViTDet).
 
     Args:
         rel_pos: Table of shape (L, head_dim) with L = 2 * size - 1.
         length: Target length 2 * size' - 1.
+        mode: ``'linear'``: ViTDet's linear interpolation over evenly spaced
+            offsets (``interp_type="vitdet"`` of the official EVA-01
+            detector). ``'beit'``: the official EVA-01 1536 px evaluation
+            (``interp_type="beit"``, EVA-01/det/detectron2/modeling/
+            backbone/utils.py:90-118): a cubic spline through the table
+            placed on a geometric grid of offsets, see
+            :func:`beit_rel_pos_offsets`, evaluated at evenly spaced
+            offsets -length // 2 ... length // 2.
 
     Returns:
         Table of shape (length, head_dim).
     """
     if rel_pos.shape[0] == length:
         return rel_pos
+    if mode == 'beit':
+        return _resize_rel_pos_beit(rel_pos, length)
+    if mode != 'linear':
+        raise ValueError(
+            f"Relative position resize mode must be 'linear' or 'beit', got "
+            f'{mode!r}.')
     table = rel_pos.float().t().unsqueeze(0)
     table = F.interpolate(table, size=length, mode='linear')
     return table.squeeze(0).t().to(rel_pos.dtype)
+
+
+# The ratio of EVA-01's geometric grid (utils.py:99, fixed there, not solved
+# for as BEiT does).
+BEIT_REL_POS_RATIO = 1.0903078
+
+
+def beit_rel_pos_offsets(src_len: int) -> np.ndarray:
+    """Where EVA-01's BEiT-style resize places a table's entries.
+
+    The entry ``i`` of a table of odd length L stands for the offset
+    ``x_i``: 0 in the middle and, outwards, 1, 1 + q, 1 + q + q^2, ...
+    (mirrored for negative offsets) with q = 1.0903078, so the table spreads
+    over a wider range than its L - 1 integer offsets.
+
+    Args:
+        src_len: The table length L.
+
+    Returns:
+        The L offsets, ascending.
+    """
+    steps = BEIT_REL_POS_RATIO**np.arange(1, src_len // 2)
+    right = np.concatenate([[1.0], 1.0 + np.cumsum(steps)])
+    return np.concatenate([-right[::-1], [0.0], right])
+
+
+def _resize_rel_pos_beit(rel_pos: torch.Tensor, length: int) -> torch.Tensor:
+    """The ``'beit'`` mode of :func:`resize_rel_pos` (see there)."""
+    # SciPy's not-a-knot cubic spline is what the official interp1d(kind=
+    # 'cubic', fill_value='extrapolate') computes, for all columns at once.
+    if rel_pos.is_meta:
+        # Shape checks build models and convert checkpoints without data.
+        return rel_pos.new_empty((length, rel_pos.shape[1]))
+    from scipy.interpolate import CubicSpline
+    src = rel_pos.detach().double().cpu().numpy()
+    if src.shape[0] < 4:
+        raise ValueError(f'A table of length {src.shape[0]} is too short for '
+                         "the cubic 'beit' resize (at least 4 entries).")
+    spline = CubicSpline(
+        beit_rel_pos_offsets(src.shape[0]), src, axis=0,
+        bc_type='not-a-knot', extrapolate=True)
+    half = length // 2
+    dst = spline(np.arange(-half, half + 0.1, 1.0))
+    return torch.from_numpy(dst).to(rel_pos.dtype).to(rel_pos.device)
 
 
 def resize_rel_pos_bias_table(table: torch.Tensor,

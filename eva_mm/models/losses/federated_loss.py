@@ -57,11 +57,14 @@ class FederatedLoss(nn.Module):
     the classes of the foreground labels are kept, and further classes are
     drawn without replacement with probability proportional to
     ``class_freq ** freq_weight_power`` until ``num_sampled_classes`` classes
-    are kept (or all of them); detectron2 counts the background label among
-    its 50 when the batch has background RoIs, so it keeps 49 foreground
-    classes there, where this loss keeps 50. The binary cross-entropy is
-    summed over the kept classes and the RoIs and divided by ``avg_factor``
-    (the number of RoIs when not given), as detectron2's
+    are kept (or all of them). With ``background_counts`` the background
+    label, when the batch has background RoIs, takes one of the
+    ``num_sampled_classes`` places, as detectron2's ``get_fed_loss_classes``
+    (EVA-01/det/detectron2/modeling/roi_heads/fast_rcnn.py:408-420:
+    ``torch.unique`` of the labels includes the background), which thus
+    keeps 49 foreground classes where the default keeps 50. The binary
+    cross-entropy is summed over the kept classes and the RoIs and divided
+    by ``avg_factor`` (the number of RoIs when not given), as detectron2's
     ``sigmoid_cross_entropy_loss`` does.
 
     The ``custom_*`` flags make mmdet's ``BBoxHead`` ask this loss for the
@@ -81,6 +84,8 @@ class FederatedLoss(nn.Module):
         freq_weight_power: Exponent of the frequencies in the sampling
             weights; 0.5 in detectron2 and EVA.
         loss_weight: Weight of the loss.
+        background_counts: Count the background among the
+            ``num_sampled_classes`` (detectron2, on in the EVA LVIS configs).
     """
 
     def __init__(self,
@@ -89,7 +94,8 @@ class FederatedLoss(nn.Module):
                  class_freq: Optional[Sequence[float]] = None,
                  num_sampled_classes: int = 50,
                  freq_weight_power: float = 0.5,
-                 loss_weight: float = 1.0) -> None:
+                 loss_weight: float = 1.0,
+                 background_counts: bool = False) -> None:
         super().__init__()
         if (ann_file is None) == (class_freq is None):
             raise ValueError(
@@ -105,6 +111,7 @@ class FederatedLoss(nn.Module):
         self.num_sampled_classes = num_sampled_classes
         self.freq_weight_power = freq_weight_power
         self.loss_weight = loss_weight
+        self.background_counts = background_counts
         self.custom_cls_channels = True
         self.custom_activation = True
         self.custom_accuracy = True
@@ -205,8 +212,10 @@ class FederatedLoss(nn.Module):
         present = labels[(labels >= 0) & (labels < self.num_classes)].unique()
         weights = self.sample_weights.to(labels.device).clone()
         weights[present] = 0
-        num_draws = min(self.num_sampled_classes - len(present),
-                        int((weights > 0).sum()))
+        budget = self.num_sampled_classes - len(present)
+        if self.background_counts and (labels == self.num_classes).any():
+            budget -= 1
+        num_draws = min(budget, int((weights > 0).sum()))
         if num_draws <= 0:
             return present
         sampled = torch.multinomial(weights, num_draws, replacement=False)

@@ -5,6 +5,7 @@ Importing this package registers every ``--src-format`` of
 source family is a module here that decorates its converters with
 :func:`register_src_format` and is imported below.
 """
+from . import detectron2_detector  # noqa: F401  (official-det)
 from . import eva01_backbone  # noqa: F401  (official, timm)
 from . import eva01_video  # noqa: F401  (official-video)
 from . import eva_clip  # noqa: F401  (official-clip)
