@@ -259,6 +259,10 @@ def _det_model(plan: Plan):
         cfg.model.backbone.update(window_size=4, global_block_indexes=(1, ),
                                   with_cp=False)
     cfg.model.neck.in_channels = _arch_dims(plan.det_arch)
+    # The config keeps every soft-NMS survivor above 1e-3 (EVA's test); with
+    # random weights that is every proposal-class pair (~80k masks), far more
+    # than a trained model keeps, so time the mask head on 100 as mmdet does.
+    cfg.model.test_cfg.rcnn.max_per_img = 100
     torch.manual_seed(0)
     return MODELS.build(cfg.model).to(plan.device)
 
