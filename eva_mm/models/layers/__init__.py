@@ -1,14 +1,16 @@
 from .adapter import (ConvFFN, Extractor, Injector, InteractionBlock,
                       SpatialPriorModule, deform_inputs)
 from .attention import EVAAttention
+from .norm import LayerNorm
+from .patch_embed import PatchEmbed
 from .pos_embed import (resize_patch_kernel, resize_pos_embed, resize_rel_pos,
                         resize_rel_pos_bias_table)
-from .transformer import EVABlock, LayerNorm, window_partition, window_unpartition
+from .transformer import EVABlock, window_partition, window_unpartition
 
 __all__ = [
     'ConvFFN', 'Extractor', 'Injector', 'InteractionBlock',
     'SpatialPriorModule', 'deform_inputs',
-    'EVAAttention', 'EVABlock', 'LayerNorm', 'resize_patch_kernel',
-    'resize_pos_embed', 'resize_rel_pos', 'resize_rel_pos_bias_table',
-    'window_partition', 'window_unpartition'
+    'EVAAttention', 'EVABlock', 'LayerNorm', 'PatchEmbed',
+    'resize_patch_kernel', 'resize_pos_embed', 'resize_rel_pos',
+    'resize_rel_pos_bias_table', 'window_partition', 'window_unpartition'
 ]

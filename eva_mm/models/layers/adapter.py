@@ -21,7 +21,7 @@ from mmcv.ops import MultiScaleDeformableAttention
 from timm.layers import DropPath
 from torch.utils.checkpoint import checkpoint
 
-from .transformer import LayerNorm
+from .norm import LayerNorm
 
 Shape = Tuple[int, int]
 

@@ -7,30 +7,7 @@ import torch.nn.functional as F
 from timm.layers import DropPath, Mlp
 
 from .attention import EVAAttention
-
-
-class LayerNorm(nn.LayerNorm):
-    """LayerNorm that can compute in fp32 whatever the input dtype.
-
-    The official EVA code keeps its LayerNorms in fp32 under fp16 training;
-    ``fp32=True`` does the same here.
-
-    Args:
-        dim: Normalised dimension.
-        eps: Numerical epsilon (EVA uses 1e-6).
-        fp32: Compute in fp32 and cast back to the input dtype.
-    """
-
-    def __init__(self, dim: int, eps: float = 1e-6, fp32: bool = False):
-        super().__init__(dim, eps=eps)
-        self.fp32 = fp32
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.fp32 or x.dtype == torch.float32:
-            return super().forward(x)
-        return F.layer_norm(x.float(), self.normalized_shape,
-                            self.weight.float(), self.bias.float(),
-                            self.eps).to(x.dtype)
+from .norm import LayerNorm
 
 
 def window_partition(x: torch.Tensor,
