@@ -3,7 +3,7 @@
 Written against the hand-written helpers and kept when they moved onto
 timm's ``resample_abs_pos_embed`` and ``gen_relative_position_index``: the
 references here are computed another way (``F.interpolate`` on the grid laid
-out by hand, the index entry by entry).
+out by hand, the BEiT bias entry by entry).
 """
 import itertools
 
@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from eva_mm.models.layers.attention import _beit_rel_pos_index
+from eva_mm.models.layers import EVAAttention
 from eva_mm.models.layers.pos_embed import (resize_pos_embed,
                                             resize_rel_pos_bias_table)
 
@@ -55,20 +55,23 @@ def test_resize_rel_pos_bias_table(src, dst):
 
 @pytest.mark.parametrize('hw', [(2, 3), (4, 4), (1, 5)])
 @pytest.mark.parametrize('with_cls', [False, True])
-def test_beit_rel_pos_index(hw, with_cls):
+def test_beit_table_bias(hw, with_cls):
     h, w = hw
+    extra = int(with_cls)
+    attn = EVAAttention(8, 2, rel_pos='bias', rel_pos_size=hw,
+                        num_extra_tokens=extra)
+    table = torch.randn_like(attn.relative_position_bias_table)
+    attn.relative_position_bias_table.data.copy_(table)
     cells = list(itertools.product(range(h), range(w)))
     num_rel = (2 * h - 1) * (2 * w - 1)
-    extra = int(with_cls)
-    expected = torch.empty(extra + h * w, extra + h * w, dtype=torch.long)
+    index = torch.empty(extra + h * w, extra + h * w, dtype=torch.long)
     for (i, (yi, xi)), (j, (yj, xj)) in itertools.product(
             enumerate(cells), repeat=2):
-        expected[extra + i, extra + j] = ((yi - yj + h - 1) * (2 * w - 1) +
-                                          xi - xj + w - 1)
+        index[extra + i, extra + j] = ((yi - yj + h - 1) * (2 * w - 1) +
+                                       xi - xj + w - 1)
     if with_cls:
         # BEiT's three extra table rows: cls->token, token->cls, cls->cls.
-        expected[0, :], expected[:, 0], expected[0, 0] = (num_rel,
-                                                          num_rel + 1,
-                                                          num_rel + 2)
-    index = _beit_rel_pos_index(hw, with_cls, torch.device('cpu'))
-    assert torch.equal(index, expected)
+        index[0, :], index[:, 0], index[0, 0] = (num_rel, num_rel + 1,
+                                                 num_rel + 2)
+    expected = table[index].permute(2, 0, 1)[None]
+    assert torch.equal(attn._table_bias(hw), expected)

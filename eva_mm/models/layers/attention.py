@@ -4,6 +4,7 @@ from typing import Optional, Tuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from timm.layers import gen_relative_position_index
 
 from .pos_embed import resize_rel_pos, resize_rel_pos_bias_table
 
@@ -17,29 +18,6 @@ def _decomposed_rel_pos(table: torch.Tensor, size: int) -> torch.Tensor:
     table = resize_rel_pos(table, 2 * size - 1)
     coords = torch.arange(size, device=table.device)
     return table[coords[:, None] - coords[None, :] + size - 1]
-
-
-def _beit_rel_pos_index(hw: Tuple[int, int], with_cls: bool,
-                        device: torch.device) -> torch.Tensor:
-    """BEiT's index into the relative position bias table, (N, N)."""
-    h, w = hw
-    coords = torch.stack(
-        torch.meshgrid(
-            torch.arange(h, device=device),
-            torch.arange(w, device=device),
-            indexing='ij')).flatten(1)
-    rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0)
-    index = (rel[..., 0] + h - 1) * (2 * w - 1) + rel[..., 1] + w - 1
-    if not with_cls:
-        return index
-    num_rel = (2 * h - 1) * (2 * w - 1)
-    full = torch.empty((h * w + 1, h * w + 1), dtype=index.dtype,
-                       device=device)
-    full[1:, 1:] = index
-    full[0, :] = num_rel  # cls -> token
-    full[:, 0] = num_rel + 1  # token -> cls
-    full[0, 0] = num_rel + 2  # cls -> cls
-    return full
 
 
 class EVAAttention(nn.Module):
@@ -139,8 +117,8 @@ class EVAAttention(nn.Module):
     def _table_bias(self, hw: Tuple[int, int]) -> torch.Tensor:
         table = resize_rel_pos_bias_table(self.relative_position_bias_table,
                                           self.rel_pos_size, hw)
-        index = _beit_rel_pos_index(hw, self.num_extra_tokens > 0,
-                                    table.device)
+        index = gen_relative_position_index(
+            hw, class_token=self.num_extra_tokens > 0, device=table.device)
         return table[index].permute(2, 0, 1).unsqueeze(0)
 
     def forward(self, x: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:

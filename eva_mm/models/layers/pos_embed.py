@@ -2,7 +2,9 @@
 
 One implementation serves the run-time resize inside :class:`EVAViT` and the
 load-time resize of the checkpoint converters, so both give the same numbers.
-All resizing is done with ``torch.nn.functional.interpolate`` (SciPy >= 1.14
+2-D grids (position embeddings, BEiT bias tables) are resampled by timm's
+``resample_abs_pos_embed`` (bicubic, no antialiasing, as the official EVA
+code); the rest with ``torch.nn.functional.interpolate`` (SciPy >= 1.14
 removed ``interp2d``, which the BEiT resizers of mmseg/mmpretrain call),
 except EVA-01's 1-D cubic ``'beit'`` resize of decomposed tables.
 """
@@ -11,6 +13,7 @@ from typing import Tuple
 import numpy as np
 import torch
 import torch.nn.functional as F
+from timm.layers import resample_abs_pos_embed
 
 
 def resize_pos_embed(pos_embed: torch.Tensor,
@@ -38,14 +41,15 @@ def resize_pos_embed(pos_embed: torch.Tensor,
             f'pos_embed has {pos_embed.shape[1]} tokens, which does not '
             f'match a {src_h}x{src_w} grid plus {num_extra_tokens} extra '
             'token(s).')
-    extra, grid = (pos_embed[:, :num_extra_tokens],
-                   pos_embed[:, num_extra_tokens:])
-    dim = grid.shape[-1]
-    grid = grid.reshape(1, src_h, src_w, dim).permute(0, 3, 1, 2)
-    grid = F.interpolate(
-        grid.float(), size=tuple(dst_shape), mode=mode, align_corners=False)
-    grid = grid.to(pos_embed.dtype).flatten(2).transpose(1, 2)
-    return torch.cat([extra, grid], dim=1)
+    # timm's antialiasing (its default) would change upsampled values too:
+    # torch's antialiased bicubic uses another kernel.
+    return resample_abs_pos_embed(
+        pos_embed,
+        list(dst_shape),
+        [src_h, src_w],
+        num_prefix_tokens=num_extra_tokens,
+        interpolation=mode,
+        antialias=False)
 
 
 def resize_patch_kernel(weight: torch.Tensor,
@@ -170,15 +174,17 @@ def resize_rel_pos_bias_table(table: torch.Tensor,
     """
     if tuple(src_shape) == tuple(dst_shape):
         return table
-    src_len = (2 * src_shape[0] - 1, 2 * src_shape[1] - 1)
-    dst_len = (2 * dst_shape[0] - 1, 2 * dst_shape[1] - 1)
+    src_len = [2 * src_shape[0] - 1, 2 * src_shape[1] - 1]
+    dst_len = [2 * dst_shape[0] - 1, 2 * dst_shape[1] - 1]
     grid, extra = table[:-num_extra], table[-num_extra:]
-    heads = table.shape[1]
-    grid = grid.t().reshape(1, heads, *src_len).float()
-    grid = F.interpolate(
-        grid, size=dst_len, mode='bicubic', align_corners=False)
-    grid = grid.reshape(heads, -1).t().to(table.dtype)
-    return torch.cat([grid, extra], dim=0)
+    # The table's rows are a (2H-1) x (2W-1) grid of offsets with one channel
+    # per head: a position embedding to timm. Not timm's
+    # resize_rel_pos_bias_table_simple, which takes the source window to be
+    # square (EVAViT's grids and run-time windows need not be) and
+    # interpolates in the table's dtype.
+    grid = resample_abs_pos_embed(
+        grid[None], dst_len, src_len, num_prefix_tokens=0, antialias=False)
+    return torch.cat([grid[0], extra], dim=0)
 
 
 def resize_pos_embed_3d(pos_embed: torch.Tensor,
