@@ -9,9 +9,8 @@ from torch.nn.modules.utils import _pair
 from torch.utils.checkpoint import checkpoint
 
 from eva_mm.registry import MODELS
-from ..layers.pos_embed import (inflate_patch_kernel, resize_patch_kernel,
-                                resize_pos_embed, resize_pos_embed_3d,
-                                resize_rel_pos, resize_rel_pos_bias_table)
+from ..layers.pos_embed import (TargetSizes, fit_state_dict,
+                                resize_pos_embed, resize_pos_embed_3d)
 from ..layers.norm import LayerNorm
 from ..layers.patch_embed import PatchEmbed
 from ..layers.transformer import EVABlock
@@ -305,75 +304,35 @@ class EVAViT(BaseModule):
                         **kwargs) -> None:
         """Fit the sized tensors of a loaded checkpoint to this model.
 
-        The position grid and the patch kernel (e.g. 14 -> 16) are resized, a
-        cls position is dropped for a model without cls token, and relative
-        position tables are resized to each block's window or grid. In the
-        video model an image kernel is inflated to a tubelet and, with
-        ``temporal_pos_embed``, a spatial position embedding is tiled over
-        time and a space-time one resized trilinearly (8 -> 16 frames).
-        Anything else that does not fit is left for the loader to report.
+        The load pre-hook of mmengine's ``load_checkpoint`` and
+        ``load_state_dict``; see :func:`fit_state_dict`, the one resizing
+        path that ``init_cfg=Pretrained`` and the converters take too.
         """
-        pos_key = prefix + 'pos_embed'
-        if self.pos_embed is not None and pos_key in state_dict:
-            state_dict[pos_key] = self._fit_pos_embed(state_dict[pos_key])
-        kernel_key = prefix + 'patch_embed.proj.weight'
-        if kernel_key in state_dict:
-            loaded = state_dict[kernel_key]
-            target = self.patch_embed.proj.weight.shape
-            if loaded.shape[:2] == target[:2] and loaded.shape != target:
-                loaded = resize_patch_kernel(loaded, target[-2:])
-                if loaded.dim() == 4 and len(target) == 5:
-                    loaded = inflate_patch_kernel(loaded, target[2])
-                state_dict[kernel_key] = loaded
+        fit_state_dict(state_dict, self.target_sizes, prefix)
+
+    @property
+    def target_sizes(self) -> TargetSizes:
+        """This model's sizes, which :func:`fit_state_dict` fits weights to.
+
+        Rel-pos tables are sized for each block's window, or for the grid in
+        global blocks.
+        """
+        lengths, windows = {}, {}
         for i, block in enumerate(self.blocks):
-            attn, key = block.attn, f'{prefix}blocks.{i}.attn.'
+            attn, key = block.attn, f'blocks.{i}.attn.'
             for name in ('rel_pos_h', 'rel_pos_w'):
-                if hasattr(attn, name) and key + name in state_dict:
-                    state_dict[key + name] = resize_rel_pos(
-                        state_dict[key + name],
-                        getattr(attn, name).shape[0], self.rel_pos_resize)
-            table_key = key + 'relative_position_bias_table'
-            if hasattr(attn, 'relative_position_bias_table') and \
-                    table_key in state_dict:
-                table = state_dict[table_key]
-                side = (math.isqrt(table.shape[0] - 3) + 1) // 2
-                state_dict[table_key] = resize_rel_pos_bias_table(
-                    table, (side, side), attn.rel_pos_size)
-
-    def _fit_pos_embed(self, loaded: torch.Tensor) -> torch.Tensor:
-        if loaded.shape == self.pos_embed.shape:
-            return loaded
-        if not self.temporal_pos_embed:
-            return self._fit_spatial_pos_embed(loaded)
-        extra = self.num_extra_tokens
-        frame = self.patch_resolution[0] * self.patch_resolution[1]
-        grid_tokens = loaded.shape[1] - extra
-        # Several frames of this model's grid: a video checkpoint learned for
-        # another frame count; otherwise a spatial (image) embedding.
-        if grid_tokens > frame and grid_tokens % frame == 0:
-            src_grid = (grid_tokens // frame, *self.patch_resolution)
-            return resize_pos_embed_3d(loaded, src_grid, self.pos_grid, extra)
-        loaded = self._fit_spatial_pos_embed(loaded)
-        if loaded.shape[1] != extra + frame:
-            return loaded
-        return resize_pos_embed_3d(loaded, (1, *self.patch_resolution),
-                                   self.pos_grid, extra)
-
-    def _fit_spatial_pos_embed(self, loaded: torch.Tensor) -> torch.Tensor:
-        tokens = loaded.shape[1]
-        # A square grid tells whether the checkpoint has a cls position.
-        if math.isqrt(tokens - 1)**2 == tokens - 1:
-            src_extra = 1
-        elif math.isqrt(tokens)**2 == tokens:
-            src_extra = 0
-        else:
-            return loaded
-        if src_extra < self.num_extra_tokens:
-            return loaded
-        loaded = loaded[:, src_extra - self.num_extra_tokens:]
-        side = math.isqrt(tokens - src_extra)
-        return resize_pos_embed(loaded, (side, side), self.patch_resolution,
-                                self.num_extra_tokens)
+                if hasattr(attn, name):
+                    lengths[key + name] = getattr(attn, name).shape[0]
+            if hasattr(attn, 'relative_position_bias_table'):
+                windows[key + 'relative_position_bias_table'] = \
+                    attn.rel_pos_size
+        return TargetSizes(
+            kernel_shape=tuple(self.patch_embed.proj.weight.shape),
+            pos_grid=None if self.pos_embed is None else self.pos_grid,
+            with_cls_token=self.cls_token is not None,
+            rel_pos_lengths=lengths,
+            rel_pos_windows=windows,
+            rel_pos_resize=self.rel_pos_resize)
 
     # ------------------------------------------------------------------
     # Freezing

@@ -8,7 +8,9 @@ code); the rest with ``torch.nn.functional.interpolate`` (SciPy >= 1.14
 removed ``interp2d``, which the BEiT resizers of mmseg/mmpretrain call),
 except EVA-01's 1-D cubic ``'beit'`` resize of decomposed tables.
 """
-from typing import Tuple
+import math
+from dataclasses import dataclass, field
+from typing import Dict, Mapping, Optional, Tuple
 
 import numpy as np
 import torch
@@ -248,3 +250,138 @@ def inflate_patch_kernel(weight: torch.Tensor,
                          f'{tuple(weight.shape)}.')
     inflated = weight.unsqueeze(2).repeat(1, 1, tubelet_size, 1, 1)
     return inflated / tubelet_size
+
+
+@dataclass(frozen=True)
+class TargetSizes:
+    """The sizes a checkpoint's sized tensors are fitted to: a model's.
+
+    Attributes:
+        kernel_shape: The patch kernel's shape, (C_out, C_in, kh, kw) or
+            (C_out, C_in, t, kh, kw) for a video tubelet; ``None`` keeps the
+            checkpoint's.
+        pos_grid: The grid the absolute position embedding is learned for,
+            (H, W) or (T, H, W) for a space-time one; ``None`` keeps the
+            checkpoint's.
+        with_cls_token: The position embedding starts with a cls position.
+        rel_pos_lengths: Length of each decomposed relative position table,
+            by key (``blocks.N.attn.rel_pos_h`` / ``_w``).
+        rel_pos_windows: Window (H, W) of each BEiT relative position bias
+            table, by key (``blocks.N.attn.relative_position_bias_table``).
+        rel_pos_resize: How decomposed tables are resized, see
+            :func:`resize_rel_pos`.
+    """
+    kernel_shape: Optional[Tuple[int, ...]] = None
+    pos_grid: Optional[Tuple[int, ...]] = None
+    with_cls_token: bool = True
+    rel_pos_lengths: Mapping[str, int] = field(default_factory=dict)
+    rel_pos_windows: Mapping[str, Tuple[int, int]] = field(
+        default_factory=dict)
+    rel_pos_resize: str = 'linear'
+
+
+def _checkpoint_grid(tokens: int,
+                     grid: Tuple[int, ...]) -> Optional[Tuple[int, ...]]:
+    """The grid of a checkpoint's ``tokens`` positions, for a model ``grid``.
+
+    The file does not record its grid. The model's is taken when the count
+    fits it; a space-time model takes whole frames of its spatial grid
+    (one frame: an image embedding, tiled over time); otherwise the grid is
+    taken to be square, as every released EVA / ViT pre-training grid is.
+
+    Returns:
+        The grid, or ``None`` if the count fits none of these.
+    """
+    if tokens <= 0:
+        return None
+    if tokens == math.prod(grid):
+        return tuple(grid)
+    frame = math.prod(grid[-2:])
+    if len(grid) == 3 and tokens % frame == 0:
+        return (tokens // frame, *grid[-2:])
+    side = math.isqrt(tokens)
+    if side * side != tokens:
+        return None
+    return (side, side) if len(grid) == 2 else (1, side, side)
+
+
+def _fit_pos_embed(loaded: torch.Tensor, target: TargetSizes,
+                   src_extra: int) -> torch.Tensor:
+    """``loaded`` on the target grid, or unchanged if it cannot be."""
+    grid, extra = target.pos_grid, int(target.with_cls_token)
+    if src_extra < extra:
+        return loaded  # no cls position to give the model
+    # A model without cls token drops the checkpoint's cls position.
+    loaded = loaded[:, src_extra - extra:]
+    src_grid = _checkpoint_grid(loaded.shape[1] - extra, grid)
+    if src_grid is None:
+        return loaded
+    if len(grid) == 2:
+        return resize_pos_embed(loaded, src_grid, grid, extra)
+    if src_grid[1:] != grid[1:]:
+        # Another spatial grid: resize the image embedding as the image
+        # model does, then tile it over time.
+        loaded = resize_pos_embed(loaded, src_grid[1:], grid[1:], extra)
+        src_grid = (1, *grid[1:])
+    return resize_pos_embed_3d(loaded, src_grid, grid, extra)
+
+
+def fit_state_dict(state_dict: Dict[str, torch.Tensor],
+                   target: TargetSizes,
+                   prefix: str = '',
+                   src_extra_tokens: Optional[int] = None) -> None:
+    """Fit the sized tensors of EVAViT weights to a model's sizes, in place.
+
+    The one resizing path of every way EVAViT weights are loaded: the model's
+    load pre-hook (mmengine's ``load_checkpoint``), ``init_cfg=Pretrained``
+    and the converters. The patch kernel is resized (14 -> 16) and inflated
+    to a tubelet, the position embedding resized to the model's grid (a cls
+    position dropped for a model without cls token, an image embedding tiled
+    over time), and relative position tables resized to each block's
+    window or grid. A tensor that cannot be fitted is left as it is, for the
+    loader's key report.
+
+    Args:
+        state_dict: The weights; entries are replaced by resized ones.
+        target: The model's sizes.
+        prefix: The weights' prefix in ``state_dict``.
+        src_extra_tokens: Leading non-patch positions in the checkpoint's
+            ``pos_embed``. ``None``: one if the checkpoint holds a
+            ``cls_token``, else one exactly when the embedding is one longer
+            than the model's grid (a cls position without cls token, as
+            ViTDet's ``pretrain_use_cls_token`` files have), else none.
+    """
+    kernel_key = prefix + 'patch_embed.proj.weight'
+    if target.kernel_shape is not None and kernel_key in state_dict:
+        loaded, shape = state_dict[kernel_key], target.kernel_shape
+        if loaded.shape[:2] == shape[:2] and loaded.shape != shape:
+            loaded = resize_patch_kernel(loaded, shape[-2:])
+            if loaded.dim() == 4 and len(shape) == 5:
+                loaded = inflate_patch_kernel(loaded, shape[2])
+            state_dict[kernel_key] = loaded
+    pos_key = prefix + 'pos_embed'
+    if target.pos_grid is not None and pos_key in state_dict:
+        loaded = state_dict[pos_key]
+        if src_extra_tokens is None:
+            src_extra_tokens = int(
+                prefix + 'cls_token' in state_dict
+                or loaded.shape[1] == math.prod(target.pos_grid) + 1)
+        state_dict[pos_key] = _fit_pos_embed(loaded, target, src_extra_tokens)
+    for key, length in target.rel_pos_lengths.items():
+        if prefix + key in state_dict:
+            state_dict[prefix + key] = resize_rel_pos(
+                state_dict[prefix + key], length, target.rel_pos_resize)
+    for key, window in target.rel_pos_windows.items():
+        if prefix + key not in state_dict:
+            continue
+        table = state_dict[prefix + key]
+        # The checkpoint's window: the model's if the length fits it, else
+        # square, as BEiT's pre-training windows are.
+        src = window
+        if table.shape[0] - 3 != (2 * window[0] - 1) * (2 * window[1] - 1):
+            side = (math.isqrt(table.shape[0] - 3) + 1) // 2
+            if (2 * side - 1)**2 != table.shape[0] - 3:
+                continue
+            src = (side, side)
+        state_dict[prefix + key] = resize_rel_pos_bias_table(
+            table, src, window)
