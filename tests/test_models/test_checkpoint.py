@@ -420,3 +420,69 @@ def test_pickled_objects_are_refused(tmp_path):
         load_state_dict_file(path)
     assert 'open' in str(info.value)  # names the refused global
     assert not marker.exists()
+
+
+# ---------------------------------------------------------------------------
+# One resizing path
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize('rel_pos', ['bias', 'decomposed'])
+def test_every_way_of_loading_resizes_alike(tmp_path, convert_eva, rel_pos):
+    """mmengine's load_checkpoint, init_cfg=Pretrained and the converter
+    followed by a strict load give the same weights, which are the
+    checkpoint's resized as computed here with timm and F.interpolate."""
+    # 2x2 grid of patch 14 with rel-pos tables for it -> 6x6 of patch 16.
+    weights = eva_weights(img_size=28, patch_size=14, rel_pos=rel_pos)
+    src = tmp_path / 'official.pth'
+    torch.save({'state_dict': weights}, src)
+    expected = dict(weights)
+    expected['patch_embed.proj.weight'] = F.interpolate(
+        weights['patch_embed.proj.weight'], size=(16, 16), mode='bicubic',
+        align_corners=False)
+    expected['pos_embed'] = grid_reference(weights['pos_embed'], 2, 6)
+    for i in range(ARCH['num_layers']):
+        key = f'blocks.{i}.attn.'
+        if rel_pos == 'bias':
+            table = weights[key + 'relative_position_bias_table']
+            grid = table[:-3].t().reshape(1, -1, 3, 3)
+            grid = F.interpolate(grid, size=(11, 11), mode='bicubic',
+                                 align_corners=False)
+            expected[key + 'relative_position_bias_table'] = torch.cat(
+                [grid.flatten(2)[0].t(), table[-3:]])
+        else:
+            for name in ('rel_pos_h', 'rel_pos_w'):
+                expected[key + name] = F.interpolate(
+                    weights[key + name].t()[None], size=11,
+                    mode='linear')[0].t()
+
+    def model(**kwargs) -> EVAViT:
+        return EVAViT(arch=ARCH, img_size=96, patch_size=16, rel_pos=rel_pos,
+                      **kwargs)
+
+    through_mmengine = model()
+    load_checkpoint(through_mmengine, str(src), strict=True)
+    through_init_cfg = model(
+        init_cfg=dict(type='Pretrained', checkpoint=str(src)))
+    through_init_cfg.init_weights()
+    dst = tmp_path / 'converted.pth'
+    convert_eva.main(['--src-format', 'official', str(src), str(dst),
+                      '--patch-size', '16', '--img-size', '96'])
+    through_converter = model()
+    through_converter.load_state_dict(
+        torch.load(dst, weights_only=True)['state_dict'], strict=True)
+    for loaded in (through_mmengine, through_init_cfg, through_converter):
+        assert_state_equal(loaded, expected)
+
+
+def test_cls_position_is_read_from_the_checkpoint_not_the_grid_shape():
+    """A 4x6 grid plus a cls position has 25 = 5x5 entries: the count one
+    above the model's grid says it holds a cls position (ViTDet files keep
+    one without a cls token), not whether 25 is a square."""
+    weights = eva_weights(img_size=(32, 48), patch_size=8)
+    assert weights['pos_embed'].shape[1] == 1 + 4 * 6
+    # A dense model of the same grid drops the cls position.
+    dense = EVAViT(arch=ARCH, img_size=(32, 48), patch_size=8,
+                   with_cls_token=False, out_type='featmap')
+    without_cls_token = {k: v for k, v in weights.items() if k != 'cls_token'}
+    dense.load_state_dict(without_cls_token, strict=True)
+    torch.testing.assert_close(dense.pos_embed, weights['pos_embed'][:, 1:],
+                               rtol=0, atol=0)

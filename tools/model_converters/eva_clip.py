@@ -47,8 +47,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import eva_mm.engine  # noqa: E402,F401  (allow-lists mmengine's pickles)
 from eva_mm.models.utils.checkpoint import (  # noqa: E402
-    CheckpointError, StateDict, _select_prefix, load_state_dict_file,
-    resize_checkpoint)
+    CheckpointError, StateDict, load_state_dict_file, resize_checkpoint,
+    select_prefix)
+from eva_mm.models.utils.converters import (  # noqa: E402
+    Conversion, save_converted)
 from eva_mm.models.utils.open_clip_convert import (  # noqa: E402
     copy_text_tower, eva_vit_to_open_clip, open_clip_to_eva_vit,
     to_open_clip_vision_transformer)
@@ -88,7 +90,7 @@ def export(src: str,
         open_clip.add_model_config(model_config)
     backbone = load_state_dict_file(src)
     if prefix:
-        backbone = _select_prefix(backbone, prefix, src)
+        backbone = select_prefix(backbone, prefix, src)
     torch.manual_seed(seed)
     clip = open_clip.create_model(model, pretrained=None)
     state = eva_vit_to_open_clip(backbone, clip.state_dict())
@@ -96,19 +98,20 @@ def export(src: str,
     if text_checkpoint is not None:
         state, kept = copy_text_tower(state,
                                       load_state_dict_file(text_checkpoint))
-    os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
     # open_clip unwraps 'state_dict'; the rest stays readable with
     # weights_only.
-    torch.save(
-        dict(
-            state_dict=state,
+    save_converted(
+        Conversion(
+            state,
             meta=dict(
                 model=model,
-                source=os.path.abspath(src),
                 text_source=None if text_checkpoint is None else
-                os.path.abspath(text_checkpoint),
-                text_kept=kept,
-                converter=CONVERTER)), dst)
+                os.path.basename(text_checkpoint),
+                text_kept=kept)),
+        dst,
+        src,
+        'eva_mm',
+        converted_by=CONVERTER)
     return kept
 
 
@@ -138,15 +141,12 @@ def import_tower(src: str,
     if teacher is not None:
         model_cfg, tower = to_open_clip_vision_transformer(
             backbone, projection, num_heads)
-        os.makedirs(
-            os.path.dirname(os.path.abspath(teacher)), exist_ok=True)
-        torch.save(
-            dict(
-                state_dict=tower,
-                meta=dict(
-                    model_cfg=model_cfg,
-                    source=os.path.abspath(src),
-                    converter=CONVERTER)), teacher)
+        save_converted(
+            Conversion(tower, meta=dict(model_cfg=model_cfg)),
+            teacher,
+            src,
+            'open_clip',
+            converted_by=CONVERTER)
         print(f'Teacher: OpenCLIPTeacher(model_cfg={model_cfg!r}, '
               f'pretrained={teacher!r})')
     backbone = resize_checkpoint(backbone, patch_size, img_size)
@@ -154,12 +154,8 @@ def import_tower(src: str,
     weights.update(
         {f'head.{name}': value
          for name, value in projection.items()})
-    os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
-    torch.save(
-        dict(
-            state_dict=weights,
-            meta=dict(source=os.path.abspath(src), converter=CONVERTER)),
-        dst)
+    save_converted(
+        Conversion(weights), dst, src, 'open_clip', converted_by=CONVERTER)
     return weights
 
 

@@ -23,14 +23,16 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-import torch
 
 # Run from a checkout without installing eva_mm.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import eva_mm.engine  # noqa: E402,F401  (allow-lists mmengine's pickles)
 from eva_mm.models.utils.checkpoint import (  # noqa: E402
-    CheckpointError, StateDict, load_state_dict_file, resize_checkpoint)
+    CheckpointError, StateDict, load_state_dict_file, rename_prefix,
+    resize_checkpoint, to_fp32)
+from eva_mm.models.utils.converters import (  # noqa: E402
+    Conversion, save_converted)
 
 # DeepSpeed writes the model of model-parallel rank 0 here, whatever ZeRO
 # stage 1/2 partitioned (the optimizer state only).
@@ -64,12 +66,7 @@ def export_backbone(state_dict: StateDict,
     Raises:
         CheckpointError: If there are no ``backbone.`` weights.
     """
-    prefix = 'backbone.'
-    backbone = {
-        key[len(prefix):]: value.float()
-        if value.is_floating_point() else value
-        for key, value in state_dict.items() if key.startswith(prefix)
-    }
+    backbone = to_fp32(rename_prefix(state_dict, 'backbone.'))
     if not backbone:
         raise CheckpointError(
             'No backbone.* weights: this is not an EVAMIM checkpoint (keys '
@@ -92,13 +89,12 @@ def export(src: str,
     backbone = export_backbone(
         load_state_dict_file(weights_file(src)), keep_mask_token)
     backbone = resize_checkpoint(backbone, patch_size, img_size)
-    os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
-    torch.save(
-        dict(
-            state_dict=backbone,
-            meta=dict(
-                source=os.path.abspath(src),
-                converter='tools/model_converters/export_mim.py')), dst)
+    save_converted(
+        Conversion(backbone),
+        dst,
+        src,
+        'eva_mm-mim',
+        converted_by='tools/model_converters/export_mim.py')
     return backbone
 
 

@@ -31,7 +31,6 @@ target class without a source class is an error naming all of them.
 """
 import argparse
 import csv
-import os
 import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -45,6 +44,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import eva_mm.engine  # noqa: E402,F401  (allow-lists mmengine's pickles)
 from eva_mm.models.utils.checkpoint import (  # noqa: E402
     CheckpointError, StateDict, load_state_dict_file)
+from eva_mm.models.utils.converters import (  # noqa: E402
+    Conversion, save_converted)
 
 HEAD_PREFIX = 'cls_head.fc_cls.'
 
@@ -240,8 +241,12 @@ def convert(args: argparse.Namespace) -> None:
                              f'{args.source_labels} lists {len(source)}.')
         mapping = class_mapping(source, target)
     mapped = map_head(state_dict, mapping, args.head_prefix)
-    os.makedirs(os.path.dirname(os.path.abspath(args.dst)), exist_ok=True)
-    torch.save(dict(state_dict=mapped), args.dst)
+    save_converted(
+        Conversion(mapped),
+        args.dst,
+        args.src,
+        'eva_mm',
+        converted_by='tools/model_converters/kinetics_head_mapping.py')
     print(f'Wrote {args.dst}: head mapped from {rows} to {len(mapping)} '
           'classes.')
 

@@ -98,17 +98,15 @@ class OpenCLIPTeacher(nn.Module):
             model_cfg['embed_dim'], vision_cfg, quick_gelu=quick_gelu)
 
     def _load_tower_file(self, path: str) -> None:
-        from eva_mm.models.utils.checkpoint import load_state_dict_file
+        from eva_mm.models.utils.checkpoint import (load_state_dict_file,
+                                                    rename_prefix)
         if not os.path.isfile(path):
             raise FileNotFoundError(
                 f'No teacher weights at {path!r}: with model_cfg, pretrained '
                 'must be a local file.')
         state = load_state_dict_file(path)
         if any(key.startswith('visual.') for key in state):
-            state = {
-                key[len('visual.'):]: value
-                for key, value in state.items() if key.startswith('visual.')
-            }
+            state = rename_prefix(state, 'visual.')
         self.visual.load_state_dict(state, strict=True)
 
     @property

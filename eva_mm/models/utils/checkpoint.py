@@ -15,14 +15,16 @@ import logging
 import math
 import os
 import re
+import zipfile
 from collections import Counter
 from typing import (TYPE_CHECKING, Dict, Iterable, List, Mapping,
                     NamedTuple, Optional, Sequence, Tuple, Union)
 
 import torch
 from mmengine.logging import print_log
+from torch.nn.modules.utils import _pair
 
-from ..layers.pos_embed import resize_patch_kernel, resize_pos_embed
+from ..layers.pos_embed import TargetSizes, fit_state_dict
 
 if TYPE_CHECKING:
     from ..backbones.eva_vit import EVAViT
@@ -95,18 +97,68 @@ class LoadResult(NamedTuple):
     ignored: Tuple[str, ...]
 
 
-def _pair(size: SizeLike) -> Tuple[int, int]:
-    if isinstance(size, int):
-        return size, size
-    height, width = size
-    return int(height), int(width)
-
-
 def _shape(tensor: torch.Tensor) -> Tuple[int, ...]:
     return tuple(tensor.shape)
 
 
-def _to_fp32(state_dict: Mapping[str, torch.Tensor]) -> StateDict:
+def rename_prefix(state_dict: Mapping[str, torch.Tensor], old: str,
+                  new: str = '') -> StateDict:
+    """The entries of ``state_dict`` under ``old``, moved under ``new``.
+
+    Args:
+        state_dict: Flat weights.
+        old: The prefix to select, e.g. ``'backbone.net.'``.
+        new: What replaces it, e.g. ``'backbone.'``; by default the prefix
+            is stripped.
+
+    Returns:
+        A new dict with only the selected entries, renamed.
+    """
+    return {
+        new + key[len(old):]: value
+        for key, value in state_dict.items() if key.startswith(old)
+    }
+
+
+def select_prefix(state_dict: Mapping[str, torch.Tensor], prefix: str,
+                  source: str) -> StateDict:
+    """The entries under ``prefix``, stripped of it; an error if none is.
+
+    Args:
+        state_dict: Flat weights.
+        prefix: The prefix, e.g. ``'backbone.'``.
+        source: Where the weights come from, for the error.
+
+    Returns:
+        The selected entries without the prefix.
+
+    Raises:
+        CheckpointMismatchError: If no key starts with ``prefix``; it lists
+            the prefixes there are.
+    """
+    selected = rename_prefix(state_dict, prefix)
+    if not selected:
+        found = Counter(
+            key.split('.', 1)[0] + '.' if '.' in key else key
+            for key in state_dict)
+        raise CheckpointMismatchError(
+            f'No key of {source!r} starts with prefix {prefix!r}. The file '
+            f'has these top-level prefixes (with key counts): '
+            f'{dict(found.most_common(10))}. Set prefix to the backbone\'s '
+            "(e.g. 'backbone.' for an mmdet/mmseg checkpoint) or leave it "
+            'unset for a backbone-only file.')
+    return selected
+
+
+def to_fp32(state_dict: Mapping[str, torch.Tensor]) -> StateDict:
+    """Floating-point tensors cast to fp32, the others as they are.
+
+    Args:
+        state_dict: Flat weights.
+
+    Returns:
+        A new dict.
+    """
     # DeepSpeed saves fp16 weights; models and optimisers here start in fp32
     # and mixed precision casts at run time.
     return {
@@ -149,34 +201,19 @@ def unwrap_state_dict(checkpoint: Mapping) -> StateDict:
             f'under any of {list(_CONTAINER_KEYS)}'
             + (f' (non-tensor entries: {sorted(not_tensors)[:20]})'
                if not_tensors else '') + '.')
-    return {
-        key[len('module.'):] if key.startswith('module.') else key: value
-        for key, value in state.items()
-    }
-
-
-def _reason(err: Exception) -> str:
-    """The line of a reader's error that says what went wrong."""
-    text = str(err)
-    # torch's weights_only refusal buries the refused global under advice
-    # that does not apply here.
-    marker = 'WeightsUnpickler error: '
-    if marker in text:
-        return text.split(marker, 1)[1].split('. ', 1)[0] + '.'
-    lines = text.strip().splitlines()
-    return f'{type(err).__name__}: {lines[0] if lines else ""}'
+    # DistributedDataParallel prefixes every key.
+    if all(key.startswith('module.') for key in state):
+        return rename_prefix(state, 'module.')
+    return dict(state)
 
 
 def _torch_load(path: str, mmap: bool) -> object:
-    if mmap:
-        try:
-            return torch.load(
-                path, map_location='cpu', weights_only=True, mmap=True)
-        except RuntimeError as err:
-            # Only zip-format files (torch >= 1.6) can be mapped.
-            if 'zipfile' not in str(err):
-                raise
-    return torch.load(path, map_location='cpu', weights_only=True)
+    # Only zip-format files (torch >= 1.6) can be mapped.
+    return torch.load(
+        path,
+        map_location='cpu',
+        weights_only=True,
+        mmap=mmap and zipfile.is_zipfile(path))
 
 
 def load_state_dict_file(path: PathLike, mmap: bool = False) -> StateDict:
@@ -223,7 +260,8 @@ def load_state_dict_file(path: PathLike, mmap: bool = False) -> StateDict:
     # header); each means the same to the user: not a usable checkpoint.
     except Exception as err:
         raise CheckpointError(
-            f'Could not read {path!r} as a checkpoint: {_reason(err)}\n'
+            f'Could not read {path!r} as a checkpoint '
+            f'({type(err).__name__}: {err})\n'
             'Give a .pth/.pt/.bin file saved with torch.save or a '
             '.safetensors file. Files are read with weights_only=True, so a '
             'file that also pickles Python objects (not just tensors, '
@@ -290,7 +328,7 @@ def convert_official_eva(state_dict: Mapping) -> StateDict:
         if not (_HEAD_KEY.match(key) or _DERIVED_KEY.search(key))
     }
     _check_eva01_keys(weights, 'official')
-    return _to_fp32(weights)
+    return to_fp32(weights)
 
 
 def convert_timm_eva(state_dict: Mapping) -> StateDict:
@@ -319,7 +357,7 @@ def convert_timm_eva(state_dict: Mapping) -> StateDict:
         if not (key.startswith('head.') or key.endswith('.attn.k_bias'))
     }
     _check_eva01_keys(weights, 'timm')
-    return _to_fp32(weights)
+    return to_fp32(weights)
 
 
 def to_image_classifier(backbone: Mapping[str, torch.Tensor],
@@ -350,7 +388,7 @@ def to_image_classifier(backbone: Mapping[str, torch.Tensor],
     classifier = {f'backbone.{key}': value for key, value in backbone.items()}
     classifier['head.fc.weight'] = weights['head.weight']
     classifier['head.fc.bias'] = weights['head.bias']
-    return _to_fp32(classifier)
+    return to_fp32(classifier)
 
 
 def resize_checkpoint(state_dict: Mapping[str, torch.Tensor],
@@ -359,18 +397,18 @@ def resize_checkpoint(state_dict: Mapping[str, torch.Tensor],
                       num_extra_tokens: int = 1) -> StateDict:
     """Resize the patch kernel and the position embedding of a checkpoint.
 
-    Each is resized when the checkpoint holds it. The kernel is resized
-    bicubically, as the official EVA
-    ``interpolate_patch_14to16`` script does to run the patch-14 model at
-    patch 16 for detection and segmentation; the position embedding grid is
-    resized to ``img_size // patch_size`` with :func:`resize_pos_embed`.
+    The converters' entry to :func:`fit_state_dict`, the resizing path of
+    the model, with the target model given by its sizes. The kernel is
+    resized bicubically, as the official EVA ``interpolate_patch_14to16``
+    script does to run the patch-14 model at patch 16 for detection and
+    segmentation; the position grid becomes ``img_size // patch_size``.
 
     Args:
         state_dict: EVAViT weights.
         patch_size: The target patch size; ``None`` keeps the kernel's.
         img_size: The target image size; ``None`` keeps the grid.
         num_extra_tokens: Leading non-patch tokens (the cls token) in the
-            checkpoint's ``pos_embed``.
+            checkpoint's ``pos_embed``; the result keeps them.
 
     Returns:
         A new dict with the resized tensors (the others are shared).
@@ -380,51 +418,34 @@ def resize_checkpoint(state_dict: Mapping[str, torch.Tensor],
             or the position embedding is not a square grid.
     """
     weights = dict(state_dict)
-    kernel_key = 'patch_embed.proj.weight'
-    if patch_size is not None and kernel_key in weights:
-        weights[kernel_key] = resize_patch_kernel(weights[kernel_key],
-                                                  _pair(patch_size))
-    if img_size is None or 'pos_embed' not in weights:
-        return weights
-    if patch_size is None:
-        if kernel_key not in weights:
+    kernel = weights.get('patch_embed.proj.weight')
+    if patch_size is None and img_size is not None:
+        if kernel is None:
             raise ValueError('Give patch_size: the checkpoint has no patch '
                              'kernel to read it from.')
-        patch_size = tuple(weights[kernel_key].shape[-2:])
-    patch_h, patch_w = _pair(patch_size)
-    img_h, img_w = _pair(img_size)
-    # The model floors the grid the same way (EVAViT.patch_resolution).
-    dst_grid = (img_h // patch_h, img_w // patch_w)
-    pos_embed = weights['pos_embed']
-    num_patches = pos_embed.shape[1] - num_extra_tokens
-    side = math.isqrt(max(num_patches, 0))
-    if side * side != num_patches:
+        patch_size = tuple(kernel.shape[-2:])
+    kernel_shape = None
+    if kernel is not None and patch_size is not None:
+        kernel_shape = (*kernel.shape[:-2], *_pair(patch_size))
+    pos_grid = None
+    if img_size is not None:
+        # The model floors the grid the same way (EVAViT.patch_resolution).
+        pos_grid = tuple(
+            size // patch
+            for size, patch in zip(_pair(img_size), _pair(patch_size)))
+    target = TargetSizes(
+        kernel_shape=kernel_shape,
+        pos_grid=pos_grid,
+        with_cls_token=bool(num_extra_tokens))
+    fit_state_dict(weights, target, src_extra_tokens=num_extra_tokens)
+    pos_embed = weights.get('pos_embed')
+    if pos_grid is not None and pos_embed is not None and \
+            pos_embed.shape[1] != num_extra_tokens + math.prod(pos_grid):
         raise ValueError(
             f'pos_embed of shape {_shape(pos_embed)} does not hold a square '
             f'grid after {num_extra_tokens} extra token(s); pass the right '
             'num_extra_tokens.')
-    weights['pos_embed'] = resize_pos_embed(pos_embed, (side, side), dst_grid,
-                                            num_extra_tokens)
     return weights
-
-
-def _select_prefix(state_dict: StateDict, prefix: str,
-                   path: str) -> StateDict:
-    selected = {
-        key[len(prefix):]: value
-        for key, value in state_dict.items() if key.startswith(prefix)
-    }
-    if not selected:
-        found = Counter(
-            key.split('.', 1)[0] + '.' if '.' in key else key
-            for key in state_dict)
-        raise CheckpointMismatchError(
-            f'No key of {path!r} starts with prefix {prefix!r}. The file '
-            f'has these top-level prefixes (with key counts): '
-            f'{dict(found.most_common(10))}. Set prefix to the backbone\'s '
-            "(e.g. 'backbone.' for an mmdet/mmseg checkpoint) or leave it "
-            'unset for a backbone-only file.')
-    return selected
 
 
 def _block_count(keys: Iterable[str]) -> int:
@@ -470,162 +491,25 @@ def _mismatch_hints(model_shapes: Mapping[str, Tuple[int, ...]],
     return hints
 
 
-def load_backbone_checkpoint(model: 'EVAViT',
-                             path: PathLike,
-                             prefix: Optional[str] = None) -> LoadResult:
-    """Load a checkpoint into an :class:`EVAViT`, strictly but helpfully.
-
-    Before anything is copied the checkpoint is compared with the model, and
-    every missing, unexpected and mis-shaped key is reported in one
-    :class:`CheckpointMismatchError`, so that a model never trains from
-    partly random weights. The checkpoint is adapted where that is
-    unambiguous: the patch kernel and position grid are resized to the
-    model's, the cls token (and its position) is dropped for models without
-    one, unused entries (heads, ``mask_token``, norms and relative position
-    tables the model lacks) are ignored, and task-specific parameters a
-    pretrained file never holds (relative positions, ``mask_token``,
-    ``fc_norm``, layer scale, and the modules a subclass names in its
-    ``task_modules``) keep their initialisation.
-
-    Args:
-        model: The EVAViT to load into.
-        path: A checkpoint file (see :func:`load_state_dict_file`).
-        prefix: Load only the keys starting with this prefix, stripped of it,
-            e.g. ``'backbone.'`` for a detector checkpoint. A missing
-            trailing dot is added.
-
-    Returns:
-        The keys initialised fresh and the checkpoint keys ignored.
-
-    Raises:
-        FileNotFoundError: If ``path`` is not a file.
-        CheckpointError: If the file is not a checkpoint of tensors.
-        CheckpointMismatchError: If the checkpoint does not fit the model.
-    """
-    path = os.fspath(path)
-    checkpoint = load_state_dict_file(path)
-    if prefix:
-        prefix = prefix if prefix.endswith('.') else prefix + '.'
-        checkpoint = _select_prefix(checkpoint, prefix, path)
-    original_shapes = {key: _shape(value) for key, value in checkpoint.items()}
-    model_shapes = {
-        key: _shape(value)
-        for key, value in model.state_dict().items()
-    }
-
-    ignored = [
-        key for key in checkpoint
-        if key not in model_shapes and _UNUSED_KEY.search(key)
-    ]
-    for key in ignored:
-        del checkpoint[key]
-    src_extra_tokens = int('cls_token' in checkpoint)
-    if src_extra_tokens and 'cls_token' not in model_shapes:
-        # Dense (ViTDet) models drop the cls token, and with it its position.
-        ignored.append('cls_token')
-        del checkpoint['cls_token']
-        if 'pos_embed' in checkpoint:
-            checkpoint['pos_embed'] = checkpoint['pos_embed'][:, 1:]
-        src_extra_tokens = 0
-    # Resize here rather than leave it to EVAViT's load pre-hook so that the
-    # shape check below sees the shapes that will really be copied. The
-    # kernel goes first, on its own, so that it is resized even when the
-    # position grid cannot be.
-    checkpoint = resize_checkpoint(checkpoint, patch_size=model.patch_size)
-    if src_extra_tokens == model.num_extra_tokens:
-        try:
-            checkpoint = resize_checkpoint(
-                checkpoint,
-                patch_size=model.patch_size,
-                img_size=model.img_size,
-                num_extra_tokens=src_extra_tokens)
-        except ValueError:
-            pass  # a non-square grid stays as it is and is reported below
-    if getattr(model, 'is_video', False):
-        # Only the video model knows its tubelet and frame grid: its load
-        # hook inflates an image kernel and fits the position embedding.
-        model._resize_on_load(checkpoint, '')
-
-    # Modules a backbone adds around the ViT (e.g. ViT-Adapter's) are never
-    # in a pre-trained ViT file; they keep their initialisation.
-    task_modules = tuple(
-        f'{name}.' for name in getattr(model, 'task_modules', ()))
-
-    def is_fresh(key: str) -> bool:
-        return bool(_FRESH_KEY.match(key)) or f'{key}.'.startswith(
-            task_modules)
-
-    missing = sorted(key for key in model_shapes
-                     if key not in checkpoint and not is_fresh(key))
-    fresh = sorted(key for key in model_shapes
-                   if key not in checkpoint and is_fresh(key))
-    unexpected = sorted(key for key in checkpoint if key not in model_shapes)
-    mismatched = sorted(key for key in checkpoint if key in model_shapes and
-                        _shape(checkpoint[key]) != model_shapes[key])
-    if missing or unexpected or mismatched:
-        source = f'{path!r}' + (f' (prefix {prefix!r})' if prefix else '')
-        lines = [
-            f'Checkpoint {source} does not fit {type(model).__name__}: '
-            f'{len(missing)} missing, {len(unexpected)} unexpected and '
-            f'{len(mismatched)} mis-shaped key(s).'
-        ]
-        if missing:
-            lines.append('Missing in the checkpoint:')
-            lines += [f'  {key} {list(model_shapes[key])}' for key in missing]
-        if unexpected:
-            lines.append('Unexpected (not in the model):')
-            lines += [f'  {key} {list(original_shapes[key])}'
-                      for key in unexpected]
-        if mismatched:
-            lines.append('Shape mismatch (checkpoint vs model):')
-            lines += [
-                f'  {key}: {list(original_shapes[key])} vs '
-                f'{list(model_shapes[key])}' for key in mismatched
-            ]
-        lines.append('How to fix:')
-        lines += [
-            f'  - {hint}' for hint in _mismatch_hints(
-                model_shapes, checkpoint, unexpected, prefix, bool(mismatched))
-        ]
-        raise CheckpointMismatchError('\n'.join(lines))
-
-    model.load_state_dict(checkpoint, strict=False)
-    ignored.sort()
-    message = f'Loaded {len(checkpoint)} tensors from {path}'
-    if prefix:
-        message += f' (prefix {prefix!r})'
-    if fresh:
-        # One entry per task module rather than each of its parameters.
-        named = sorted({
-            next((m[:-1] for m in task_modules
-                  if f'{key}.'.startswith(m)), key)
-            for key in fresh
-        })
-        message += f'; initialised fresh: {", ".join(named)}'
-    if ignored:
-        message += f'; ignored: {", ".join(ignored)}'
-    print_log(message, logger='current', level=logging.INFO)
-    return LoadResult(tuple(fresh), tuple(ignored))
-
-
 class KeyReport(NamedTuple):
-    """How a checkpoint's weights match a whole model's.
+    """How a checkpoint's weights match a model's.
 
     Attributes:
         missing: Model weights the checkpoint does not hold.
         mismatched: ``'key: checkpoint [shape] vs model [shape]'`` for
             weights held with another shape (they are not loaded either).
         unexpected: Checkpoint entries the model does not have.
+        mismatched_keys: The keys of ``mismatched``.
     """
     missing: Tuple[str, ...]
     mismatched: Tuple[str, ...]
     unexpected: Tuple[str, ...]
+    mismatched_keys: Tuple[str, ...] = ()
 
     @property
     def left_at_init(self) -> Tuple[str, ...]:
         """The model weights a load would leave at their initialisation."""
-        return self.missing + tuple(
-            line.split(':', 1)[0] for line in self.mismatched)
+        return self.missing + self.mismatched_keys
 
 
 def compare_with_model(model: torch.nn.Module,
@@ -645,14 +529,194 @@ def compare_with_model(model: torch.nn.Module,
     # loader ignores it too, and files saved without it are common.
     missing = (k for k in set(expected) - set(given)
                if not k.endswith('num_batches_tracked'))
+    mismatched = tuple(
+        key for key in sorted(set(given) & set(expected))
+        if given[key] != expected[key])
     return KeyReport(
         missing=tuple(sorted(missing)),
         mismatched=tuple(
             f'{key}: checkpoint {list(given[key])} vs model '
-            f'{list(expected[key])}'
-            for key in sorted(set(given) & set(expected))
-            if given[key] != expected[key]),
-        unexpected=tuple(sorted(set(given) - set(expected))))
+            f'{list(expected[key])}' for key in mismatched),
+        unexpected=tuple(sorted(set(given) - set(expected))),
+        mismatched_keys=mismatched)
+
+
+def read_backbone_checkpoint(path: str,
+                             prefix: Optional[str] = None) -> StateDict:
+    """Read a checkpoint's weights, those under ``prefix`` if given.
+
+    Args:
+        path: A checkpoint file (see :func:`load_state_dict_file`).
+        prefix: Keep only the keys under this prefix, stripped of it.
+
+    Returns:
+        The flat weights.
+
+    Raises:
+        FileNotFoundError: If ``path`` is not a file.
+        CheckpointError: If the file is not a checkpoint of tensors.
+        CheckpointMismatchError: If no key is under ``prefix``.
+    """
+    checkpoint = load_state_dict_file(path)
+    return select_prefix(checkpoint, prefix, path) if prefix else checkpoint
+
+
+def adapt_to_model(model: 'EVAViT',
+                   checkpoint: StateDict) -> Tuple[StateDict, List[str]]:
+    """Drop the entries ``model`` does not use and fit the rest to its sizes.
+
+    Unused entries are heads, the unused ``mask_token``, norms and relative
+    position tables the model lacks, BEiT's index buffers, and the cls token
+    of a model without one. Sizes are fitted by the model's own resizing
+    path, :func:`~eva_mm.models.layers.pos_embed.fit_state_dict`.
+
+    Args:
+        model: The EVAViT to load into.
+        checkpoint: Its flat weights.
+
+    Returns:
+        The adapted weights (a new dict) and the dropped keys, sorted.
+    """
+    model_keys = set(model.state_dict())
+    ignored = [
+        key for key in checkpoint
+        if key not in model_keys and _UNUSED_KEY.search(key)
+    ]
+    weights = {k: v for k, v in checkpoint.items() if k not in ignored}
+    # The fit reads the cls token to know the checkpoint's cls position.
+    fit_state_dict(weights, model.target_sizes)
+    if 'cls_token' in weights and 'cls_token' not in model_keys:
+        # Dense (ViTDet) models drop it; the fit dropped its position.
+        del weights['cls_token']
+        ignored.append('cls_token')
+    return weights, sorted(ignored)
+
+
+def _task_modules(model: 'EVAViT') -> Tuple[str, ...]:
+    # Modules a backbone adds around the ViT (e.g. ViT-Adapter's) are never
+    # in a pre-trained ViT file.
+    return tuple(f'{name}.' for name in getattr(model, 'task_modules', ()))
+
+
+def classify_keys(model: 'EVAViT',
+                  weights: StateDict) -> Tuple[KeyReport, Tuple[str, ...]]:
+    """Compare adapted weights with ``model``, sparing fresh parameters.
+
+    Parameters a pretrained file never holds (relative positions,
+    ``mask_token``, ``fc_norm``, layer scale, and the modules a subclass
+    names in its ``task_modules``) are not missing: they keep their
+    initialisation.
+
+    Args:
+        model: The EVAViT to load into.
+        weights: Adapted weights (see :func:`adapt_to_model`).
+
+    Returns:
+        The comparison without the fresh keys, and the fresh keys.
+    """
+    report = compare_with_model(model, weights)
+    task_modules = _task_modules(model)
+    fresh = tuple(
+        key for key in report.missing
+        if _FRESH_KEY.match(key) or f'{key}.'.startswith(task_modules))
+    return report._replace(
+        missing=tuple(k for k in report.missing if k not in fresh)), fresh
+
+
+def _mismatch_message(model: 'EVAViT', report: KeyReport,
+                      original_shapes: Mapping[str, Tuple[int, ...]],
+                      weights: StateDict, source: str,
+                      prefix: Optional[str]) -> str:
+    """One error naming every key that does not fit, and how to fix it."""
+    model_shapes = {k: _shape(v) for k, v in model.state_dict().items()}
+    lines = [
+        f'Checkpoint {source} does not fit {type(model).__name__}: '
+        f'{len(report.missing)} missing, {len(report.unexpected)} unexpected '
+        f'and {len(report.mismatched_keys)} mis-shaped key(s).'
+    ]
+    if report.missing:
+        lines.append('Missing in the checkpoint:')
+        lines += [f'  {key} {list(model_shapes[key])}'
+                  for key in report.missing]
+    if report.unexpected:
+        lines.append('Unexpected (not in the model):')
+        lines += [f'  {key} {list(original_shapes[key])}'
+                  for key in report.unexpected]
+    if report.mismatched_keys:
+        lines.append('Shape mismatch (checkpoint vs model):')
+        lines += [
+            f'  {key}: {list(original_shapes[key])} vs '
+            f'{list(model_shapes[key])}' for key in report.mismatched_keys
+        ]
+    lines.append('How to fix:')
+    lines += [
+        f'  - {hint}' for hint in _mismatch_hints(
+            model_shapes, weights, report.unexpected, prefix,
+            bool(report.mismatched_keys))
+    ]
+    return '\n'.join(lines)
+
+
+def _log_load(model: 'EVAViT', source: str, num_loaded: int,
+              fresh: Sequence[str], ignored: Sequence[str]) -> None:
+    task_modules = _task_modules(model)
+    message = f'Loaded {num_loaded} tensors from {source}'
+    if fresh:
+        # One entry per task module rather than each of its parameters.
+        named = sorted({
+            next((m[:-1] for m in task_modules
+                  if f'{key}.'.startswith(m)), key)
+            for key in fresh
+        })
+        message += f'; initialised fresh: {", ".join(named)}'
+    if ignored:
+        message += f'; ignored: {", ".join(ignored)}'
+    print_log(message, logger='current', level=logging.INFO)
+
+
+def load_backbone_checkpoint(model: 'EVAViT',
+                             path: PathLike,
+                             prefix: Optional[str] = None) -> LoadResult:
+    """Load a checkpoint into an :class:`EVAViT`, strictly but helpfully.
+
+    Read (:func:`read_backbone_checkpoint`), adapt to the model
+    (:func:`adapt_to_model`: unused entries dropped, sizes fitted by the
+    model's resizing path), classify the keys (:func:`classify_keys`) and
+    report: before anything is copied, every missing, unexpected and
+    mis-shaped key is named in one :class:`CheckpointMismatchError`, so
+    that a model never trains from partly random weights; parameters a
+    pretrained file never holds keep their initialisation.
+
+    Args:
+        model: The EVAViT to load into.
+        path: A checkpoint file (see :func:`load_state_dict_file`).
+        prefix: Load only the keys starting with this prefix, stripped of it,
+            e.g. ``'backbone.'`` for a detector checkpoint. A missing
+            trailing dot is added.
+
+    Returns:
+        The keys initialised fresh and the checkpoint keys ignored.
+
+    Raises:
+        FileNotFoundError: If ``path`` is not a file.
+        CheckpointError: If the file is not a checkpoint of tensors.
+        CheckpointMismatchError: If the checkpoint does not fit the model.
+    """
+    path = os.fspath(path)
+    if prefix and not prefix.endswith('.'):
+        prefix += '.'
+    source = f'{path!r}' + (f' (prefix {prefix!r})' if prefix else '')
+    checkpoint = read_backbone_checkpoint(path, prefix)
+    original_shapes = {key: _shape(value) for key, value in checkpoint.items()}
+    weights, ignored = adapt_to_model(model, checkpoint)
+    report, fresh = classify_keys(model, weights)
+    if report.missing or report.unexpected or report.mismatched_keys:
+        raise CheckpointMismatchError(
+            _mismatch_message(model, report, original_shapes, weights,
+                              source, prefix))
+    model.load_state_dict(weights, strict=False)
+    _log_load(model, source, len(weights), fresh, ignored)
+    return LoadResult(fresh, tuple(ignored))
 
 
 def check_whole_model_checkpoint(model: torch.nn.Module,

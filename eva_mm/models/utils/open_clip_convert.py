@@ -18,7 +18,7 @@ from typing import List, Mapping, Optional, Tuple
 import torch
 
 from .checkpoint import (CheckpointError, StateDict, convert_timm_eva,
-                         resize_checkpoint, unwrap_state_dict)
+                         rename_prefix, resize_checkpoint, unwrap_state_dict)
 
 TRUNK_PREFIX = 'visual.trunk.'
 # The projection of a timm tower: the trunk's classifier when the config has
@@ -69,10 +69,7 @@ def open_clip_to_eva_vit(
         CheckpointError: If there is no timm EVA-01 tower in the checkpoint.
     """
     state = _clip_weights(clip_state)
-    trunk = {
-        key[len(TRUNK_PREFIX):]: value
-        for key, value in state.items() if key.startswith(TRUNK_PREFIX)
-    }
+    trunk = rename_prefix(state, TRUNK_PREFIX)
     if not trunk:
         plain = any(key.startswith('visual.conv1.') for key in state)
         official = any(key.startswith('visual.blocks.') for key in state)

@@ -48,7 +48,7 @@ from typing import Dict, List, Optional, Tuple
 import torch
 
 from ...layers.pos_embed import resize_pos_embed, resize_rel_pos
-from ..checkpoint import CheckpointError, StateDict
+from ..checkpoint import CheckpointError, StateDict, rename_prefix
 from .eva01_backbone import add_backbone_arguments
 from .registry import Conversion, add_argument_once, register_src_format
 
@@ -123,10 +123,7 @@ def _convert_backbone(source: StateDict, grid: Tuple[int, int],
                       rel_pos_mode: str,
                       report: List[str]) -> StateDict:
     """``backbone.net.*`` as EVAViT weights for a ``grid`` of patches."""
-    weights = {
-        'backbone.' + key[len(_BACKBONE):]: value
-        for key, value in source.items() if key.startswith(_BACKBONE)
-    }
+    weights = rename_prefix(source, _BACKBONE, 'backbone.')
     pos_key = 'backbone.pos_embed'
     if pos_key in weights:
         pos_embed = weights[pos_key]

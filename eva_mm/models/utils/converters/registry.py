@@ -108,24 +108,6 @@ def add_argument_once(parser: argparse.ArgumentParser, flag: str,
         parser.add_argument(flag, **kwargs)
 
 
-def rename_prefix(state_dict: Mapping[str, torch.Tensor], old: str,
-                  new: str) -> StateDict:
-    """The entries of ``state_dict`` under ``old``, moved under ``new``.
-
-    Args:
-        state_dict: Flat weights.
-        old: The prefix to select, e.g. ``'backbone.net.'``.
-        new: What replaces it, e.g. ``'backbone.'``.
-
-    Returns:
-        A new dict with only the selected entries, renamed.
-    """
-    return {
-        new + key[len(old):]: value
-        for key, value in state_dict.items() if key.startswith(old)
-    }
-
-
 def _shapes(state_dict: Mapping[str, torch.Tensor]) -> Dict[str, Tuple]:
     return {key: tuple(value.shape) for key, value in state_dict.items()}
 
@@ -190,8 +172,11 @@ def check_fits_config(state_dict: Mapping[str, torch.Tensor],
         raise CheckpointMismatchError('\n'.join(lines))
 
 
-def save_converted(conversion: Conversion, dst: str, src: str,
-                   src_format: str) -> Dict[str, object]:
+def save_converted(conversion: Conversion,
+                   dst: str,
+                   src: str,
+                   src_format: str,
+                   converted_by: str = CONVERTER) -> Dict[str, object]:
     """Write ``{'state_dict', 'meta'}`` of plain, contiguous fp32 tensors.
 
     Args:
@@ -199,6 +184,7 @@ def save_converted(conversion: Conversion, dst: str, src: str,
         dst: The output file; its folder is created.
         src: The source file, recorded in ``meta``.
         src_format: The source format, recorded in ``meta``.
+        converted_by: The tool that converted, recorded in ``meta``.
 
     Returns:
         The ``meta`` written.
@@ -210,7 +196,7 @@ def save_converted(conversion: Conversion, dst: str, src: str,
         for key, value in conversion.state_dict.items()
     }
     meta = dict(
-        converted_by=CONVERTER,
+        converted_by=converted_by,
         src=os.path.basename(src),
         src_format=src_format,
         num_params=sum(v.numel() for v in weights.values()),
