@@ -10,9 +10,8 @@ from . import eva01_backbone  # noqa: F401  (official, timm)
 from . import eva01_video  # noqa: F401  (official-video)
 from . import eva_clip  # noqa: F401  (official-clip)
 from . import mmseg_segmentor  # noqa: F401  (official-seg)
-from ..checkpoint import rename_prefix
 from .registry import (SRC_FORMATS, Conversion, SourceFormat,
-                       add_argument_once, check_fits_config,
+                       add_argument_once, check_fits_config, rename_prefix,
                        register_src_format, require_keys, save_converted)
 
 __all__ = [

@@ -17,7 +17,10 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
-from ..checkpoint import CheckpointError, CheckpointMismatchError, StateDict
+# rename_prefix, one of the converters' helpers, is defined beside the other
+# state dict helpers.
+from ..checkpoint import (  # noqa: F401
+    CheckpointError, CheckpointMismatchError, StateDict, rename_prefix)
 
 CONVERTER = 'tools/model_converters/convert_eva.py'
 
