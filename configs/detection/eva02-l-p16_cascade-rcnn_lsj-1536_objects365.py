@@ -31,16 +31,12 @@ model = dict(
 # The 1024 px LSJ pipelines at 1536 px. The official run trains on
 # Objects365 train + val (common/data/objects365_trainval.py); this config
 # keeps the train split (docs/eva02.md).
-train_pipeline = [
-    dict(t, **{k: image_size for k in ('scale', 'crop_size') if k in t})
-    for t in _base_.train_pipeline
-]
-test_pipeline = [
-    dict(t, **{k: image_size for k in ('scale', ) if k in t})
-    for t in _base_.test_pipeline
-]
-train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
-val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
+train_dataloader = dict(dataset=dict(pipeline=[
+    dict(t, **{k: image_size for k in t if k in _base_.eva02_lsj_sizes})
+    for t in _base_.train_pipeline]))
+val_dataloader = dict(dataset=dict(pipeline=[
+    dict(t, **{k: image_size for k in t if k in _base_.eva02_lsj_sizes})
+    for t in _base_.test_pipeline]))
 test_dataloader = val_dataloader
 
 # lr 6e-5, layer decay 0.8 over 24 layers (official lines 40-43), 400k

@@ -17,7 +17,7 @@ here from the source tensors (window partition, RoPE per window or grid,
 SwiGLU with sub-LN).
 """
 import math
-import re
+from functools import partial
 from pathlib import Path
 from typing import Dict, Optional, Sequence
 
@@ -27,12 +27,17 @@ import torch.nn.functional as F
 from mmengine.config import Config
 
 from eva_mm.models.utils.checkpoint import CheckpointError
-from eva_mm.models.utils.converters import SRC_FORMATS, check_fits_config
+from eva_mm.models.utils.converters import check_fits_config
+from eva02_official import (fused_value_sums, official_attention,
+                            official_rope, official_swiglu_branch)
 from test_det_paper_configs import (_reset_scope, build_on_meta,  # noqa: F401
                                     load, lvis_shapes, shrunk_runner)
-from test_official_det_converter import (FC, FPN, IMG, PATCH, build,
-                                         convert_eva, official_pos_embed,
-                                         official_shapes)
+from test_official_det_converter import (DEPTH, DIM, FC, FPN, GLOBAL,
+                                         HEADS, IMG, MLP, PATCH, WINDOW,
+                                         build,
+                                         official_pos_embed, official_shapes)
+from test_official_det_converter import convert as eva01_convert
+from test_official_det_converter import shrunk as eva01_shrunk
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / 'configs/detection'
 L_GLOBAL_4, L_GLOBAL_8 = (5, 11, 17, 23), (2, 5, 8, 11, 14, 17, 20, 23)
@@ -96,24 +101,6 @@ def test_every_eva02_config_is_covered() -> None:
 # -- the official EVA-02 detector layout ---------------------------------
 
 
-def official_rope(head_dim: int, side: int,
-                  pt_seq_len: int = 16) -> Dict[str, torch.Tensor]:
-    """VisionRotaryEmbeddingFast(dim=head_dim // 2, pt_seq_len=16,
-    ft_seq_len=side)'s buffers (EVA-02/det/detectron2/modeling/backbone/
-    utils.py:309-348): 'lang' frequencies, positions scaled to the 16 x 16
-    pre-training grid, each frequency repeated for an interleaved pair,
-    (y, x) halves."""
-    dim = head_dim // 2
-    freqs = 1. / (10000**(torch.arange(0, dim, 2)[:dim // 2].float() / dim))
-    t = torch.arange(side) / side * pt_seq_len
-    freqs = torch.einsum('i,f->if', t, freqs).repeat_interleave(2, dim=-1)
-    grid = torch.cat([
-        freqs[:, None, :].expand(side, side, -1),
-        freqs[None, :, :].expand(side, side, -1)
-    ], dim=-1).reshape(side * side, -1)
-    return dict(freqs_cos=grid.cos(), freqs_sin=grid.sin())
-
-
 def official_eva02_shapes(dim: int, depth: int, heads: int, mlp: int,
                           window: int, global_blocks: Sequence[int],
                           img: int, num_classes: int, **kwargs) -> dict:
@@ -161,10 +148,6 @@ def official_eva02_shapes(dim: int, depth: int, heads: int, mlp: int,
     return shapes
 
 
-# The shrunk EVA-02 detector: windows + global blocks with RoPE, SwiGLU.
-DIM, DEPTH, HEADS, MLP, WINDOW, GLOBAL = 64, 4, 4, 96, 4, (1, 3)
-
-
 def random_official(num_classes: int, seed: int = 0,
                     **kwargs) -> Dict[str, torch.Tensor]:
     """Random weights in the official layout; RoPE buffers as vit.py
@@ -185,48 +168,16 @@ def random_official(num_classes: int, seed: int = 0,
 
 
 def shrunk(name: str, num_classes: Optional[int] = None) -> Config:
-    """An EVA-02 detection config at the toy widths above."""
-    cfg = load(name)
-    model = cfg.model
-    model.backbone.update(
-        arch=dict(embed_dims=DIM, num_layers=DEPTH, num_heads=HEADS,
-                  mlp_hidden_dim=MLP),
-        swiglu_mlp=True, scale_mlp=True, use_rot_pos_emb=True,
-        ref_feat_shape=16, img_size=IMG, window_size=WINDOW,
-        global_block_indexes=GLOBAL, with_cp=False)
-    model.neck.update(in_channels=DIM, out_channels=FPN)
-    model.rpn_head.update(in_channels=FPN, feat_channels=FPN)
-    model.roi_head.bbox_roi_extractor.out_channels = FPN
-    for head in model.roi_head.bbox_head:
-        head.update(in_channels=FPN, conv_out_channels=FPN,
-                    fc_out_channels=FC)
-        if num_classes is not None:
-            head.num_classes = num_classes
-            if head.loss_cls.type == 'eva_mm.FederatedLoss':
-                head.loss_cls.update(num_classes=num_classes, ann_file=None,
-                                     class_freq=[1.0] * num_classes)
-    if model.roi_head.get('mask_head'):
-        model.roi_head.mask_roi_extractor.out_channels = FPN
-        model.roi_head.mask_head.update(in_channels=FPN,
-                                        conv_out_channels=FPN)
-        if num_classes is not None:
-            model.roi_head.mask_head.num_classes = num_classes
+    """An EVA-02 detection config at the EVA-01 converter tests' toy
+    widths, with the EVA-02 options."""
+    cfg = eva01_shrunk(CONFIG_DIR / f'{name}.py', num_classes)
+    cfg.model.backbone.update(swiglu_mlp=True, scale_mlp=True,
+                              use_rot_pos_emb=True, ref_feat_shape=16)
     return cfg
 
 
-def convert(source: Dict[str, torch.Tensor], config: Optional[Path] = None,
-            **options):
-    args = convert_eva.parse_args(
-        ['--src-format', 'official-eva02-det', 'src.pth', 'dst.pth'] +
-        (['--config', str(config)] if config else []) +
-        [f'--{k.replace("_", "-")}={v}' for k, v in options.items()])
-    return SRC_FORMATS['official-eva02-det'].convert(source, args)
-
-
-def rotate_half(x: torch.Tensor) -> torch.Tensor:
-    """utils.py:250-254: (x0, x1, x2, x3, ...) -> (-x1, x0, -x3, x2, ...)."""
-    pairs = x.unflatten(-1, (-1, 2))
-    return torch.stack([-pairs[..., 1], pairs[..., 0]], dim=-1).flatten(-2)
+# official-det's test helper, for the EVA-02 format.
+convert = partial(eva01_convert, src_format='official-eva02-det')
 
 
 def official_vit(source: Dict[str, torch.Tensor],
@@ -248,37 +199,14 @@ def official_vit(source: Dict[str, torch.Tensor],
         if win:  # window_partition: h, w are multiples of the window here
             x = x.view(b, h // win, win, w // win, win, c).permute(
                 0, 1, 3, 2, 4, 5).reshape(-1, win, win, c)
-        n = x.shape[1] * x.shape[2]
-        tokens = x.reshape(x.shape[0], n, c)
-
-        def heads(t: torch.Tensor) -> torch.Tensor:
-            return t.reshape(t.shape[0], n, HEADS, -1).permute(0, 2, 1, 3)
-
-        qh = heads(F.linear(tokens, p[q + 'attn.q_proj.weight'],
-                            p[q + 'attn.q_bias']))
-        kh = heads(F.linear(tokens, p[q + 'attn.k_proj.weight']))
-        vh = heads(F.linear(tokens, p[q + 'attn.v_proj.weight'],
-                            p[q + 'attn.v_bias']))
-        cos, sin = p[q + 'attn.rope.freqs_cos'], p[q + 'attn.rope.freqs_sin']
-        qh = qh * cos + rotate_half(qh) * sin
-        kh = kh * cos + rotate_half(kh) * sin
-        attn = (qh * (c // HEADS)**-0.5) @ kh.transpose(-2, -1)
-        out = (attn.softmax(-1) @ vh).transpose(1, 2).reshape(-1, n, c)
-        out = F.linear(out, p[q + 'attn.proj.weight'],
-                       p[q + 'attn.proj.bias']).reshape(x.shape)
+        out = official_attention(x.reshape(x.shape[0], -1, c),
+                                 source, 'backbone.net.' + q,
+                                 HEADS).reshape(x.shape)
         if win:
             out = out.view(b, h // win, w // win, win, win, c).permute(
                 0, 1, 3, 2, 4, 5).reshape(b, h, w, c)
         x = shortcut + out
-        y = F.layer_norm(x, (c, ), p[q + 'norm2.weight'],
-                         p[q + 'norm2.bias'], eps=1e-6)
-        hidden = F.silu(F.linear(y, p[q + 'mlp.w1.weight'],
-                                 p[q + 'mlp.w1.bias'])) * F.linear(
-                                     y, p[q + 'mlp.w2.weight'],
-                                     p[q + 'mlp.w2.bias'])
-        hidden = F.layer_norm(hidden, (MLP, ), p[q + 'mlp.ffn_ln.weight'],
-                              p[q + 'mlp.ffn_ln.bias'], eps=1e-6)
-        x = x + F.linear(hidden, p[q + 'mlp.w3.weight'], p[q + 'mlp.w3.bias'])
+        x = x + official_swiglu_branch(x, source, 'backbone.net.' + q)
     return x.permute(0, 3, 1, 2)
 
 
@@ -318,12 +246,10 @@ def test_converts_loads_strictly_and_computes_as_official(
         float(v.double().sum()) for k, v in state.items()
         if k != 'backbone.pos_embed')
     # q, k and v, fused, count as one tensor.
-    sums: Dict[str, float] = {}
-    for key, value in source.items():
-        if key not in rope and key != 'backbone.net.pos_embed':
-            key = re.sub(r'attn\.[qkv]_proj\.', 'attn.qkv.', key)
-            sums[key] = sums.get(key, 0.) + float(value.double().sum())
-    source_values = sorted(sums.values())
+    source_values = fused_value_sums({
+        k: v for k, v in source.items()
+        if k not in rope and k != 'backbone.net.pos_embed'
+    })
     assert model_values == pytest.approx(source_values, abs=1e-9)
     torch.testing.assert_close(
         state['backbone.pos_embed'],

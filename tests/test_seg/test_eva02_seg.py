@@ -15,7 +15,6 @@ maps equal eva2.py's forward written out here (cls token, RoPE on the patch
 tokens only, SwiGLU with sub-LN, fpn1..fpn4).
 """
 import math
-import re
 from pathlib import Path
 from typing import Dict
 
@@ -30,8 +29,11 @@ from mmengine.runner import Runner
 from eva_mm.datasets import generate_demo_ade
 from eva_mm.models.utils.checkpoint import CheckpointError
 from eva_mm.models.utils.converters import SRC_FORMATS, check_fits_config
+from eva02_official import (fused_value_sums, official_attention,
+                            official_rope, official_swiglu_branch)
 from test_seg.test_seg_configs import (_reset_scope,  # noqa: F401
                                        hand_layer_id, load)
+from test_seg.test_seg_configs import shrink_options as seg_shrink_options
 
 ROOT = Path(__file__).resolve().parents[2]
 # name: arch, crop, depth, width, out indices, drop path, head channels,
@@ -59,20 +61,6 @@ RECIPES = {
 def test_every_eva02_config_is_covered() -> None:
     configs = (ROOT / 'configs/segmentation').glob('eva02-*.py')
     assert {p.stem for p in configs} == set(RECIPES)
-
-
-def official_rope(head_dim: int, side: int) -> Dict[str, torch.Tensor]:
-    """eva2.py:111-146 VisionRotaryEmbeddingFast(dim=head_dim // 2,
-    pt_seq_len=16, ft_seq_len=side): (side * side, head_dim) tables."""
-    dim = head_dim // 2
-    freqs = 1. / (10000**(torch.arange(0, dim, 2)[:dim // 2].float() / dim))
-    t = torch.arange(side) / side * 16
-    freqs = torch.einsum('i,f->if', t, freqs).repeat_interleave(2, dim=-1)
-    grid = torch.cat([
-        freqs[:, None, :].expand(side, side, -1),
-        freqs[None, :, :].expand(side, side, -1)
-    ], dim=-1).reshape(side * side, -1)
-    return dict(freqs_cos=grid.cos(), freqs_sin=grid.sin())
 
 
 def official_shapes(dim: int, depth: int, heads: int, mlp: int, img: int,
@@ -172,11 +160,6 @@ def shrunk(name: str) -> Config:
     return cfg
 
 
-def rotate_half(x: torch.Tensor) -> torch.Tensor:
-    pairs = x.unflatten(-1, (-1, 2))
-    return torch.stack([-pairs[..., 1], pairs[..., 0]], dim=-1).flatten(-2)
-
-
 def official_features(p: Dict[str, torch.Tensor], image: torch.Tensor,
                       bn_eps: float) -> list:
     """eva2.py's EVA2.forward_features (xattn=False) from the source
@@ -187,41 +170,15 @@ def official_features(p: Dict[str, torch.Tensor], image: torch.Tensor,
     x = x.flatten(2).transpose(1, 2)
     x = torch.cat([p['backbone.cls_token'].expand(b, -1, -1), x], dim=1)
     x = x + p['backbone.pos_embed']
-    n = x.shape[1]
     features = []
     for i in range(DEPTH):
         q = f'backbone.blocks.{i}.'
         y = F.layer_norm(x, (c, ), p[q + 'norm1.weight'],
                          p[q + 'norm1.bias'], eps=1e-6)
-
-        def heads(t: torch.Tensor) -> torch.Tensor:
-            return t.reshape(b, n, HEADS, -1).permute(0, 2, 1, 3)
-
-        qh = heads(F.linear(y, p[q + 'attn.q_proj.weight'],
-                            p[q + 'attn.q_bias']))
-        kh = heads(F.linear(y, p[q + 'attn.k_proj.weight']))
-        vh = heads(F.linear(y, p[q + 'attn.v_proj.weight'],
-                            p[q + 'attn.v_bias']))
-        cos, sin = p[q + 'attn.rope.freqs_cos'], p[q + 'attn.rope.freqs_sin']
         # RoPE on the patch tokens, the cls token untouched (eva2.py:305-
         # 313).
-        qh = torch.cat([qh[:, :, :1], qh[:, :, 1:] * cos +
-                        rotate_half(qh[:, :, 1:]) * sin], dim=2)
-        kh = torch.cat([kh[:, :, :1], kh[:, :, 1:] * cos +
-                        rotate_half(kh[:, :, 1:]) * sin], dim=2)
-        attn = (qh * (c // HEADS)**-0.5) @ kh.transpose(-2, -1)
-        out = (attn.softmax(-1) @ vh).transpose(1, 2).reshape(b, n, c)
-        x = x + F.linear(out, p[q + 'attn.proj.weight'],
-                         p[q + 'attn.proj.bias'])
-        y = F.layer_norm(x, (c, ), p[q + 'norm2.weight'],
-                         p[q + 'norm2.bias'], eps=1e-6)
-        hidden = F.silu(F.linear(y, p[q + 'mlp.w1.weight'],
-                                 p[q + 'mlp.w1.bias'])) * F.linear(
-                                     y, p[q + 'mlp.w2.weight'],
-                                     p[q + 'mlp.w2.bias'])
-        hidden = F.layer_norm(hidden, (MLP, ), p[q + 'mlp.ffn_ln.weight'],
-                              p[q + 'mlp.ffn_ln.bias'], eps=1e-6)
-        x = x + F.linear(hidden, p[q + 'mlp.w3.weight'], p[q + 'mlp.w3.bias'])
+        x = x + official_attention(y, p, q, HEADS, num_prefix_tokens=1)
+        x = x + official_swiglu_branch(x, p, q)
         features.append(x[:, 1:].transpose(1, 2).reshape(b, c, h, w))
     f = 'backbone.fpn1.'
     up = F.conv_transpose2d(features[0], p[f + '0.weight'], p[f + '0.bias'],
@@ -283,12 +240,8 @@ def test_converts_loads_strictly_and_computes_as_official(
     # Every other tensor unchanged: the same multiset of values, q, k and
     # v (fused) counting as one.
     model_values = sorted(float(v.double().sum()) for v in state.values())
-    sums: Dict[str, float] = {}
-    for key, value in source.items():
-        if key not in rope:
-            key = re.sub(r'attn\.[qkv]_proj\.', 'attn.qkv.', key)
-            sums[key] = sums.get(key, 0.) + float(value.double().sum())
-    source_values = sorted(sums.values())
+    source_values = fused_value_sums(
+        {k: v for k, v in source.items() if k not in rope})
     assert model_values == pytest.approx(source_values, abs=1e-9)
     # The neck's pyramid as eva2.py computes it.
     image = torch.randn(2, 3, IMG, IMG, generator=generator)
@@ -393,7 +346,14 @@ def test_paper_config_trains_one_iteration_shrunk(
         generate_demo_ade(str(data_root), num_train=4, num_val=1,
                           num_classes=8)
     cfg = load(name)
+    # The EVA-01 configs' shrink options for data, crops and schedule; the
+    # UperNet model's own.
     options = {
+        key: value
+        for key, value in seg_shrink_options(cfg, data_root).items()
+        if not key.startswith(('model.backbone', 'model.decode_head'))
+    }
+    options.update({
         'model.backbone.arch': 'eva02-tiny',
         'model.backbone.img_size': 64,
         'model.backbone.out_indices': (2, 5, 8, 11),
@@ -402,34 +362,8 @@ def test_paper_config_trains_one_iteration_shrunk(
         'model.decode_head.channels': 32,
         'model.auxiliary_head.in_channels': 192,
         'model.auxiliary_head.channels': 16,
-        'model.data_preprocessor.size': (64, 64),
-        'model.test_cfg.crop_size': (64, 64),
-        'model.test_cfg.stride': (32, 32),
         'optim_wrapper.type': 'OptimWrapper',
-        'train_cfg.max_iters': 1,
-        'load_from': None,
-    }
-    for index, transform in enumerate(cfg.train_dataloader.dataset.pipeline):
-        key = f'train_dataloader.dataset.pipeline.{index}.'
-        if transform.type == 'RandomResize':
-            options[key + 'scale'] = (384, 96)
-        elif transform.type == 'RandomCrop':
-            options[key + 'crop_size'] = (64, 64)
-    for index, transform in enumerate(cfg.val_dataloader.dataset.pipeline):
-        if transform.type == 'Resize':
-            options[f'val_dataloader.dataset.pipeline.{index}.scale'] = (384,
-                                                                         96)
-    for loader, split in (('train_dataloader', 'training'),
-                          ('val_dataloader', 'validation')):
-        options.update({
-            f'{loader}.batch_size': 2 if split == 'training' else 1,
-            f'{loader}.num_workers': 0,
-            f'{loader}.persistent_workers': False,
-            f'{loader}.dataset.data_root': str(data_root),
-            f'{loader}.dataset.data_prefix.img_path': f'images/{split}',
-            f'{loader}.dataset.data_prefix.seg_map_path':
-            f'annotations/{split}',
-        })
+    })
     cfg.merge_from_dict(options)
     cfg.work_dir = str(tmp_path_factory.mktemp(name))
     cfg.log_level = 'WARNING'

@@ -31,6 +31,31 @@ eva02_det_backbone = dict(
 # _lrd0p8.py:26-29, eva2_o365_..._l_8attn_1536_lrd0p8.py:35-38).
 eva02_l_global_8 = (2, 5, 8, 11, 14, 17, 20, 23)
 
+# The 1536 px EVA-02-L detectors without Objects365
+# (eva2_coco_cascade_mask_rcnn_vitdet_l_8attn_win32_1536_lrd0p8.py, also the
+# base of the LVIS one) on top of the 1024 px ones.
+eva02_sys_model = dict(
+    # Square padding to 1536 (square_pad = 1536, line 16).
+    data_preprocessor=dict(pad_size_divisor=1536),
+    backbone=dict(
+        img_size=1536,  # img_size = 1536
+        window_size=32,  # window_size = 32
+        global_block_indexes=eva02_l_global_8,
+        with_cp=True),  # use_act_checkpoint = True
+    # maskness_thresh=0.5 in the official evaluation commands
+    # (EVA-02/det/README.md).
+    roi_head=dict(mask_head=dict(rescore_by_maskness=True)))
+# Their test (the same commands): soft-NMS (use_soft_nms=True,
+# method=linear, iou_threshold=0.6), all detections kept; the COCO
+# commands add override_score_thresh=0.0.
+eva02_soft_nms_rcnn = dict(
+    nms=dict(_delete_=True, type='soft_nms', iou_threshold=0.6,
+             method='linear'),
+    max_per_img=-1)
+# The fields of the LSJ transforms' sizes (RandomResize, RandomCrop,
+# Resize), set by the 1536 px configs.
+eva02_lsj_sizes = ('scale', 'crop_size')
+
 # The fine-tuning that follows Objects365 (eva2_o365_to_coco/
 # eva2_o365_to_coco_cascade_mask_rcnn_vitdet_l_8attn_1536_lrd0p8.py,
 # "o365_to_coco" below, also the base of eva2_o365_to_lvis): a constant lr

@@ -44,19 +44,19 @@ _EVA02_BLOCK = (_BACKBONE + 'blocks.0.mlp.w1.weight',
     '--img-size).', add_detector_arguments)
 def official_eva02_det(source: StateDict,
                        args: argparse.Namespace) -> Conversion:
-    """An official EVA-02 detector (see the module doc).
+    """Rename the EVA-02 ViT of a detector, then convert it as EVA-01's.
 
     Args:
-        source: The flat source state dict.
-        args: ``config``, ``img_size`` and ``rel_pos_resize`` options.
+        source: The flat state dict of the detectron2 file.
+        args: The tool's ``--config``, ``--img-size`` and
+            ``--rel-pos-resize``.
 
     Returns:
-        The conversion, named as the eva_mm detector.
+        The eva_mm detector's weights; the RoPE tables listed as dropped.
 
     Raises:
-        CheckpointError: For a file of another kind (an EVA-01 detector, a
-            backbone or segmentor checkpoint) or keys without a
-            counterpart.
+        CheckpointError: For an EVA-01 detector, a backbone or segmentor
+            file, or keys the eva_mm detector has no place for.
     """
     absent = [key for key in _EVA02_BLOCK if key not in source]
     if absent or 'backbone.simfp_2.0.weight' not in source:

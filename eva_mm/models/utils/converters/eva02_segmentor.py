@@ -29,7 +29,7 @@ import re
 from typing import Dict, List
 
 from ..checkpoint import CheckpointError, StateDict
-from .eva02_backbone import convert_eva02_keys
+from .eva02_backbone import _fp32, convert_eva02_keys
 from .registry import Conversion, register_src_format
 
 # eva2.py's fpn1/fpn2 -> Feature2Pyramid's upsample_4x/upsample_2x.
@@ -74,11 +74,11 @@ def official_eva02_seg(source: StateDict,
         neck = _NECK.match(key)
         if neck:
             name = _NECK_NAMES[neck[1]]
-            weights[f'neck.{name}.{neck[2]}.{neck[3]}'] = value
+            weights[f'neck.{name}.{neck[2]}.{neck[3]}'] = _fp32(value)
         elif key.startswith('backbone.'):
             vit[key[len('backbone.'):]] = value
         elif key.startswith(_HEADS):
-            weights[key] = value
+            weights[key] = _fp32(value)
         else:
             unknown.append(key)
     if unknown:
@@ -87,10 +87,6 @@ def official_eva02_seg(source: StateDict,
             f'the eva_mm model: {sorted(unknown)[:20]}.')
     backbone, dropped = convert_eva02_keys(vit)
     weights.update({'backbone.' + k: v for k, v in backbone.items()})
-    weights = {
-        key: value.float() if value.is_floating_point() else value
-        for key, value in weights.items()
-    }
     meta: Dict[str, object] = dict(
         num_classes=int(source['decode_head.conv_seg.weight'].shape[0]),
         with_auxiliary_head=any(
