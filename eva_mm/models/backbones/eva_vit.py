@@ -79,6 +79,11 @@ class PatchEmbed(nn.Module):
         return x.flatten(2).transpose(1, 2), tuple(x.shape[2:])
 
 
+# What every EVA-02 preset shares.
+_EVA02 = dict(
+    patch_size=14, swiglu_mlp=True, use_rot_pos_emb=True, ref_feat_shape=16)
+
+
 @MODELS.register_module()
 class EVAViT(BaseModule):
     """The EVA vision transformer: EVA-01 (arXiv:2211.07636) and EVA-02.
@@ -201,27 +206,21 @@ class EVAViT(BaseModule):
         # EVA-01 ViT-g/14 (paper, Table 1): 40 layers, width 1408, MLP 6144.
         'giant': dict(embed_dims=1408, num_layers=40, num_heads=16,
                       mlp_hidden_dim=6144, patch_size=14),
-        # EVA-02 (EVA-02/asuka/modeling_pretrain.py:251-330, timm
+        # EVA-02 (EVA-02/asuka/modeling_pretrain.py:251-329, timm
         # eva02_*_patch14_224): MLP ratio 4 * 2 / 3 (int(dim * 8 / 3)),
         # SwiGLU, RoPE with pt_hw_seq_len 16; base and large add the sub-LN
         # (subln=True, naiveswiglu) that tiny and small (xformers SwiGLU)
         # have not.
-        'eva02-tiny': dict(embed_dims=192, num_layers=12, num_heads=3,
-                           mlp_hidden_dim=512, patch_size=14,
-                           swiglu_mlp=True, scale_mlp=False,
-                           use_rot_pos_emb=True, ref_feat_shape=16),
-        'eva02-small': dict(embed_dims=384, num_layers=12, num_heads=6,
-                            mlp_hidden_dim=1024, patch_size=14,
-                            swiglu_mlp=True, scale_mlp=False,
-                            use_rot_pos_emb=True, ref_feat_shape=16),
-        'eva02-base': dict(embed_dims=768, num_layers=12, num_heads=12,
-                           mlp_hidden_dim=2048, patch_size=14,
-                           swiglu_mlp=True, scale_mlp=True,
-                           use_rot_pos_emb=True, ref_feat_shape=16),
-        'eva02-large': dict(embed_dims=1024, num_layers=24, num_heads=16,
-                            mlp_hidden_dim=2730, patch_size=14,
-                            swiglu_mlp=True, scale_mlp=True,
-                            use_rot_pos_emb=True, ref_feat_shape=16),
+        'eva02-tiny': dict(_EVA02, embed_dims=192, num_layers=12,
+                           num_heads=3, mlp_hidden_dim=512, scale_mlp=False),
+        'eva02-small': dict(_EVA02, embed_dims=384, num_layers=12,
+                            num_heads=6, mlp_hidden_dim=1024,
+                            scale_mlp=False),
+        'eva02-base': dict(_EVA02, embed_dims=768, num_layers=12,
+                           num_heads=12, mlp_hidden_dim=2048, scale_mlp=True),
+        'eva02-large': dict(_EVA02, embed_dims=1024, num_layers=24,
+                            num_heads=16, mlp_hidden_dim=2730,
+                            scale_mlp=True),
     }
     # Options an arch dict may carry; an explicit (non-None) argument wins.
     ARCH_OPTIONS = ('swiglu_mlp', 'scale_mlp', 'scale_attn_inner',
