@@ -97,7 +97,8 @@ def build_on_meta(cfg: Config) -> torch.nn.Module:
 
 
 def test_every_config_is_covered() -> None:
-    assert {p.stem for p in CONFIG_DIR.glob('*.py')} == set(RECIPES)
+    # EVA-02's configs (eva02-*) are tests/test_det/test_eva02_det.py's.
+    assert {p.stem for p in CONFIG_DIR.glob('eva-*.py')} == set(RECIPES)
 
 
 @pytest.mark.parametrize('name', sorted(RECIPES))

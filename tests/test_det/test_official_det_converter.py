@@ -195,12 +195,12 @@ def random_official(num_classes: int, seed: int = 0,
 
 
 def convert(source: Dict[str, torch.Tensor], config: Optional[Path] = None,
-            **options):
+            src_format: str = 'official-det', **options):
     args = convert_eva.parse_args(
-        ['--src-format', 'official-det', 'src.pth', 'dst.pth'] +
+        ['--src-format', src_format, 'src.pth', 'dst.pth'] +
         (['--config', str(config)] if config else []) +
         [f'--{k.replace("_", "-")}={v}' for k, v in options.items()])
-    return SRC_FORMATS['official-det'].convert(source, args)
+    return SRC_FORMATS[src_format].convert(source, args)
 
 
 def build(cfg: Config) -> torch.nn.Module:

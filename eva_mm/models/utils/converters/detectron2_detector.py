@@ -43,7 +43,7 @@ preprocessor's config holds them). Any other key is an error.
 import argparse
 import math
 import re
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -318,6 +318,29 @@ def official_det(source: StateDict, args: argparse.Namespace) -> Conversion:
             "MIM or backbone weights use --src-format official (and "
             'model.backbone.init_cfg); segmentation checkpoints are not '
             'detectors.')
+    return convert_detector(source, args)
+
+
+def convert_detector(source: StateDict, args: argparse.Namespace,
+                     dropped: Sequence[str] = ()) -> Conversion:
+    """A detectron2 Cascade (Mask) R-CNN whose ViT has EVAViT's names.
+
+    The body of ``official-det``, shared with ``official-eva02-det``, which
+    renames the EVA-02 ViT first (see the module doc for the rest).
+
+    Args:
+        source: The flat source state dict, ``backbone.net.*`` named as
+            EVAViT (EVA-01 files are).
+        args: ``config``, ``img_size`` and ``rel_pos_resize`` options.
+        dropped: Source keys the caller already left out on purpose.
+
+    Returns:
+        The conversion, named as the eva_mm detector.
+
+    Raises:
+        CheckpointError: For keys without a counterpart or a class count
+            that does not fit ``--config``.
+    """
     config = getattr(args, 'config', None)
     num_classes = _num_classes(source)
     _check_class_count(num_classes, config)
@@ -334,8 +357,9 @@ def official_det(source: StateDict, args: argparse.Namespace) -> Conversion:
         key: value.float() if value.is_floating_point() else value
         for key, value in weights.items()
     }
-    dropped = sorted(key for key in source if _DROPPED.match(key))
-    leftover = sorted(set(source) - set(dropped) - _source_keys_mapped(source))
+    own = [key for key in source if _DROPPED.match(key)]
+    leftover = sorted(set(source) - set(own) - _source_keys_mapped(source))
+    dropped = sorted([*dropped, *own])
     if leftover:
         raise CheckpointError(
             f'{len(leftover)} key(s) of the detector have no counterpart in '
