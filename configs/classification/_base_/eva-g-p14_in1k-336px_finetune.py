@@ -1,14 +1,14 @@
 # EVA-01 stage 2: ImageNet-1K fine-tuning at 336 px, from the IN-21K
-# intermediate fine-tuned model, 10 epochs, EMA of the weights; the paper's
-# 89.6 top-1 (arXiv:2211.07636; the official EMA checkpoint
-# eva_21k_1k_336px_psz14_ema_89p6.pt). Every number is from the official
-# command in EVA-01/eva/README.md ("Fine-tuning EVA on ImageNet-1K with
-# ImageNet-21K intermediate fine-tuned checkpoint") unless the comment says
-# otherwise.
+# intermediate fine-tuned model, 10 epochs, EMA of the weights. The recipe
+# shared by the training config eva-g-p14_mim-in21k-pre_in1k-336px.py (and
+# its 560 px variant) and the evaluation base eva-g-p14_in1k-336px_test.py.
+# Every number is from the official command in EVA-01/eva/README.md
+# ("Fine-tuning EVA on ImageNet-1K with ImageNet-21K intermediate
+# fine-tuned checkpoint") unless the comment says otherwise.
 _base_ = [
-    '_base_/models/eva-g-p14_linear-cls.py',
-    '_base_/datasets/imagenet_eva-336px.py',
-    '_base_/schedules/eva-g-p14_adamw-layer-decay.py',
+    './models/eva-g-p14_linear-cls.py',
+    './datasets/imagenet_eva-336px.py',
+    './schedules/eva-g-p14_adamw-layer-decay.py',
     'mmpretrain::_base_/default_runtime.py',
 ]
 
