@@ -26,19 +26,6 @@ test_pipeline = [
 ]
 # Decoding a 128 px PNG takes about a millisecond; worker processes would
 # only compete with the model for the CPU cores.
-train_dataloader = dict(
-    batch_size=8,
-    num_workers=0,
-    persistent_workers=False,
-    sampler=dict(type='InfiniteSampler'),
-    batch_sampler=None,
-    dataset=dict(
-        data_root=data_root,
-        metainfo=metainfo,
-        ann_file='annotations/instances_train.json',
-        data_prefix=dict(img='train/'),
-        filter_cfg=dict(_delete_=True, filter_empty_gt=True),
-        pipeline=train_pipeline))
 val_dataloader = dict(
     batch_size=4,
     num_workers=0,
@@ -50,6 +37,18 @@ val_dataloader = dict(
         data_prefix=dict(img='val/'),
         pipeline=test_pipeline))
 test_dataloader = val_dataloader
+# The same loader over the training files, endlessly shuffled, 8 a batch.
+train_dataloader = dict(
+    val_dataloader,
+    batch_size=8,
+    sampler=dict(type='InfiniteSampler'),
+    batch_sampler=None,
+    dataset=dict(
+        val_dataloader['dataset'],
+        ann_file='annotations/instances_train.json',
+        data_prefix=dict(img='train/'),
+        filter_cfg=dict(_delete_=True, filter_empty_gt=True),
+        pipeline=train_pipeline))
 
 val_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json')
 test_evaluator = val_evaluator
