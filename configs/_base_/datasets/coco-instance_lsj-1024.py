@@ -17,7 +17,7 @@ _base_ = ['mmdet::_base_/datasets/coco_instance.py']
 image_size = (1024, 1024)
 
 train_pipeline = [
-    dict(type='LoadImageFromFile', backend_args={{_base_.backend_args}}),
+    dict(type='LoadImageFromFile', backend_args=_base_.backend_args),
     # detectron2 keeps COCO polygons as polygons (cropped and rasterised per
     # RoI); bitmaps of 2x-upscaled images would cost memory for nothing.
     dict(type='LoadAnnotations', with_bbox=True, with_mask=True,
