@@ -52,8 +52,10 @@ train_dataloader = dict(
     batch_size=1,
     num_workers=4,
     sampler=dict(type='InfiniteSampler'),
-    # Every LSJ image is padded to the same square: detectron2 batches
-    # without aspect-ratio grouping.
+    # mmdet's AspectRatioBatchSampler left out: at one image per GPU
+    # grouping changes nothing (the official loader groups by aspect ratio,
+    # detectron2's build_detection_train_loader default), and with more per
+    # GPU the LSJ crops are padded to one square anyway.
     batch_sampler=None,
     dataset=dict(
         # detectron2 drops images without annotations only (no minimum

@@ -42,6 +42,7 @@ train_dataloader = dict(
     val_dataloader,
     batch_size=8,
     sampler=dict(type='InfiniteSampler'),
+    # Every image is a 128 px square: no aspect-ratio grouping.
     batch_sampler=None,
     dataset=dict(
         val_dataloader['dataset'],
