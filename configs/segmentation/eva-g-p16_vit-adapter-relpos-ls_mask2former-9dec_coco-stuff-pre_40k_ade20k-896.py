@@ -28,16 +28,11 @@ optim_wrapper = dict(
     optimizer=dict(lr=1e-5), paramwise_cfg=dict(layer_decay_rate=0.9))
 max_iters = 40000  # EVA config: schedule_40k
 warmup_iters = 1500  # EVA config: warmup_iters
-# mmengine's schedulers run end - begin - 1 steps, hence the + 1: the
-# factors are then mmcv 1.x's r + (1 - r) t / W and (1 - t / T) exactly.
+# EVA config: warmup='linear', warmup_ratio=1e-6; policy='poly', power=1.0,
+# min_lr=0.0 over all iterations (the schedule base's, over these lengths).
 param_scheduler = [
-    # EVA config: warmup='linear', warmup_ratio=1e-6.
-    dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0,
-         end=warmup_iters + 1),
-    # EVA config: policy='poly', power=1.0, min_lr=0.0, over all iterations
-    # with the warm-up multiplied on top (mmcv 1.x).
-    dict(type='PolyLR', power=1.0, eta_min=0.0, by_epoch=False, begin=0,
-         end=max_iters + 1),
+    dict(_base_.param_scheduler[0], end=warmup_iters + 1),
+    dict(_base_.param_scheduler[1], end=max_iters + 1),
 ]
 train_cfg = dict(max_iters=max_iters)
 # Total batch 32 (official seg/README.md, ADE20K table): 2 images per GPU

@@ -23,23 +23,7 @@ model = dict(
 # EVA config: lr=1.5e-5, layer_decay_rate=0.95 (over the 40 blocks).
 optim_wrapper = dict(
     optimizer=dict(lr=1.5e-5), paramwise_cfg=dict(layer_decay_rate=0.95))
-max_iters = 60000  # EVA config: schedule_60k
-warmup_iters = 1500  # EVA config: warmup_iters
-# mmengine's schedulers run end - begin - 1 steps, hence the + 1: the
-# factors are then mmcv 1.x's r + (1 - r) t / W and (1 - t / T) exactly.
-param_scheduler = [
-    # EVA config: warmup='linear', warmup_ratio=1e-6.
-    dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0,
-         end=warmup_iters + 1),
-    # EVA config: policy='poly', power=1.0, min_lr=0.0.
-    # Over all iterations, from 0: mmengine multiplies the two schedulers'
-    # factors during the warm-up, lr = lr0 * warmup(t) * (1 - t / T), as
-    # mmcv 1.x's PolyLrUpdaterHook with warmup='linear' (the official
-    # runner) does.
-    dict(type='PolyLR', power=1.0, eta_min=0.0, by_epoch=False, begin=0,
-         end=max_iters + 1),
-]
-train_cfg = dict(max_iters=max_iters)
+# EVA config: schedule_60k with warmup_iters=1500, the schedule base's.
 # Total batch 32 (EVA config: samples_per_gpu=1, "a total bsz of 32"):
 # 1 image per GPU x 32 GPUs. tools/train.py --cfg-options
 # auto_scale_lr.enable=True rescales the lr for another total.

@@ -26,19 +26,12 @@ optim_wrapper = dict(
     optimizer=dict(lr=2.5e-5), paramwise_cfg=dict(layer_decay_rate=0.95))
 max_iters = 20000  # paper settings: 20k iterations
 warmup_iters = 500  # paper settings: 500 warm-up iterations
-# mmengine's schedulers run end - begin - 1 steps, hence the + 1: the
-# factors are then mmcv 1.x's r + (1 - r) t / W and (1 - t / T) exactly.
+# The schedule base's warm-up and poly (the EVA ADE config's too:
+# warmup='linear', warmup_ratio=1e-6, policy='poly', power=1.0, min_lr=0.0)
+# over these lengths.
 param_scheduler = [
-    # EVA ADE config: warmup='linear', warmup_ratio=1e-6.
-    dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0,
-         end=warmup_iters + 1),
-    # EVA ADE config: policy='poly', power=1.0, min_lr=0.0.
-    # Over all iterations, from 0: mmengine multiplies the two schedulers'
-    # factors during the warm-up, lr = lr0 * warmup(t) * (1 - t / T), as
-    # mmcv 1.x's PolyLrUpdaterHook with warmup='linear' (the official
-    # runner) does.
-    dict(type='PolyLR', power=1.0, eta_min=0.0, by_epoch=False, begin=0,
-         end=max_iters + 1),
+    dict(_base_.param_scheduler[0], end=warmup_iters + 1),
+    dict(_base_.param_scheduler[1], end=max_iters + 1),
 ]
 train_cfg = dict(max_iters=max_iters)
 # Total batch 64 (paper settings; official seg/README.md, ADE20K table): 1

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import DefaultScope, init_default_scope
 from mmengine.runner import Runner
 from mmpretrain.registry import MODELS
 
 import eva_mm  # noqa: F401  (registers eva_mm.* for the configs)
+from paper_config_utils import build_on_meta, load_config
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / 'configs/classification'
 IN21K = 'eva-g-p14_mim-pre_in21k-224px'
@@ -59,16 +59,6 @@ def _reset_scope():
     DefaultScope._instance_dict.clear()
 
 
-def load(name: str) -> Config:
-    return Config.fromfile(str(CONFIG_DIR / f'{name}.py'))
-
-
-def build_on_meta(cfg: Config) -> torch.nn.Module:
-    init_default_scope('mmpretrain')
-    with torch.device('meta'):
-        return MODELS.build(cfg.model)
-
-
 def hand_layer_id(name: str) -> int:
     """BEiT/EVA layer ids: embeddings 0, block i is i + 1, the rest last."""
     if name in ('backbone.cls_token', 'backbone.pos_embed'):
@@ -85,8 +75,8 @@ def test_every_config_is_covered() -> None:
 
 @pytest.mark.parametrize('name', sorted(TRAIN))
 def test_training_config(name: str) -> None:
-    cfg, want = load(name), TRAIN[name]
-    model = build_on_meta(cfg)
+    cfg, want = load_config(CONFIG_DIR, name), TRAIN[name]
+    model = build_on_meta(cfg, MODELS)
     backbone = model.backbone
     assert backbone.pos_embed.is_meta
     # EVA-g/14: 40 blocks of width 1408, ~1.0B parameters (paper, Table 1).
@@ -148,7 +138,7 @@ def test_training_config(name: str) -> None:
 
 @pytest.mark.parametrize('suffix', sorted(TEST))
 def test_evaluation_config(suffix: str) -> None:
-    cfg = load(f'{IN1K_336}_test-{suffix}')
+    cfg = load_config(CONFIG_DIR, f'{IN1K_336}_test-{suffix}')
     dataset_type, data_root, evaluator = TEST[suffix]
     dataset = cfg.test_dataloader.dataset
     assert (dataset.type, dataset.data_root) == (dataset_type, data_root)
@@ -164,7 +154,7 @@ def test_evaluation_config(suffix: str) -> None:
     # (datasets.py:246, interpolation=3).
     assert resize.interpolation == (
         'bilinear' if suffix == 'imagenet-v2' else 'bicubic')
-    model = build_on_meta(cfg)
+    model = build_on_meta(cfg, MODELS)
     assert model.backbone.pos_embed.shape == (1, 1 + 24 * 24, 1408)
     assert model.head.fc.out_features == 1000
 
@@ -189,7 +179,7 @@ def test_training_config_runs_one_epoch_shrunk(name: str, image_folder,
     smoothing, layer-decay optimizer, iteration-based schedule, EMA and
     validation run for one epoch on a generated image folder.
     """
-    cfg = load(name)
+    cfg = load_config(CONFIG_DIR, name)
     cfg.model.backbone.update(
         arch=dict(embed_dims=32, num_layers=2, num_heads=2,
                   mlp_hidden_dim=64),
@@ -240,7 +230,7 @@ def test_imagenet_v2_pipeline_gives_torchvision_bilinear_pixels(tmp_path):
     expected = np.asarray(official(Image.open(path).convert('RGB')))
 
     def pixels(name: str) -> np.ndarray:
-        cfg = load(name)
+        cfg = load_config(CONFIG_DIR, name)
         init_default_scope('mmpretrain')
         packed = Compose(cfg.test_dataloader.dataset.pipeline)(
             dict(img_path=str(path)))

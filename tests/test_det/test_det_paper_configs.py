@@ -25,13 +25,14 @@ import torch
 from mmdet.registry import MODELS
 from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
-from mmengine.registry import DefaultScope, init_default_scope
+from mmengine.registry import DefaultScope
 from mmengine.runner import Runner
 
 import eva_mm  # noqa: F401  (registers eva_mm.* for the configs)
 from eva_mm.datasets.demo_shapes import generate_demo_lvis
 from eva_mm.models.backbones import EVAViT
 from eva_mm.models.layers.attention import _decomposed_rel_pos
+from paper_config_utils import build_on_meta, load_config
 from train_runs import read_losses, train_cmd
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / 'configs/detection'
@@ -86,16 +87,6 @@ def _reset_scope():
     DefaultScope._instance_dict.clear()
 
 
-def load(name: str) -> Config:
-    return Config.fromfile(str(CONFIG_DIR / f'{name}.py'))
-
-
-def build_on_meta(cfg: Config) -> torch.nn.Module:
-    init_default_scope('mmdet')
-    with torch.device('meta'):
-        return MODELS.build(cfg.model)
-
-
 def test_every_config_is_covered() -> None:
     # EVA-02's configs (eva02-*) are tests/test_det/test_eva02_det.py's.
     assert {p.stem for p in CONFIG_DIR.glob('eva-*.py')} == set(RECIPES)
@@ -103,9 +94,9 @@ def test_every_config_is_covered() -> None:
 
 @pytest.mark.parametrize('name', sorted(RECIPES))
 def test_config_builds_with_the_official_numbers(name: str) -> None:
-    cfg, want = load(name), RECIPES[name]
+    cfg, want = load_config(CONFIG_DIR, name), RECIPES[name]
     dims, depth, head_dims, window, global_blocks = ARCHS[want['arch']]
-    model = build_on_meta(cfg)
+    model = build_on_meta(cfg, MODELS)
     backbone = model.backbone
     assert backbone.pos_embed.is_meta
     assert (backbone.embed_dims, len(backbone.blocks)) == (dims, depth)
@@ -221,9 +212,9 @@ def hand_layer_id(name: str, depth: int) -> int:
 ])
 def test_layer_decay_groups(name: str) -> None:
     """Every trainable parameter in exactly one group, at its layer's lr."""
-    cfg, want = load(name), RECIPES[name]
+    cfg, want = load_config(CONFIG_DIR, name), RECIPES[name]
     depth = ARCHS[want['arch']][1]
-    model = build_on_meta(cfg)
+    model = build_on_meta(cfg, MODELS)
     # AmpOptimWrapper needs a GPU; the groups come from the constructor.
     cfg.optim_wrapper.type = 'OptimWrapper'
     optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
@@ -411,7 +402,7 @@ def shrink_options(cfg: Config, root: Path) -> Dict[str, object]:
 
 def shrunk_runner(name: str, root: Path, work_dir: Path,
                   **extra: object) -> Runner:
-    cfg = load(name)
+    cfg = load_config(CONFIG_DIR, name)
     cfg.merge_from_dict(dict(shrink_options(cfg, root), **extra))
     cfg.work_dir = str(work_dir)
     cfg.log_level = 'WARNING'
@@ -484,7 +475,7 @@ def test_coco_config_trains_and_evaluates_through_train_py(
         lvis_shapes: Path, tmp_path: Path) -> None:
     """tools/train.py with the shrink options on its command line."""
     name = _name('g', 1024, 'coco')
-    options = shrink_options(load(name), lvis_shapes)
+    options = shrink_options(load_config(CONFIG_DIR, name), lvis_shapes)
     options.update({
         'train_cfg.max_iters': 2,
         'train_cfg.val_begin': 1,

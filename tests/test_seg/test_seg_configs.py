@@ -15,11 +15,13 @@ import pytest
 import torch
 from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
-from mmengine.registry import DefaultScope, init_default_scope
+from mmengine.registry import DefaultScope
 from mmengine.runner import Runner
+from mmseg.registry import MODELS
 
 import eva_mm  # noqa: F401  (registers eva_mm.* for the configs)
 from eva_mm.datasets import generate_demo_ade
+from paper_config_utils import build_on_meta, load_config
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / 'configs/segmentation'
 COCO = 'vit-adapter_mask2former_60k_coco-stuff164k-896'
@@ -70,10 +72,6 @@ HEAD_LAYER_ZERO = ('decode_head.mask_embed.', 'decode_head.cls_embed.',
 def _reset_scope():
     yield
     DefaultScope._instance_dict.clear()
-
-
-def load(name: str) -> Config:
-    return Config.fromfile(str(CONFIG_DIR / f'{name}.py'))
 
 
 def split(name: str) -> tuple:
@@ -138,7 +136,7 @@ def test_paper_config_builds_on_meta(name: str) -> None:
     size, data = split(name)
     arch, recipe = SIZES[size], DATA[data]
     lr, decay = LR[(size, data)]
-    cfg = load(name)
+    cfg = load_config(CONFIG_DIR, name)
     check_pipelines(cfg, recipe['classes'])
     dataset = cfg.train_dataloader.dataset
     assert dataset.type == recipe['dataset']
@@ -158,13 +156,8 @@ def test_paper_config_builds_on_meta(name: str) -> None:
     else:
         assert cfg.model.backbone.init_cfg.type == 'Pretrained'
 
-    from mmengine.utils import import_modules_from_strings
-    import_modules_from_strings(**cfg.custom_imports)
-    init_default_scope('mmseg')
-    from mmseg.registry import MODELS
     cfg.model.backbone.init_cfg = None
-    with torch.device('meta'):
-        model = MODELS.build(cfg.model)
+    model = build_on_meta(cfg, MODELS)
     backbone, head = model.backbone, model.decode_head
     assert type(model).__name__ == 'Mask2FormerEncoderDecoder'
     assert (backbone.embed_dims, len(backbone.blocks)) == (arch['width'],
@@ -289,7 +282,7 @@ def test_paper_config_trains_one_iteration_shrunk(
         name: str, tmp_path_factory: pytest.TempPathFactory) -> None:
     data_root = tmp_path_factory.getbasetemp() / 'seg_config_ade'
     generate_demo_ade(str(data_root), num_train=4, num_val=1, num_classes=8)
-    cfg = load(name)
+    cfg = load_config(CONFIG_DIR, name)
     cfg.merge_from_dict(shrink_options(cfg, data_root))
     cfg.work_dir = str(tmp_path_factory.mktemp(name))
     cfg.log_level = 'WARNING'
@@ -312,7 +305,7 @@ def test_relpos_variant_config(name: str) -> None:
     variant configs' architecture and recipe, everything else as the plain
     giant config."""
     recipe = RELPOS[split(name)[1]]
-    cfg = load(name)
+    cfg = load_config(CONFIG_DIR, name)
     check_pipelines(cfg, recipe['classes'])
     assert cfg.train_dataloader.dataset.type == recipe['dataset']
     assert cfg.train_dataloader.batch_size == recipe['per_gpu']
@@ -327,13 +320,8 @@ def test_relpos_variant_config(name: str) -> None:
     if recipe['classes'] == 150:
         assert cfg.load_from.startswith(
             f'work_dirs/eva-g-p16_{RELPOS_COCO}/')
-    from mmengine.utils import import_modules_from_strings
-    import_modules_from_strings(**cfg.custom_imports)
-    init_default_scope('mmseg')
-    from mmseg.registry import MODELS
     cfg.model.backbone.init_cfg = None
-    with torch.device('meta'):
-        model = MODELS.build(cfg.model)
+    model = build_on_meta(cfg, MODELS)
     block = model.backbone.blocks[0]
     # BEiT relative position bias over the 56 x 56 grid (+3 cls entries),
     # one table per block, and layer scale.
@@ -346,7 +334,7 @@ def test_relpos_variant_config(name: str) -> None:
 def test_poly_schedule_with_warmup_on_top() -> None:
     """The ADE20K schedule's lr at every iteration equals mmcv 1.x's
     formula: poly over [0, T] times the linear warm-up factor."""
-    cfg = load(f'eva-g-p16_{ADE}')
+    cfg = load_config(CONFIG_DIR, f'eva-g-p16_{ADE}')
     lr0, ratio, warmup, total = 2.5e-5, 1e-6, 500, 20000
     from mmengine.registry import PARAM_SCHEDULERS
     param = torch.nn.Parameter(torch.zeros(1))

@@ -4,14 +4,20 @@
 # det configs import): random flip, resize to 0.1-2.0 x 1024 keeping the
 # aspect ratio, a 1024 x 1024 crop, and square zero padding after
 # normalisation. Test: the long side resized to 1024, padded the same way.
-# mmdet's configs/common/lsj-100e_coco-instance.py is the mmdet form of it.
-dataset_type = 'CocoDataset'
-data_root = 'data/coco/'
+#
+# On mmdet's COCO instance data base (data root, files, loaders, CocoMetric),
+# with EVA's pipelines. mmdet's configs/common/lsj-100e_coco-instance.py, its
+# LSJ form of the same base, is not inherited: it carries a 25-epoch SGD
+# schedule and the runtime, whose keys would clash ("Duplicate key is not
+# allowed among bases") with the schedule base every detection config lists
+# beside this one, and its pipelines differ from EVA's anyway (flip last,
+# bitmap masks).
+_base_ = ['mmdet::_base_/datasets/coco_instance.py']
+
 image_size = (1024, 1024)
-backend_args = None
 
 train_pipeline = [
-    dict(type='LoadImageFromFile', backend_args=backend_args),
+    dict(type='LoadImageFromFile', backend_args=_base_.backend_args),
     # detectron2 keeps COCO polygons as polygons (cropped and rasterised per
     # RoI); bitmaps of 2x-upscaled images would cost memory for nothing.
     dict(type='LoadAnnotations', with_bbox=True, with_mask=True,
@@ -33,15 +39,11 @@ train_pipeline = [
     dict(type='FilterAnnotations', min_gt_bbox_wh=(1e-2, 1e-2)),
     dict(type='PackDetInputs')
 ]
+# mmdet's test pipeline with the long side resized to 1024 and polygon masks.
 test_pipeline = [
-    dict(type='LoadImageFromFile', backend_args=backend_args),
-    dict(type='Resize', scale=image_size, keep_ratio=True),
-    dict(type='LoadAnnotations', with_bbox=True, with_mask=True,
-         poly2mask=False),
-    dict(
-        type='PackDetInputs',
-        meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
-                   'scale_factor'))
+    dict(t, scale=image_size) if t['type'] == 'Resize' else
+    dict(t, poly2mask=False) if t['type'] == 'LoadAnnotations' else t
+    for t in _base_.test_pipeline
 ]
 
 train_dataloader = dict(
@@ -49,43 +51,24 @@ train_dataloader = dict(
     # dataloader.train.total_batch_size = 64, 8 nodes x 8 GPUs).
     batch_size=1,
     num_workers=4,
-    persistent_workers=True,
-    sampler=dict(type='InfiniteSampler', shuffle=True),
+    sampler=dict(type='InfiniteSampler'),
+    # mmdet's AspectRatioBatchSampler left out: at one image per GPU
+    # grouping changes nothing (the official loader groups by aspect ratio,
+    # detectron2's build_detection_train_loader default), and with more per
+    # GPU the LSJ crops are padded to one square anyway.
+    batch_sampler=None,
     dataset=dict(
-        type=dataset_type,
-        data_root=data_root,
-        ann_file='annotations/instances_train2017.json',
-        data_prefix=dict(img='train2017/'),
         # detectron2 drops images without annotations only (no minimum
         # image size; filter_empty_annotations in data/build.py).
-        filter_cfg=dict(filter_empty_gt=True),
-        pipeline=train_pipeline,
-        backend_args=backend_args))
-val_dataloader = dict(
-    batch_size=1,
-    num_workers=2,
-    persistent_workers=True,
-    drop_last=False,
-    sampler=dict(type='DefaultSampler', shuffle=False),
-    dataset=dict(
-        type=dataset_type,
-        data_root=data_root,
-        ann_file='annotations/instances_val2017.json',
-        data_prefix=dict(img='val2017/'),
-        test_mode=True,
-        pipeline=test_pipeline,
-        backend_args=backend_args))
+        filter_cfg=dict(_delete_=True, filter_empty_gt=True),
+        pipeline=train_pipeline))
+val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader
 
 val_evaluator = dict(
-    type='CocoMetric',
-    ann_file=data_root + 'annotations/instances_val2017.json',
-    metric=['bbox', 'segm'],
     # detectron2's COCOEvaluator: maxDets (1, 10, 100), so AP50, AP75 and
     # APs/m/l are at 100 detections as AP is (detectron2/evaluation/
     # coco_evaluation.py:111-115); mmdet's (100, 300, 1000) scores those at
     # 1000.
-    proposal_nums=(1, 10, 100),
-    format_only=False,
-    backend_args=backend_args)
+    proposal_nums=(1, 10, 100))
 test_evaluator = val_evaluator

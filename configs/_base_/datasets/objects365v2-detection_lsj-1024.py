@@ -25,8 +25,7 @@ train_dataloader = dict(
         pipeline=train_pipeline))
 val_dataloader = dict(
     dataset=dict(
-        type=dataset_type,
-        data_root=data_root,
+        train_dataloader['dataset'],
         ann_file='annotations/zhiyuan_objv2_val.json',
         data_prefix=dict(img='val/'),
         pipeline=test_pipeline))

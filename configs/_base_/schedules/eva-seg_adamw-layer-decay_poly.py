@@ -2,8 +2,9 @@
 # EVA-01/seg/configs/{ade20k,coco_stuff164k}/eva_mask2former_896_*.py):
 # AdamW with layer-wise lr decay, iteration based, mmcv 1.x's poly decay
 # (power 1.0 to 0) over all iterations with a linear warm-up from 1e-6 of
-# the lr multiplied on top of it. Each experiment sets the lr,
-# layer_decay_rate, max_iters and the warm-up length.
+# the lr multiplied on top of it. Each experiment sets the lr and
+# layer_decay_rate; the length is the COCO-Stuff-164K stage's, which the other
+# experiments replace, restating the two schedulers' ends.
 _base_ = ['mmseg::_base_/schedules/schedule_80k.py']
 
 optim_wrapper = dict(
@@ -29,5 +30,25 @@ default_hooks = dict(
     # Official: checkpoint_config interval=1000, max_keep_ckpts=10;
     # evaluation save_best='mIoU'.
     checkpoint=dict(interval=1000, max_keep_ckpts=10, save_best='mIoU'))
+
+# The official COCO-Stuff-164K config (EVA-01/seg/configs/coco_stuff164k/
+# eva_mask2former_896_60k_cocostuff164k_ss.py, "EVA config"): schedule_60k,
+# warmup_iters=1500.
+max_iters = 60000
+warmup_iters = 1500
+# mmengine's schedulers run end - begin - 1 steps, hence the + 1: the
+# factors are then mmcv 1.x's r + (1 - r) t / W and (1 - t / T) exactly.
+param_scheduler = [
+    # EVA config: warmup='linear', warmup_ratio=1e-6.
+    dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0,
+         end=warmup_iters + 1),
+    # EVA config: policy='poly', power=1.0, min_lr=0.0.
+    # Over all iterations, from 0: mmengine multiplies the two schedulers'
+    # factors during the warm-up, lr = lr0 * warmup(t) * (1 - t / T), as
+    # mmcv 1.x's PolyLrUpdaterHook with warmup='linear' (the official
+    # runner) does.
+    dict(type='PolyLR', power=1.0, eta_min=0.0, by_epoch=False, begin=0,
+         end=max_iters + 1),
+]
 # Official: evaluation interval=1000.
-train_cfg = dict(val_interval=1000)
+train_cfg = dict(max_iters=max_iters, val_interval=1000)

@@ -106,14 +106,11 @@ optim_wrapper = dict(
     optimizer=dict(lr=2e-3), paramwise_cfg=dict(layer_decay_rate=0.95))
 max_iters = 200
 warmup_iters = 5
-# mmengine's schedulers run end - begin - 1 steps, hence the + 1: the
-# factors are then mmcv 1.x's r + (1 - r) t / W and (1 - t / T) exactly.
+# The paper configs' poly over all iterations with the warm-up on top (the
+# schedule base's, ends + 1 as there), warming up from 1e-3.
 param_scheduler = [
-    dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0,
-         end=warmup_iters + 1),
-    # The paper configs' poly over all iterations, warm-up on top.
-    dict(type='PolyLR', power=1.0, eta_min=0.0, by_epoch=False, begin=0,
-         end=max_iters + 1),
+    dict(_base_.param_scheduler[0], start_factor=1e-3, end=warmup_iters + 1),
+    dict(_base_.param_scheduler[1], end=max_iters + 1),
 ]
 train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
 default_hooks = dict(

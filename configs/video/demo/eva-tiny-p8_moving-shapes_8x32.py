@@ -68,14 +68,14 @@ train_dataloader = dict(
         ann_file=f'{data_root}/train_list.txt',
         data_prefix=dict(video=f'{data_root}/videos'),
         pipeline=train_pipeline))
+# The training loader over the validation list, in order, one clip a batch.
 test_dataloader = dict(
+    train_dataloader,
     batch_size=1,
-    num_workers=0,
     sampler=dict(type='DefaultSampler', shuffle=False),
     dataset=dict(
-        type='eva_mm.RobustVideoDataset',
+        train_dataloader['dataset'],
         ann_file=f'{data_root}/val_list.txt',
-        data_prefix=dict(video=f'{data_root}/videos'),
         pipeline=test_pipeline,
         test_mode=True))
 val_dataloader = test_dataloader
