@@ -106,6 +106,73 @@ def test_teacher_targets_are_projected_patch_tokens(clip_file, tmp_path):
                       open_clip.transformer.QuickGELU)
 
 
+# A tiny EVA-02 timm tower as open_clip builds EVA-CLIP towers
+# (model_configs/EVA01-g-14.json, EVA02-*.json: token pooling, the trunk's
+# head as the projection).
+TIMM_TOWER = dict(timm_model_name='eva02_tiny_patch14_224', timm_pool='token',
+                  timm_proj=None, image_size=224)
+
+
+def _perturbed(teacher: OpenCLIPTeacher) -> OpenCLIPTeacher:
+    # timm's init leaves norms at identity and the head near zero; random
+    # values everywhere show whether each is applied.
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for param in teacher.visual.parameters():
+            param.add_(torch.randn_like(param) * 0.1)
+    return teacher
+
+
+@pytest.mark.parametrize('proj', [None, 'linear'])
+def test_timm_tower_targets_equal_timm_per_token(proj):
+    import timm
+    teacher = _perturbed(OpenCLIPTeacher(model_cfg=dict(
+        embed_dim=32, vision_cfg=dict(TIMM_TOWER, timm_proj=proj))))
+    assert teacher.patch_grid == (16, 16) and teacher.out_channels == 32
+    # timm's own forward of the same weights without pooling gives every
+    # token through the final norm and the head.
+    reference = timm.create_model(
+        'eva02_tiny_patch14_224', global_pool='',
+        num_classes=0 if proj else 32).eval()
+    # With an extra projection open_clip builds the trunk with timm's
+    # default mean pooling, whose norm is the fc_norm after pooling; applied
+    # per token it is the reference's final norm.
+    reference.load_state_dict({
+        key.replace('fc_norm.', 'norm.'): value
+        for key, value in teacher.visual.trunk.state_dict().items()})
+    images = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        expected = reference(images)[:, 1:]
+        if proj:  # open_clip's extra projection, token-wise
+            expected = expected @ teacher.visual.head.proj.weight.T
+        # The cls column reproduces open_clip's own image embedding.
+        pooled = teacher.visual(images)
+        assert torch.allclose(
+            reference(images)[:, 0] @ teacher.visual.head.proj.weight.T
+            if proj else reference(images)[:, 0], pooled, atol=1e-5)
+    targets = teacher(images)
+    assert targets.shape == (2, 256, 32)
+    torch.testing.assert_close(targets, expected)
+
+
+def test_timm_tower_reads_a_file_and_refuses_attention_pooling(tmp_path):
+    source = _perturbed(OpenCLIPTeacher(model_cfg=dict(
+        embed_dim=32, vision_cfg=TIMM_TOWER)))
+    path = tmp_path / 'tower.pt'
+    torch.save({f'visual.{k}': v
+                for k, v in source.visual.state_dict().items()}, path)
+    loaded = OpenCLIPTeacher(
+        model_cfg=dict(embed_dim=32, vision_cfg=TIMM_TOWER),
+        pretrained=str(path))
+    images = torch.randn(1, 3, 224, 224)
+    torch.testing.assert_close(loaded(images), source(images))
+    with pytest.raises(ValueError, match='attention pooling'):
+        OpenCLIPTeacher(model_cfg=dict(
+            embed_dim=32, vision_cfg=dict(
+                timm_model_name='vit_tiny_patch16_224', timm_pool='map',
+                timm_proj=None)))
+
+
 # ---------------------------------------------------------------- loss
 def test_loss_uses_masked_positions_only(clip_file):
     torch.manual_seed(0)
