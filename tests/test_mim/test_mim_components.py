@@ -424,3 +424,106 @@ def test_official_init_keeps_a_pretrained_student(tmp_path):
     # Only the head gets the official init.
     assert model.head.fc.weight.abs().max() <= 0.015
     assert not model.head.fc.bias.any()
+
+
+# ---------------------------------------------------------------- EVA-02
+def _eva02_mim(teacher: OpenCLIPTeacher, scale_mlp: bool = True,
+               grad_scale: float = 1.0, width: int = 256) -> EVAMIM:
+    return EVAMIM(
+        backbone=dict(
+            type='eva_mm.EVAViT',
+            arch=dict(embed_dims=width, num_layers=4, num_heads=4,
+                      mlp_hidden_dim=width * 8 // 3, swiglu_mlp=True,
+                      scale_mlp=scale_mlp, use_rot_pos_emb=True,
+                      ref_feat_shape=GRID),
+            img_size=32,
+            patch_size=8,
+            out_type='raw',
+            with_mask_token=True),
+        head=dict(type='eva_mm.EVAMIMHead', in_channels=width,
+                  out_channels=24),
+        target_generator=teacher,
+        init_std=0.02,
+        init_scheme='eva02',
+        patch_embed_grad_scale=grad_scale)
+
+
+@pytest.mark.parametrize('scale_mlp', [True, False])
+def test_eva02_official_init_statistics(clip_file, scale_mlp):
+    """Xavier widths (and the sub-LN rescale) of modeling_pretrain.py:
+    114-155, from the layer shapes."""
+    _, path = clip_file
+    torch.manual_seed(0)
+    model = _eva02_mim(
+        OpenCLIPTeacher(model_cfg=TEACHER_CFG, pretrained=str(path)),
+        scale_mlp=scale_mlp)
+    model.init_weights()
+    width, hidden = 256, 256 * 8 // 3
+    # sqrt(log(2 * depth)) for EVA-02-B/L's sub-LN models, else 1.
+    gain = math.sqrt(math.log(2 * 4)) if scale_mlp else 1.
+
+    def xavier(fan_in: int, fan_out: int) -> float:
+        return math.sqrt(2. / (fan_in + fan_out))
+
+    def check_std(tensor: torch.Tensor, std: float) -> None:
+        assert tensor.std().item() == pytest.approx(std, rel=0.05)
+
+    backbone = model.backbone
+    for block in backbone.blocks:
+        q, k, v = block.attn.qkv.weight.chunk(3)
+        check_std(q, xavier(width, width))
+        check_std(k, xavier(width, width))
+        check_std(v, xavier(width, width) * gain)
+        check_std(block.attn.proj.weight, xavier(width, width) * gain)
+        check_std(block.mlp.fc1_g.weight, xavier(width, hidden) * gain)
+        check_std(block.mlp.fc1_x.weight, xavier(width, hidden) * gain)
+        check_std(block.mlp.fc2.weight, xavier(hidden, width) * gain)
+    check_std(model.head.fc.weight, xavier(width, 24))
+    # The patch kernel: Xavier-uniform on (C, 3 * 8 * 8).
+    bound = math.sqrt(6. / (width + 3 * 8 * 8))
+    kernel = backbone.patch_embed.proj.weight
+    assert kernel.abs().max() <= bound
+    check_std(kernel, bound / math.sqrt(3.))
+    for name in ('pos_embed', 'cls_token', 'mask_token'):
+        param = getattr(backbone, name)
+        assert param.abs().max() <= 0.02, name
+    check_std(backbone.pos_embed, 0.02 * _truncated_std_factor())
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear) and module.bias is not None:
+            assert not module.bias.any(), name
+        elif isinstance(module, torch.nn.LayerNorm):
+            assert torch.equal(module.weight,
+                               torch.ones_like(module.weight)), name
+            assert not module.bias.any(), name
+    assert isinstance(backbone.blocks[0].mlp.norm,
+                      torch.nn.LayerNorm) == scale_mlp
+
+
+def test_eva02_patch_embed_gets_a_tenth_of_the_gradient(clip_file):
+    """--stop_grad_conv1 (modeling_pretrain.py:213-214): same loss, the
+    patch embedding's gradients x 0.1, every other gradient unchanged."""
+    _, path = clip_file
+    teacher = OpenCLIPTeacher(model_cfg=TEACHER_CFG, pretrained=str(path))
+    torch.manual_seed(0)
+    plain = _eva02_mim(teacher, width=32)
+    plain.init_weights()
+    scaled = _eva02_mim(teacher, grad_scale=0.1, width=32)
+    scaled.load_state_dict(plain.state_dict())
+    images = torch.randn(2, 3, 32, 32)
+    masks = torch.zeros(2, GRID, GRID, dtype=torch.long)
+    masks[:, 1:3] = 1
+    losses = []
+    for model in (plain, scaled):
+        loss = model(images, _samples(masks), mode='loss')['loss']
+        loss.backward()
+        losses.append(loss)
+    torch.testing.assert_close(losses[0], losses[1])
+    grads = dict(scaled.named_parameters())
+    for name, param in plain.named_parameters():
+        factor = 0.1 if name.startswith('backbone.patch_embed.') else 1.
+        assert param.grad.abs().sum() > 0, name
+        torch.testing.assert_close(grads[name].grad, param.grad * factor,
+                                   msg=name)
+    with pytest.raises(ValueError, match='init_scheme'):
+        EVAMIM(backbone=plain.backbone, head=plain.head,
+               target_generator=teacher, init_scheme='eva03')

@@ -1,6 +1,7 @@
 """EVA masked image modelling: reconstruct CLIP features of masked patches."""
 import math
-from typing import Callable, Dict, List, Optional, Union
+from functools import partial
+from typing import Any, Callable, Dict, List, Optional, Union
 
 import torch
 import torch.nn as nn
@@ -58,6 +59,81 @@ def official_mim_init(student: Optional[nn.Module], head: nn.Module,
             block.mlp.fc2.weight.div_(math.sqrt(2.0 * depth))
 
 
+def eva02_mim_init(student: Optional[nn.Module], head: nn.Module,
+                   std: float) -> None:
+    """EVA-02's initialisation of the MIM student and its ``lm_head``.
+
+    As ``VisionTransformerForMaskedImageModeling.__init__`` with
+    ``xavier_normal_init=True`` (EVA-02/asuka/modeling_pretrain.py:114-155,
+    190-197, the ``*_xavier_normal_init`` models of every official run):
+    position embedding, cls and mask tokens ~ N(0, std) truncated at +-std;
+    every Linear weight (the head's too) Xavier-normal, biases 0; the patch
+    embedding's kernel Xavier-uniform as a (out, in*k*k) matrix (its bias
+    keeps PyTorch's default); LayerNorms 1 and 0; no depth rescaling. With
+    sub-LN in the MLP (``scale_mlp``: the official ``subln``, EVA-02-B/L),
+    the attention's value and output projections and the MLP's linear
+    layers are then multiplied by sqrt(log(2 * depth)).
+
+    The official q, k and v projections are three (C, C) Linears; EVAViT
+    fuses them into ``attn.qkv`` (3C, C), so each third is initialised as
+    its own (C, C) matrix.
+
+    Args:
+        student: An EVA-02 :class:`EVAViT`; ``None`` initialises the head
+            only.
+        head: The prediction head.
+        std: ``init_std`` (0.02 in every official EVA-02 run).
+    """
+    named = list(head.named_modules(prefix='head'))
+    if student is not None:
+        named = list(student.named_modules()) + named
+    with torch.no_grad():
+        for name in ('pos_embed', 'cls_token', 'mask_token'):
+            param = getattr(student, name, None)
+            if param is not None:
+                _trunc_normal_at_std(param, std)
+        for name, module in named:
+            if isinstance(module, nn.Linear):
+                weight = module.weight
+                parts = weight.chunk(3) if name.endswith('attn.qkv') else (
+                    weight, )
+                for part in parts:
+                    nn.init.xavier_normal_(part)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+        if student is None:
+            return
+        kernel = student.patch_embed.proj.weight
+        nn.init.xavier_uniform_(kernel.view(kernel.shape[0], -1))
+        blocks = list(student.blocks)
+        if not blocks or not isinstance(
+                getattr(blocks[0].mlp, 'norm', None), nn.LayerNorm):
+            return
+        scale = math.sqrt(math.log(2 * len(blocks)))
+        for block in blocks:
+            # Official names 'mlp.w*', 'attn.proj', 'attn.v_proj'
+            # (modeling_pretrain.py:144-155); their biases are 0 here.
+            block.attn.qkv.weight.chunk(3)[2].mul_(scale)
+            block.attn.proj.weight.mul_(scale)
+            for layer in block.mlp.modules():
+                if isinstance(layer, nn.Linear):
+                    layer.weight.mul_(scale)
+
+
+_INITS = {'eva01': official_mim_init, 'eva02': eva02_mim_init}
+
+
+def _scale_grad(module: nn.Module, args: tuple, output: Any,
+                scale: float) -> Any:
+    """Forward hook: the patch tokens with their gradient scaled."""
+    tokens = output[0] if isinstance(output, tuple) else output
+    tokens = tokens.detach() * (1. - scale) + tokens * scale
+    return (tokens, *output[1:]) if isinstance(output, tuple) else tokens
+
+
 @MODELS.register_module()
 class EVAMIM(BaseSelfSupervisor):
     """EVA-01 pre-training (Fang et al., arXiv:2211.07636).
@@ -88,6 +164,13 @@ class EVAMIM(BaseSelfSupervisor):
             smaller students). ``None`` keeps the modules' own
             initialisation (std 0.02, truncated at +-2; PyTorch's default
             for the patch embedding).
+        init_scheme: ``'eva01'`` (:func:`official_mim_init`) or ``'eva02'``
+            (:func:`eva02_mim_init`, Xavier), used when ``init_std`` is set.
+        patch_embed_grad_scale: The fraction of the gradient that reaches
+            the patch embedding: its output is ``x.detach() * (1 - s) + x *
+            s``, the official ``--stop_grad_conv1`` with s = 0.1
+            (EVA-02/asuka/modeling_pretrain.py:213-214, set in every
+            official EVA-02 run). 1.0 leaves it alone (EVA-01).
         init_cfg: Initialisation of the student and head.
     """
 
@@ -97,6 +180,8 @@ class EVAMIM(BaseSelfSupervisor):
                  target_generator: Union[dict, nn.Module],
                  data_preprocessor: Optional[Union[dict, nn.Module]] = None,
                  init_std: Optional[float] = None,
+                 init_scheme: str = 'eva01',
+                 patch_embed_grad_scale: float = 1.0,
                  init_cfg: Optional[dict] = None) -> None:
         # Built here because BaseSelfSupervisor builds with mmpretrain's
         # registry, which cannot see eva_mm's unscoped names; its default
@@ -114,6 +199,16 @@ class EVAMIM(BaseSelfSupervisor):
         if init_std is not None and init_std <= 0:
             raise ValueError(f'init_std must be positive, got {init_std}.')
         self.init_std = init_std
+        if init_scheme not in _INITS:
+            raise ValueError(f'init_scheme must be one of {sorted(_INITS)}, '
+                             f'got {init_scheme!r}.')
+        self.init_scheme = init_scheme
+        if not 0. < patch_embed_grad_scale <= 1.:
+            raise ValueError('patch_embed_grad_scale must be in (0, 1], got '
+                             f'{patch_embed_grad_scale}.')
+        if patch_embed_grad_scale < 1.:
+            self.backbone.patch_embed.register_forward_hook(
+                partial(_scale_grad, scale=patch_embed_grad_scale))
         target_generator = _build(target_generator)
         # object.__setattr__ bypasses nn.Module's submodule registration.
         object.__setattr__(self, 'target_generator', target_generator)
@@ -129,8 +224,8 @@ class EVAMIM(BaseSelfSupervisor):
             return
         backbone_cfg = getattr(self.backbone, 'init_cfg', None) or {}
         pretrained = backbone_cfg.get('type') == 'Pretrained'
-        official_mim_init(None if pretrained else self.backbone, self.head,
-                          self.init_std)
+        _INITS[self.init_scheme](None if pretrained else self.backbone,
+                                 self.head, self.init_std)
 
     def _apply(self, fn: Callable, *args, **kwargs) -> 'EVAMIM':
         # The teacher follows device moves but stays fp32 (see

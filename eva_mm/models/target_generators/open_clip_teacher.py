@@ -89,8 +89,11 @@ class OpenCLIPTeacher(nn.Module):
         else:
             # Building the whole model lets open_clip resolve names, tags,
             # files and its own weight formats; the text tower is dropped.
+            # Built where tensors are created by default (open_clip would
+            # move it to the CPU), so that torch.device('meta') works.
             clip = open_clip.create_model(
                 model_name,
+                device=torch.get_default_device(),
                 pretrained=pretrained,
                 force_quick_gelu=quick_gelu,
                 force_image_size=image_size,
