@@ -203,7 +203,7 @@ def test_eva02_training_config(name: str) -> None:
     assert backbone.pos_embed.shape == (1, 1 + 32 * 32, backbone.embed_dims)
     assert backbone.out_type == 'avg_featmap'
     assert backbone.norm is None and backbone.fc_norm is not None
-    assert backbone.rope is not None
+    assert backbone.use_rot_pos_emb
     assert backbone.blocks[-1].drop_path.drop_prob == pytest.approx(
         want['drop_path'])
     # stop_grad_conv1=True in the official fine-tuning model.

@@ -85,7 +85,7 @@ def _check_family(model: torch.nn.Module, family: str) -> None:
     backbone = model.backbone
     eva02 = family == 'eva02'
     assert hasattr(backbone.blocks[0].mlp, 'fc1_g') == eva02  # SwiGLU
-    assert (backbone.rope is not None) == eva02
+    assert backbone.use_rot_pos_emb == eva02
 
 
 @pytest.fixture(autouse=True)

@@ -186,7 +186,7 @@ def test_eva02_config_is_the_eva01_recipe_on_eva02_large():
     with torch.device('meta'):
         model = MODELS.build(cfg.model)
     backbone = model.backbone
-    assert backbone.rope is None
+    assert not backbone.use_rot_pos_emb
     assert hasattr(backbone.blocks[0].mlp, 'fc1_g')  # EVA-02's SwiGLU
     assert backbone.patch_embed.proj.weight.shape == (1024, 3, 1, 14, 14)
     assert backbone.pos_embed.shape == (1, 1 + 8 * 16 * 16, 1024)
