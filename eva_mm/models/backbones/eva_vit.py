@@ -5,6 +5,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 from mmengine.model import BaseModule
+from timm.layers import build_rotary_pos_embed
 from torch.utils.checkpoint import checkpoint
 
 from eva_mm.registry import MODELS
@@ -80,7 +81,7 @@ class PatchEmbed(nn.Module):
 
 @MODELS.register_module()
 class EVAViT(BaseModule):
-    """The EVA-01 vision transformer (Fang et al., arXiv:2211.07636).
+    """The EVA vision transformer: EVA-01 (arXiv:2211.07636) and EVA-02.
 
     A plain ViT: conv patch embedding, cls token, learned absolute position
     embedding, pre-norm blocks whose attention has ``q_bias``/``v_bias`` only,
@@ -92,10 +93,16 @@ class EVAViT(BaseModule):
     tubelet over (B, C, T, H, W) clips and every block attends jointly over
     all T' x H' x W' tokens plus cls, as EVA's video models do.
 
+    EVA-02 (Fang et al., arXiv:2303.11331) is options of the same class, with
+    timm's names: ``swiglu_mlp``, ``scale_mlp``, ``scale_attn_inner``,
+    ``use_rot_pos_emb`` and ``ref_feat_shape``; the ``eva02-*`` presets set
+    them all (patch 14; ``patch_size=16`` gives the detection variant).
+
     Args:
         arch: A preset name from :attr:`arch_zoo` or a dict with
             ``embed_dims``, ``num_layers``, ``num_heads``, ``mlp_hidden_dim``
-            and optionally ``patch_size``.
+            and optionally ``patch_size`` and the EVA-02 options
+            (:attr:`ARCH_OPTIONS`), which an explicit argument overrides.
         img_size: The input size the position embedding is learned for
             (other sizes are resized at run time).
         patch_size: Patch size; ``None`` takes the preset's (14 for giant,
@@ -149,11 +156,30 @@ class EVAViT(BaseModule):
             another length is resized to this model's: ``'linear'``
             (ViTDet) or ``'beit'`` (EVA-01's cubic resize for its 1536 px
             evaluation), see :func:`resize_rel_pos`.
+        swiglu_mlp: SwiGLU MLP (timm's ``SwiGLU``: ``mlp.fc1_g``,
+            ``mlp.fc1_x``, ``mlp.fc2``) instead of GELU. ``None`` takes the
+            preset's value (True for ``eva02-*``), else False.
+        scale_mlp: Sub-LN ``mlp.norm`` on the MLP hidden features (EVA-02
+            base/large ``subln``). ``None``: the preset's, else False.
+        scale_attn_inner: LayerNorm ``attn.norm`` before the attention
+            output projection (EVA-02 CLIP ``inner_attn_ln``). ``None``: the
+            preset's, else False.
+        use_rot_pos_emb: 2D rotary position embedding (RoPE) of q and k on
+            the patch tokens, never on the cls token, as EVA-02 (built by
+            timm's ``RotaryEmbeddingCat``, no parameters). Window blocks
+            get the RoPE of their window, global blocks that of the whole
+            grid, as the EVA-02 detection backbone. ``None``: the preset's,
+            else False. Not for video.
+        ref_feat_shape: The RoPE reference grid: positions of an (H, W) grid
+            are scaled to it, ``i * ref / H`` (EVA-02's ``pt_seq_len`` with
+            ``intp_freq=True``; 16 = 224/14 for every released EVA-02 model,
+            also at patch 16 and in windows). ``None`` leaves positions
+            unscaled (timm's meaning); the presets set 16.
         init_cfg: mmengine initialisation config; ``type='Pretrained'`` loads
             a checkpoint with resizing and a clear key report.
     """
 
-    arch_zoo: Dict[str, Dict[str, int]] = {
+    arch_zoo: Dict[str, dict] = {
         # Tiny matches DeiT-Ti widths; small enough for CPU tests.
         'tiny': dict(embed_dims=192, num_layers=12, num_heads=3,
                      mlp_hidden_dim=768, patch_size=16),
@@ -166,7 +192,31 @@ class EVAViT(BaseModule):
         # EVA-01 ViT-g/14 (paper, Table 1): 40 layers, width 1408, MLP 6144.
         'giant': dict(embed_dims=1408, num_layers=40, num_heads=16,
                       mlp_hidden_dim=6144, patch_size=14),
+        # EVA-02 (EVA-02/asuka/modeling_pretrain.py:251-330, timm
+        # eva02_*_patch14_224): MLP ratio 4 * 2 / 3 (int(dim * 8 / 3)),
+        # SwiGLU, RoPE with pt_hw_seq_len 16; base and large add the sub-LN
+        # (subln=True, naiveswiglu) that tiny and small (xformers SwiGLU)
+        # have not.
+        'eva02-tiny': dict(embed_dims=192, num_layers=12, num_heads=3,
+                           mlp_hidden_dim=512, patch_size=14,
+                           swiglu_mlp=True, scale_mlp=False,
+                           use_rot_pos_emb=True, ref_feat_shape=16),
+        'eva02-small': dict(embed_dims=384, num_layers=12, num_heads=6,
+                            mlp_hidden_dim=1024, patch_size=14,
+                            swiglu_mlp=True, scale_mlp=False,
+                            use_rot_pos_emb=True, ref_feat_shape=16),
+        'eva02-base': dict(embed_dims=768, num_layers=12, num_heads=12,
+                           mlp_hidden_dim=2048, patch_size=14,
+                           swiglu_mlp=True, scale_mlp=True,
+                           use_rot_pos_emb=True, ref_feat_shape=16),
+        'eva02-large': dict(embed_dims=1024, num_layers=24, num_heads=16,
+                            mlp_hidden_dim=2730, patch_size=14,
+                            swiglu_mlp=True, scale_mlp=True,
+                            use_rot_pos_emb=True, ref_feat_shape=16),
     }
+    # Options an arch dict may carry; an explicit (non-None) argument wins.
+    ARCH_OPTIONS = ('swiglu_mlp', 'scale_mlp', 'scale_attn_inner',
+                    'use_rot_pos_emb', 'ref_feat_shape')
     OUT_TYPES = ('raw', 'cls_token', 'featmap', 'avg_featmap')
 
     def __init__(self,
@@ -199,9 +249,20 @@ class EVAViT(BaseModule):
                  tubelet_size: int = 1,
                  temporal_pos_embed: bool = False,
                  rel_pos_resize: str = 'linear',
+                 swiglu_mlp: Optional[bool] = None,
+                 scale_mlp: Optional[bool] = None,
+                 scale_attn_inner: Optional[bool] = None,
+                 use_rot_pos_emb: Optional[bool] = None,
+                 ref_feat_shape: Optional[Union[int, Sequence[int]]] = None,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         self.arch_settings = self._parse_arch(arch)
+        options = self._arch_options(
+            swiglu_mlp=swiglu_mlp,
+            scale_mlp=scale_mlp,
+            scale_attn_inner=scale_attn_inner,
+            use_rot_pos_emb=use_rot_pos_emb,
+            ref_feat_shape=ref_feat_shape)
         self.embed_dims = self.arch_settings['embed_dims']
         self.num_layers = self.arch_settings['num_layers']
         patch_size = patch_size or self.arch_settings.get('patch_size', 16)
@@ -238,6 +299,11 @@ class EVAViT(BaseModule):
                              f'tubelet_size={tubelet_size}.')
         if temporal_pos_embed and not self.is_video:
             raise ValueError('temporal_pos_embed needs num_frames > 1.')
+        if self.is_video and options['use_rot_pos_emb']:
+            # EVA-02 has no video model; a 3D RoPE would be a new design.
+            raise ValueError('use_rot_pos_emb (2D RoPE) is for images: build '
+                             'the video EVAViT (num_frames > 1) with '
+                             'use_rot_pos_emb=False.')
         self.num_frames = num_frames
         self.tubelet_size = tubelet_size
         self.temporal_pos_embed = temporal_pos_embed
@@ -263,6 +329,12 @@ class EVAViT(BaseModule):
             torch.zeros(1, self.num_extra_tokens + num_patches,
                         self.embed_dims)) if use_abs_pos_embed else None
         self.pos_drop = nn.Dropout(drop_rate)
+        self.use_rot_pos_emb = bool(options['use_rot_pos_emb'])
+        ref = options['ref_feat_shape']
+        self.ref_feat_shape = _pair(ref) if ref is not None else None
+        # RoPE has no parameters or buffers: its tables are a function of
+        # the grid, built on the input's device and cached.
+        self._rope_cache: Dict[tuple, torch.Tensor] = {}
 
         global_blocks = {i % self.num_layers for i in global_block_indexes}
         # Plain Python so that building on the meta device works too.
@@ -285,7 +357,10 @@ class EVAViT(BaseModule):
                 window_size=0 if i in global_blocks else window_size,
                 rel_pos=rel_pos,
                 rel_pos_size=self.patch_resolution,
-                num_extra_tokens=self.num_extra_tokens)
+                num_extra_tokens=self.num_extra_tokens,
+                swiglu_mlp=options['swiglu_mlp'],
+                scale_mlp=options['scale_mlp'],
+                scale_attn_inner=options['scale_attn_inner'])
             for i in range(self.num_layers)
         ])
         self.norm = LayerNorm(
@@ -313,6 +388,17 @@ class EVAViT(BaseModule):
         if missing:
             raise KeyError(f'Custom arch is missing {sorted(missing)}.')
         return dict(arch)
+
+    def _arch_options(self, **given) -> dict:
+        """Each EVA-02 option: the argument if given, else the arch's."""
+        options = {}
+        for name, value in given.items():
+            if value is None:
+                value = self.arch_settings.get(name)
+            if value is None and name != 'ref_feat_shape':
+                value = False
+            options[name] = value
+        return options
 
     def _parse_out_indices(self, out_indices) -> List[int]:
         if isinstance(out_indices, int):
@@ -510,14 +596,43 @@ class EVAViT(BaseModule):
             [spatial[:, :extra], spatial[:, extra:].repeat(1, grid[0], 1)],
             dim=1)
 
+    def _rope_for(self, block: EVABlock, grid: Tuple[int, ...],
+                  device: torch.device) -> Optional[torch.Tensor]:
+        """The rotary embedding of what one attention call of ``block`` sees.
+
+        A window block's RoPE is computed for its window, a global block's
+        for the whole grid, each scaled to ``ref_feat_shape`` (the official
+        detection backbone's rope_win / rope_glb,
+        EVA-02/det/detectron2/modeling/backbone/vit.py:365-396).
+        """
+        if not self.use_rot_pos_emb:
+            return None
+        size = (block.window_size, ) * 2 if block.window_size else grid[-2:]
+        key = (*size, device)
+        if key not in self._rope_cache:
+            # EVA-02's VisionRotaryEmbeddingFast (EVA-02/asuka/rope.py:
+            # 96-135): 'lang' frequencies theta**(-4i/head_dim), theta 1e4,
+            # per axis, positions t * pt_seq_len / ft_seq_len, pairs rotated
+            # interleaved. timm's builder of RotaryEmbeddingCat
+            # (in_pixels=False) computes the same (test_eva02.py shows it).
+            sin, cos = build_rotary_pos_embed(
+                list(size),
+                dim=self.embed_dims // self.arch_settings['num_heads'],
+                in_pixels=False,
+                ref_feat_shape=self.ref_feat_shape,
+                device=device)
+            self._rope_cache[key] = torch.cat([sin, cos], dim=-1)
+        return self._rope_cache[key]
+
     def _run_block(self, block: EVABlock, x: torch.Tensor,
                    grid: Tuple[int, ...]) -> torch.Tensor:
         # Blocks only use the spatial grid (windows, relative positions),
         # which the video model does not have: its attention is global.
         hw = grid[-2:]
+        rope = self._rope_for(block, grid, x.device)
         if self.with_cp and self.training and x.requires_grad:
-            return checkpoint(block, x, hw, use_reentrant=False)
-        return block(x, hw)
+            return checkpoint(block, x, hw, rope, use_reentrant=False)
+        return block(x, hw, rope)
 
     def _format(self, x: torch.Tensor, grid: Tuple[int, ...]) -> torch.Tensor:
         if self.out_type == 'raw':

@@ -1,9 +1,10 @@
 """EVA self-attention with the relative-position options of the dense tasks."""
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from timm.layers import apply_rot_embed_cat
 
 from .pos_embed import resize_rel_pos, resize_rel_pos_bias_table
 
@@ -62,7 +63,11 @@ class EVAAttention(nn.Module):
         rel_pos_size: The (H, W) the relative tables are sized for; other
             sizes are interpolated at run time.
         num_extra_tokens: Leading non-patch tokens (the cls token) in the
-            sequence; they get no relative position term from ``'decomposed'``.
+            sequence; they get no relative position term from ``'decomposed'``
+            and no rotary embedding.
+        norm_layer: Builds the inner LayerNorm ``norm`` over all heads'
+            outputs before ``proj`` (EVA-CLIP's ``inner_attn_ln``, timm's
+            ``scale_attn_inner``); ``None`` for none.
     """
 
     def __init__(self,
@@ -73,7 +78,9 @@ class EVAAttention(nn.Module):
                  proj_drop: float = 0.,
                  rel_pos: Optional[str] = None,
                  rel_pos_size: Optional[Tuple[int, int]] = None,
-                 num_extra_tokens: int = 0) -> None:
+                 num_extra_tokens: int = 0,
+                 norm_layer: Optional[Callable[[int], nn.Module]] = None
+                 ) -> None:
         super().__init__()
         if dim % num_heads:
             raise ValueError(
@@ -98,6 +105,7 @@ class EVAAttention(nn.Module):
             self.v_bias = nn.Parameter(torch.zeros(dim))
         else:
             self.q_bias = self.v_bias = None
+        self.norm = norm_layer(dim) if norm_layer is not None else None
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
@@ -143,12 +151,27 @@ class EVAAttention(nn.Module):
                                     table.device)
         return table[index].permute(2, 0, 1).unsqueeze(0)
 
-    def forward(self, x: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
+    def _rotate(self, t: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
+        # RoPE on the patch tokens only, never on the cls token
+        # (EVA-02/asuka/modeling_finetune.py:213-220).
+        extra = self.num_extra_tokens
+        rotated = apply_rot_embed_cat(t[:, :, extra:], rope)
+        if extra:
+            rotated = torch.cat([t[:, :, :extra], rotated], dim=2)
+        return rotated
+
+    def forward(self,
+                x: torch.Tensor,
+                hw: Tuple[int, int],
+                rope: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Attend over a token sequence.
 
         Args:
             x: Tokens of shape (B, num_extra_tokens + H * W, C).
             hw: The patch grid (H, W) of the sequence.
+            rope: Optional rotary embedding of the H * W patch positions,
+                (H * W, 2 * head_dim) sin and cos concatenated as timm's
+                ``RotaryEmbeddingCat`` builds it, applied to q and k.
 
         Returns:
             Tensor of the same shape as ``x``.
@@ -156,6 +179,8 @@ class EVAAttention(nn.Module):
         b, n, c = x.shape
         qkv = self._qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        if rope is not None:
+            q, k = self._rotate(q, rope), self._rotate(k, rope)
 
         bias = None
         if self.rel_pos == 'decomposed':
@@ -167,4 +192,6 @@ class EVAAttention(nn.Module):
             q, k, v, attn_mask=bias,
             dropout_p=self.attn_drop if self.training else 0.)
         x = x.transpose(1, 2).reshape(b, n, c)
+        if self.norm is not None:
+            x = self.norm(x)
         return self.proj_drop(self.proj(x))

@@ -4,7 +4,7 @@ from typing import Optional, Tuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import DropPath, Mlp
+from timm.layers import DropPath, Mlp, SwiGLU
 
 from .attention import EVAAttention
 
@@ -92,6 +92,12 @@ class EVABlock(nn.Module):
             :class:`EVAAttention`.
         rel_pos_size: The (H, W) the relative tables are sized for.
         num_extra_tokens: Leading non-patch tokens in the sequence.
+        swiglu_mlp: Use timm's ``SwiGLU`` MLP (``fc1_g``, ``fc1_x``, ``fc2``;
+            EVA-02) instead of the GELU ``Mlp``.
+        scale_mlp: Add the sub-LN ``mlp.norm`` on the MLP's hidden features
+            before ``fc2`` (EVA-02 base/large, ``ffn_ln`` officially).
+        scale_attn_inner: Add the inner LayerNorm ``attn.norm`` before the
+            attention's output projection (EVA-02 CLIP, ``inner_attn_ln``).
     """
 
     def __init__(self,
@@ -108,13 +114,25 @@ class EVABlock(nn.Module):
                  window_size: int = 0,
                  rel_pos: Optional[str] = None,
                  rel_pos_size: Optional[Tuple[int, int]] = None,
-                 num_extra_tokens: int = 0) -> None:
+                 num_extra_tokens: int = 0,
+                 swiglu_mlp: bool = False,
+                 scale_mlp: bool = False,
+                 scale_attn_inner: bool = False) -> None:
         super().__init__()
         if window_size and num_extra_tokens:
             raise ValueError(
                 'Window attention works on patch tokens only: build the '
                 'backbone with with_cls_token=False to use windows.')
         self.window_size = window_size
+
+        def norm_layer(width: int,
+                       device: Optional[torch.device] = None,
+                       dtype: Optional[torch.dtype] = None) -> LayerNorm:
+            # timm's MLPs pass factory kwargs to their norm layer.
+            return LayerNorm(
+                width, eps=norm_eps, fp32=fp32_norm).to(
+                    device=device, dtype=dtype)
+
         self.norm1 = LayerNorm(dim, eps=norm_eps, fp32=fp32_norm)
         self.attn = EVAAttention(
             dim,
@@ -125,10 +143,18 @@ class EVABlock(nn.Module):
             rel_pos=rel_pos,
             rel_pos_size=(window_size, window_size)
             if window_size else rel_pos_size,
-            num_extra_tokens=num_extra_tokens)
+            num_extra_tokens=num_extra_tokens,
+            norm_layer=norm_layer if scale_attn_inner else None)
         self.drop_path = DropPath(drop_path) if drop_path else nn.Identity()
         self.norm2 = LayerNorm(dim, eps=norm_eps, fp32=fp32_norm)
-        self.mlp = Mlp(dim, mlp_hidden_dim, drop=proj_drop)
+        # timm's MLPs compute what EVA's do (EVA-02/asuka/modeling_finetune.py
+        # Mlp/SwiGLU: w1 -> fc1_g, w2 -> fc1_x, ffn_ln -> norm, w3 -> fc2).
+        mlp_cls = SwiGLU if swiglu_mlp else Mlp
+        self.mlp = mlp_cls(
+            dim,
+            mlp_hidden_dim,
+            norm_layer=norm_layer if scale_mlp else None,
+            drop=proj_drop)
         if layer_scale_init_value > 0:
             self.gamma_1 = nn.Parameter(
                 torch.full((dim, ), layer_scale_init_value))
@@ -137,19 +163,31 @@ class EVABlock(nn.Module):
         else:
             self.gamma_1 = self.gamma_2 = None
 
-    def _attend(self, x: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
+    def _attend(self, x: torch.Tensor, hw: Tuple[int, int],
+                rope: Optional[torch.Tensor]) -> torch.Tensor:
         if not self.window_size:
-            return self.attn(x, hw)
+            return self.attn(x, hw, rope)
         b, _, c = x.shape
         windows, padded_hw = window_partition(
             x.view(b, *hw, c), self.window_size)
-        windows = self.attn(windows, (self.window_size, self.window_size))
+        windows = self.attn(windows, (self.window_size, self.window_size),
+                            rope)
         x = window_unpartition(windows, self.window_size, padded_hw, hw)
         return x.view(b, -1, c)
 
-    def forward(self, x: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
-        """Run the block on (B, N, C) tokens laid out on the grid ``hw``."""
-        attn = self._attend(self.norm1(x), hw)
+    def forward(self,
+                x: torch.Tensor,
+                hw: Tuple[int, int],
+                rope: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Run the block on (B, N, C) tokens laid out on the grid ``hw``.
+
+        Args:
+            x: Tokens (B, extra + H * W, C).
+            hw: The patch grid (H, W).
+            rope: Rotary embedding of the positions one attention call sees:
+                the window's in window blocks, the grid's otherwise.
+        """
+        attn = self._attend(self.norm1(x), hw, rope)
         if self.gamma_1 is not None:
             attn = self.gamma_1 * attn
         x = x + self.drop_path(attn)

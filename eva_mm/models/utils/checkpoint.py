@@ -242,10 +242,10 @@ def _check_eva01_keys(state_dict: Mapping[str, torch.Tensor],
     if eva02:
         raise CheckpointError(
             f'This looks like an EVA-02 checkpoint ({len(eva02)} keys such '
-            f'as {eva02[:4]}): EVA-02 has rotary position embeddings, '
-            'separate q/k/v projections and SwiGLU MLPs, while eva_mm '
-            'implements EVA-01. Use an EVA-01 model (timm eva_giant_patch14_*'
-            ' or the official EVA-01 weights).')
+            f'as {eva02[:4]}): convert it with --src-format timm-eva02 '
+            '(timm eva02_* models) or official-eva02 (BAAI EVA-02 files), '
+            'which fuse q/k/v and map the SwiGLU MLPs for an eva02-* '
+            'EVAViT.')
     unknown = sorted(k for k in state_dict if not _EVA01_KEY.match(k))
     if not unknown:
         return
@@ -449,8 +449,10 @@ def _mismatch_hints(model_shapes: Mapping[str, Tuple[int, ...]],
                          'dict(type=\'Pretrained\', checkpoint=..., '
                          'prefix=...)).')
     if any(_EVA02_KEY.search(key) for key in unexpected):
-        hints.append('Keys such as rope/q_proj/fc1_g are EVA-02\'s; eva_mm\'s '
-                     'EVAViT is EVA-01.')
+        hints.append('Keys such as rope/q_proj/fc1_g are EVA-02\'s: build '
+                     'EVAViT with an eva02-* arch, and convert raw EVA-02 '
+                     'files first (--src-format official-eva02 or '
+                     'timm-eva02).')
     ckpt_blocks, model_blocks = _block_count(checkpoint), _block_count(
         model_shapes)
     # Without any block the keys are foreign, not another size of EVA.

@@ -8,6 +8,7 @@ source family is a module here that decorates its converters with
 from . import detectron2_detector  # noqa: F401  (official-det)
 from . import eva01_backbone  # noqa: F401  (official, timm)
 from . import eva01_video  # noqa: F401  (official-video)
+from . import eva02_backbone  # noqa: F401  (official-eva02, timm-eva02)
 from . import eva_clip  # noqa: F401  (official-clip)
 from . import mmseg_segmentor  # noqa: F401  (official-seg)
 from .registry import (SRC_FORMATS, Conversion, SourceFormat,

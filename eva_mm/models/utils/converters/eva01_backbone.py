@@ -73,7 +73,9 @@ def describe_backbone(state_dict: StateDict) -> Dict[str, object]:
         for key in state_dict if key.startswith('blocks.')
     }
     kernel = state_dict['patch_embed.proj.weight']
-    fc1 = state_dict.get('blocks.0.mlp.fc1.weight')
+    # GELU MLP (EVA-01) or SwiGLU (EVA-02).
+    fc1 = state_dict.get('blocks.0.mlp.fc1.weight',
+                         state_dict.get('blocks.0.mlp.fc1_g.weight'))
     return dict(
         embed_dims=int(kernel.shape[0]),
         num_layers=len(blocks),
