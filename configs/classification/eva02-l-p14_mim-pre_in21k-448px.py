@@ -55,12 +55,13 @@ param_scheduler = [
         begin=0,
         end=warmup_epochs,
         convert_to_iter_based=True),
-    # end and T_max follow train_cfg.max_epochs.
     dict(
         type='CosineAnnealingLR',
         eta_min=0.,
         by_epoch=True,
         begin=warmup_epochs,
+        end=max_epochs,
+        T_max=max_epochs - warmup_epochs,
         convert_to_iter_based=True),
 ]
 train_cfg = dict(max_epochs=max_epochs)

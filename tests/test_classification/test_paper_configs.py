@@ -221,7 +221,8 @@ def test_eva02_training_config(name: str) -> None:
         'LinearLR', 1e-8, want['warmup'])
     assert (cosine.type, cosine.begin, cosine.eta_min) == (
         'CosineAnnealingLR', want['warmup'], 0.)
-    assert cosine.get('end', want['epochs']) == want['epochs']
+    assert (cosine.end, cosine.T_max) == (want['epochs'],
+                                         want['epochs'] - want['warmup'])
     ema = [h for h in cfg.get('custom_hooks', []) if h.type == 'EMAHook']
     assert [h.momentum for h in ema] == ([want['ema']] if want['ema'] else [])
     gpus, per_gpu, accumulation = want['batch']
