@@ -14,13 +14,4 @@ train_dataloader = dict(batch_size=64)
 # README: lr=5e-5, lrd=0.8.
 optim_wrapper = dict(
     optimizer=dict(lr=5e-5), paramwise_cfg=dict(layer_decay_rate=0.8))
-# README: ep=15 (wmep=2 as L).
-max_epochs = 15
-param_scheduler = [
-    _base_.param_scheduler[0],
-    dict(
-        _base_.param_scheduler[1],
-        end=max_epochs,
-        T_max=max_epochs - _base_.warmup_epochs),
-]
-train_cfg = dict(max_epochs=max_epochs)
+train_cfg = dict(max_epochs=15)  # README: ep=15 (wmep=2 as L)

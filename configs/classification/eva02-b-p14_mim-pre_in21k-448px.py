@@ -18,12 +18,4 @@ auto_scale_lr = dict(base_batch_size=2048)
 # README: lr=3e-4, lrd=0.7.
 optim_wrapper = dict(
     optimizer=dict(lr=3e-4), paramwise_cfg=dict(layer_decay_rate=0.7))
-max_epochs = 40  # README: ep=40
-param_scheduler = [
-    _base_.param_scheduler[0],
-    dict(
-        _base_.param_scheduler[1],
-        end=max_epochs,
-        T_max=max_epochs - _base_.warmup_epochs),
-]
-train_cfg = dict(max_epochs=max_epochs)
+train_cfg = dict(max_epochs=40)  # README: ep=40

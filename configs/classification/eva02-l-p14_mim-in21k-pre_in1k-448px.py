@@ -56,13 +56,16 @@ auto_scale_lr = dict(base_batch_size=512)
 # README: lr=2e-5, lrd=0.85.
 optim_wrapper = dict(
     optimizer=dict(lr=2e-5), paramwise_cfg=dict(layer_decay_rate=0.85))
-# README: ep=20, wmep=2 (as the inherited EVA-01 recipe).
+# README: ep=20, wmep=2: the inherited 2 warm-up epochs from 0, then the
+# inherited cosine to 0 until the end of training (without end and T_max,
+# mmengine's Runner takes them from train_cfg.max_epochs).
 max_epochs = 20
 param_scheduler = [
-    _base_.param_scheduler[0],  # 2 epochs from 0
-    dict(
-        _base_.param_scheduler[1],
-        end=max_epochs,
-        T_max=max_epochs - _base_.warmup_epochs),
+    _base_.param_scheduler[0],
+    {
+        key: value
+        for key, value in _base_.param_scheduler[1].items()
+        if key not in ('end', 'T_max')
+    },
 ]
 train_cfg = dict(max_epochs=max_epochs)

@@ -13,12 +13,4 @@ optim_wrapper = dict(
     optimizer=dict(lr=3e-4),  # README: lr=3e-4 (lrd=0.75 as inherited)
     accumulative_counts=2)
 auto_scale_lr = dict(base_batch_size=1024)  # GPUs x per GPU (mmengine)
-max_epochs = 30  # README: ep=30
-param_scheduler = [
-    _base_.param_scheduler[0],
-    dict(
-        _base_.param_scheduler[1],
-        end=max_epochs,
-        T_max=max_epochs - _base_.warmup_epochs),
-]
-train_cfg = dict(max_epochs=max_epochs)
+train_cfg = dict(max_epochs=30)  # README: ep=30

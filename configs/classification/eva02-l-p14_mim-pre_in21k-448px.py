@@ -43,25 +43,19 @@ auto_scale_lr = dict(base_batch_size=1024)
 optim_wrapper = dict(
     optimizer=dict(lr=2e-4, betas=(0.9, 0.999), eps=1e-8),
     paramwise_cfg=dict(layer_decay_rate=0.75))
-# README: ep=20, wmep=1, warmup_lr=0.0, min_lr=0.0, cosine. LinearLR cannot
-# start at exactly 0; 1e-8 of the peak is 0 in practice.
+# README: ep=20, wmep=1, warmup_lr=0.0, min_lr=0.0: the inherited warm-up
+# and cosine with those numbers, the cosine until the end of training
+# (without end and T_max, mmengine's Runner takes them from
+# train_cfg.max_epochs). LinearLR cannot start at exactly 0; 1e-8 of the
+# peak is 0 in practice.
 max_epochs = 20
 warmup_epochs = 1
 param_scheduler = [
-    dict(
-        type='LinearLR',
-        start_factor=1e-8,
-        by_epoch=True,
-        begin=0,
-        end=warmup_epochs,
-        convert_to_iter_based=True),
-    dict(
-        type='CosineAnnealingLR',
-        eta_min=0.,
-        by_epoch=True,
-        begin=warmup_epochs,
-        end=max_epochs,
-        T_max=max_epochs - warmup_epochs,
-        convert_to_iter_based=True),
+    dict(_base_.param_scheduler[0], start_factor=1e-8, end=warmup_epochs),
+    {
+        key: value
+        for key, value in _base_.param_scheduler[1].items()
+        if key not in ('end', 'T_max')
+    } | dict(eta_min_ratio=0., begin=warmup_epochs),
 ]
 train_cfg = dict(max_epochs=max_epochs)

@@ -24,6 +24,18 @@ def _masker(cfg: Config) -> dict:
     return maskers[0]
 
 
+def _check_crop_and_mask(cfg: Config) -> dict:
+    """224 px crops (0.2-1, bicubic) and 105 of 256 patches masked in
+    blocks of at least 16, aspect 0.3-1/0.3: EVA-01's and EVA-02's."""
+    crop = cfg.train_pipeline[1]
+    assert (crop.scale, tuple(crop.crop_ratio_range), crop.interpolation) \
+        == (224, (0.2, 1.0), 'bicubic')
+    masker = _masker(cfg)
+    assert (masker.input_size, masker.num_masking_patches,
+            masker.min_num_patches, masker.min_aspect) == (16, 105, 16, 0.3)
+    return masker
+
+
 @pytest.mark.parametrize('path', RECIPES, ids=lambda p: p.stem)
 def test_recipe_numbers(path):
     cfg = Config.fromfile(str(path))
@@ -45,12 +57,7 @@ def test_recipe_numbers(path):
     assert cfg.train_dataloader.batch_size * 16 * 8 * accumulation == 4096
     assert cfg.auto_scale_lr.base_batch_size == 4096
     assert cfg.model.backbone.drop_path_rate == 0.1
-    crop = cfg.train_pipeline[1]
-    assert (crop.scale, tuple(crop.crop_ratio_range), crop.interpolation) \
-        == (224, (0.2, 1.0), 'bicubic')
-    masker = _masker(cfg)
-    assert (masker.input_size, masker.num_masking_patches,
-            masker.min_num_patches, masker.min_aspect) == (16, 105, 16, 0.3)
+    masker = _check_crop_and_mask(cfg)
 
     # Student, mask and teacher grids and the head's widths agree.
     backbone = cfg.model.backbone
@@ -141,12 +148,7 @@ def test_eva02_recipe_numbers(name):
     assert cfg.train_dataloader.batch_size == per_gpu
     assert cfg.auto_scale_lr.base_batch_size == gpus * per_gpu
     assert cfg.train_dataloader.dataset.data_root == data_root
-    crop = cfg.train_pipeline[1]
-    assert (crop.scale, tuple(crop.crop_ratio_range), crop.interpolation) \
-        == (224, (0.2, 1.0), 'bicubic')
-    masker = _masker(cfg)
-    assert (masker.input_size, masker.num_masking_patches,
-            masker.min_num_patches, masker.min_aspect) == (16, 105, 16, 0.3)
+    _check_crop_and_mask(cfg)
     model = cfg.model
     assert (model.backbone.arch, model.backbone.drop_path_rate) == (
         arch, drop_path)

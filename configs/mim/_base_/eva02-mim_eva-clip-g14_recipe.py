@@ -51,21 +51,19 @@ warmup_epochs = 1  # README: wmep=1
 max_epochs = 150  # README: epochs=150 for B/L on IN-21K
 optim_wrapper = dict(optimizer=dict(lr=base_lr))
 param_scheduler = [
-    # Linear warm-up from warmup_lr 1e-6 (default, :114), per iteration.
+    # The inherited per-iteration linear warm-up from warmup_lr 1e-6
+    # (default, :114), one epoch.
     dict(
-        type='LinearLR',
+        _base_.param_scheduler[0],
         start_factor=1e-6 / base_lr,
-        by_epoch=True,
-        begin=0,
-        end=warmup_epochs,
-        convert_to_iter_based=True),
-    # Cosine to min_lr 1e-5 (default, :116), per iteration, until the end of
-    # training: end and T_max follow train_cfg.max_epochs.
-    dict(
-        type='CosineAnnealingLR',
-        eta_min=1e-5,
-        by_epoch=True,
-        begin=warmup_epochs,
-        convert_to_iter_based=True)
+        end=warmup_epochs),
+    # The inherited per-iteration cosine to min_lr 1e-5 (default, :116),
+    # until the end of training: without end and T_max, mmengine's Runner
+    # takes them from train_cfg.max_epochs.
+    {
+        key: value
+        for key, value in _base_.param_scheduler[1].items()
+        if key not in ('end', 'T_max')
+    } | dict(begin=warmup_epochs),
 ]
 train_cfg = dict(max_epochs=max_epochs)

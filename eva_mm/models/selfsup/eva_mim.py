@@ -1,7 +1,7 @@
 """EVA masked image modelling: reconstruct CLIP features of masked patches."""
 import math
 from functools import partial
-from typing import Any, Callable, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -21,6 +21,31 @@ def _trunc_normal_at_std(tensor: torch.Tensor, std: float) -> None:
     nn.init.trunc_normal_(tensor, mean=0., std=std, a=-std, b=std)
 
 
+def _init_tokens_layers_norms(
+        student: Optional[nn.Module], head: nn.Module, std: float,
+        layer_types: Tuple[type, ...],
+        init_weight: Callable[[str, torch.Tensor], None]) -> None:
+    """What both official MIM inits share, in their order: the position
+    embedding and tokens ~ N(0, std) truncated at +-std; each layer of
+    ``layer_types`` (student, then head) through ``init_weight(name,
+    weight)`` with its bias 0; LayerNorms 1 and 0."""
+    for name in ('pos_embed', 'cls_token', 'mask_token'):
+        param = getattr(student, name, None)
+        if param is not None:
+            _trunc_normal_at_std(param, std)
+    named = list(head.named_modules(prefix='head'))
+    if student is not None:
+        named = list(student.named_modules()) + named
+    for name, module in named:
+        if isinstance(module, layer_types):
+            init_weight(name, module.weight)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+
 def official_mim_init(student: Optional[nn.Module], head: nn.Module,
                       std: float) -> None:
     """EVA-01's initialisation of the MIM student and its ``lm_head``.
@@ -37,22 +62,10 @@ def official_mim_init(student: Optional[nn.Module], head: nn.Module,
         head: The prediction head (its Linear layers are initialised).
         std: ``init_std`` (0.015 for EVA-g, 0.02 otherwise).
     """
-    modules = list(head.modules())
-    if student is not None:
-        modules = list(student.modules()) + modules
     with torch.no_grad():
-        for name in ('pos_embed', 'cls_token', 'mask_token'):
-            param = getattr(student, name, None)
-            if param is not None:
-                _trunc_normal_at_std(param, std)
-        for module in modules:
-            if isinstance(module, (nn.Linear, nn.Conv2d)):
-                _trunc_normal_at_std(module.weight, std)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.LayerNorm):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        _init_tokens_layers_norms(
+            student, head, std, (nn.Linear, nn.Conv2d),
+            lambda name, weight: _trunc_normal_at_std(weight, std))
         for depth, block in enumerate(getattr(student, 'blocks', ()),
                                       start=1):
             block.attn.proj.weight.div_(math.sqrt(2.0 * depth))
@@ -84,26 +97,14 @@ def eva02_mim_init(student: Optional[nn.Module], head: nn.Module,
         head: The prediction head.
         std: ``init_std`` (0.02 in every official EVA-02 run).
     """
-    named = list(head.named_modules(prefix='head'))
-    if student is not None:
-        named = list(student.named_modules()) + named
+    def xavier_normal(name: str, weight: torch.Tensor) -> None:
+        for part in weight.chunk(3) if name.endswith('attn.qkv') else (
+                weight, ):
+            nn.init.xavier_normal_(part)
+
     with torch.no_grad():
-        for name in ('pos_embed', 'cls_token', 'mask_token'):
-            param = getattr(student, name, None)
-            if param is not None:
-                _trunc_normal_at_std(param, std)
-        for name, module in named:
-            if isinstance(module, nn.Linear):
-                weight = module.weight
-                parts = weight.chunk(3) if name.endswith('attn.qkv') else (
-                    weight, )
-                for part in parts:
-                    nn.init.xavier_normal_(part)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.LayerNorm):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        _init_tokens_layers_norms(student, head, std, (nn.Linear, ),
+                                  xavier_normal)
         if student is None:
             return
         kernel = student.patch_embed.proj.weight
@@ -136,12 +137,15 @@ def _scale_grad(module: nn.Module, args: tuple, output: Any,
 
 @MODELS.register_module()
 class EVAMIM(BaseSelfSupervisor):
-    """EVA-01 pre-training (Fang et al., arXiv:2211.07636).
+    """EVA-01 and EVA-02 pre-training (arXiv:2211.07636, 2303.11331).
 
     The student backbone (an :class:`EVAViT` with ``with_mask_token=True``
     and ``out_type='raw'``) sees the image with its masked patches replaced
     by the mask token; the head maps its masked patch tokens to the frozen
-    teacher's features of the same, unmasked image.
+    teacher's features of the same, unmasked image. EVA-02 is the same
+    algorithm with an EVA-02 student, an EVA-CLIP teacher (a timm tower),
+    ``init_scheme='eva02'`` and ``patch_embed_grad_scale=0.1``
+    (EVA-02/asuka/modeling_pretrain.py, engine_for_pretraining.py).
 
     The teacher (``target_generator``) is built here but kept out of the
     module tree, unlike in ``BaseSelfSupervisor``: mmengine's optimizer
