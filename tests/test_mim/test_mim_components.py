@@ -376,9 +376,10 @@ def test_official_init_statistics():
 
 def test_mim_configs_set_the_official_init_and_decay_mask_token(clip_file):
     configs = Path(__file__).resolve().parents[2] / 'configs/mim'
+    # The EVA-01 configs (EVA-02's init is its student's init_mode).
     stds = {
         path.stem: Config.fromfile(str(path)).model.init_std
-        for path in configs.glob('*.py')
+        for path in configs.glob('eva-*.py')
     }
     assert stds == {
         name: 0.015 if 'giant' in name else 0.02
@@ -429,7 +430,11 @@ def test_official_init_keeps_a_pretrained_student(tmp_path):
 # ---------------------------------------------------------------- EVA-02
 def _eva02_mim(teacher: OpenCLIPTeacher, scale_mlp: bool = True,
                grad_scale: float = 1.0, width: int = 256) -> EVAMIM:
-    return EVAMIM(
+    """An EVA-02 MIM model initialised as the EVA-02 MIM configs do."""
+    recipe = Config.fromfile(
+        str(Path(__file__).resolve().parents[2] /
+            'configs/mim/_base_/eva02-mim_eva-clip-g14_recipe.py'))
+    model = EVAMIM(
         backbone=dict(
             type='eva_mm.EVAViT',
             arch=dict(embed_dims=width, num_layers=4, num_heads=4,
@@ -439,27 +444,31 @@ def _eva02_mim(teacher: OpenCLIPTeacher, scale_mlp: bool = True,
             img_size=32,
             patch_size=8,
             out_type='raw',
-            with_mask_token=True),
+            with_mask_token=True,
+            init_mode=recipe.model.backbone.init_mode),
         head=dict(type='eva_mm.EVAMIMHead', in_channels=width,
-                  out_channels=24),
+                  out_channels=24, init_cfg=recipe.model.head.init_cfg),
         target_generator=teacher,
-        init_std=0.02,
-        init_scheme='eva02',
+        init_std=recipe.model.init_std,
         patch_embed_grad_scale=grad_scale)
+    model.init_weights()
+    return model
 
 
 @pytest.mark.parametrize('scale_mlp', [True, False])
-def test_eva02_official_init_statistics(clip_file, scale_mlp):
-    """Xavier widths (and the sub-LN rescale) of modeling_pretrain.py:
-    114-155, from the layer shapes."""
+def test_eva02_config_init_statistics(clip_file, scale_mlp):
+    """The official EVA-02 student and lm_head init (modeling_pretrain.py:
+    109-154: Xavier widths of the official layer shapes, the sub-LN
+    rescale) through the configs' settings, from the layer shapes."""
     _, path = clip_file
     torch.manual_seed(0)
     model = _eva02_mim(
         OpenCLIPTeacher(model_cfg=TEACHER_CFG, pretrained=str(path)),
         scale_mlp=scale_mlp)
-    model.init_weights()
     width, hidden = 256, 256 * 8 // 3
-    # sqrt(log(2 * depth)) for EVA-02-B/L's sub-LN models, else 1.
+    # B/L (sub-LN): separate (C, C) q/k/v and (H, C) w1/w2, the value,
+    # output and MLP weights times sqrt(log(2 * depth)). Ti/S: one (3C, C)
+    # qkv and a packed (2H, C) w12, no rescale.
     gain = math.sqrt(math.log(2 * 4)) if scale_mlp else 1.
 
     def xavier(fan_in: int, fan_out: int) -> float:
@@ -468,35 +477,21 @@ def test_eva02_official_init_statistics(clip_file, scale_mlp):
     def check_std(tensor: torch.Tensor, std: float) -> None:
         assert tensor.std().item() == pytest.approx(std, rel=0.05)
 
-    backbone = model.backbone
-    for block in backbone.blocks:
+    qk = xavier(width, width) if scale_mlp else xavier(width, 3 * width)
+    fc1 = xavier(width, hidden) if scale_mlp else xavier(width, 2 * hidden)
+    for block in model.backbone.blocks:
         q, k, v = block.attn.qkv.weight.chunk(3)
-        check_std(q, xavier(width, width))
-        check_std(k, xavier(width, width))
-        check_std(v, xavier(width, width) * gain)
+        check_std(q, qk)
+        check_std(k, qk)
+        check_std(v, qk * gain)
         check_std(block.attn.proj.weight, xavier(width, width) * gain)
-        check_std(block.mlp.fc1_g.weight, xavier(width, hidden) * gain)
-        check_std(block.mlp.fc1_x.weight, xavier(width, hidden) * gain)
+        check_std(block.mlp.fc1_g.weight, fc1 * gain)
+        check_std(block.mlp.fc1_x.weight, fc1 * gain)
         check_std(block.mlp.fc2.weight, xavier(hidden, width) * gain)
     check_std(model.head.fc.weight, xavier(width, 24))
-    # The patch kernel: Xavier-uniform on (C, 3 * 8 * 8).
-    bound = math.sqrt(6. / (width + 3 * 8 * 8))
-    kernel = backbone.patch_embed.proj.weight
-    assert kernel.abs().max() <= bound
-    check_std(kernel, bound / math.sqrt(3.))
+    assert not model.head.fc.bias.any()
     for name in ('pos_embed', 'cls_token', 'mask_token'):
-        param = getattr(backbone, name)
-        assert param.abs().max() <= 0.02, name
-    check_std(backbone.pos_embed, 0.02 * _truncated_std_factor())
-    for name, module in model.named_modules():
-        if isinstance(module, torch.nn.Linear) and module.bias is not None:
-            assert not module.bias.any(), name
-        elif isinstance(module, torch.nn.LayerNorm):
-            assert torch.equal(module.weight,
-                               torch.ones_like(module.weight)), name
-            assert not module.bias.any(), name
-    assert isinstance(backbone.blocks[0].mlp.norm,
-                      torch.nn.LayerNorm) == scale_mlp
+        assert getattr(model.backbone, name).abs().max() <= 0.02, name
 
 
 def test_eva02_patch_embed_gets_a_tenth_of_the_gradient(clip_file):
@@ -506,7 +501,6 @@ def test_eva02_patch_embed_gets_a_tenth_of_the_gradient(clip_file):
     teacher = OpenCLIPTeacher(model_cfg=TEACHER_CFG, pretrained=str(path))
     torch.manual_seed(0)
     plain = _eva02_mim(teacher, width=32)
-    plain.init_weights()
     scaled = _eva02_mim(teacher, grad_scale=0.1, width=32)
     scaled.load_state_dict(plain.state_dict())
     images = torch.randn(2, 3, 32, 32)
@@ -524,6 +518,6 @@ def test_eva02_patch_embed_gets_a_tenth_of_the_gradient(clip_file):
         assert param.grad.abs().sum() > 0, name
         torch.testing.assert_close(grads[name].grad, param.grad * factor,
                                    msg=name)
-    with pytest.raises(ValueError, match='init_scheme'):
+    with pytest.raises(ValueError, match='patch_embed_grad_scale'):
         EVAMIM(backbone=plain.backbone, head=plain.head,
-               target_generator=teacher, init_scheme='eva03')
+               target_generator=teacher, patch_embed_grad_scale=0.)

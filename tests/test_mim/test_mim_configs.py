@@ -154,8 +154,11 @@ def test_eva02_recipe_numbers(name):
         arch, drop_path)
     assert model.head.in_channels == EVAViT.arch_zoo[arch]['embed_dims']
     assert model.head.out_channels == 1024
-    assert (model.init_std, model.init_scheme,
-            model.patch_embed_grad_scale) == (0.02, 'eva02', 0.1)
+    # EVA-02's init: the student's own, a Xavier-normal head.
+    assert (model.init_std, model.backbone.init_mode,
+            model.patch_embed_grad_scale) == (None, 'eva02-mim', 0.1)
+    assert (model.head.init_cfg.type,
+            model.head.init_cfg.distribution) == ('Xavier', 'normal')
     teacher = model.target_generator
     assert dict(teacher) == dict(
         type='eva_mm.OpenCLIPTeacher', model_name='EVA01-g-14',

@@ -240,7 +240,10 @@ def test_dense_model_with_padded_windows_runs() -> None:
     model = EVAViT(arch='eva02-tiny', patch_size=16, img_size=128,
                    with_cls_token=False, final_norm=False, out_type='featmap',
                    window_size=4, global_block_indexes=(2, 5, 8, 11))
-    (featmap, ) = model(torch.randn(1, 3, 96, 112))  # 6x7, padded to 8x8
+    x = torch.randn(1, 3, 96, 112)  # 6x7 patches, windows padded to 8x8
+    with torch.inference_mode():  # validation first: tables made here
+        model(x)
+    (featmap, ) = model(x)  # must still serve training
     assert featmap.shape == (1, 192, 6, 7)
     featmap.mean().backward()
     assert all(p.grad is not None for p in model.parameters())
@@ -298,3 +301,48 @@ def test_layer_decay_covers_eva02_parameters() -> None:
     # num_layers = depth + 2 = 4: scale 0.5 ** (3 - layer id).
     assert math.isclose(lr['blocks.0.mlp.fc1_x.weight'], 0.5**2)
     assert math.isclose(lr['blocks.1.attn.norm.bias'], 0.5)
+
+
+# ----------------------------------------------------------------------
+# The official EVA-02 MIM initialisation (modeling_pretrain.py:109-154)
+# ----------------------------------------------------------------------
+@pytest.mark.parametrize('sub_ln', [False, True], ids=['Ti-S', 'B-L'])
+def test_eva02_mim_initialisation(sub_ln: bool) -> None:
+    torch.manual_seed(0)
+    dim, hidden, depth = 256, 512, 4
+    model = EVAViT(
+        arch=dict(embed_dims=dim, num_layers=depth, num_heads=4,
+                  mlp_hidden_dim=hidden, patch_size=14, swiglu_mlp=True,
+                  scale_mlp=sub_ln, use_rot_pos_emb=True),
+        with_mask_token=True, init_mode='eva02-mim')
+
+    def xavier_std(fan_out: int, fan_in: int) -> float:
+        return math.sqrt(2. / (fan_in + fan_out))
+
+    def assert_std(tensor: torch.Tensor, std: float) -> None:
+        assert abs(tensor.std().item() / std - 1) < 0.03, (tensor.shape,
+                                                            std)
+
+    scale = math.sqrt(math.log(2 * depth)) if sub_ln else 1.
+    for block in (model.blocks[0], model.blocks[3]):  # no depth rescaling
+        q, k, v = block.attn.qkv.weight.detach().chunk(3)
+        # Separate (C, C) projections with sub-LN, one (3C, C) without.
+        qkv_std = xavier_std(dim, dim) if sub_ln else xavier_std(3 * dim, dim)
+        assert_std(q, qkv_std)
+        assert_std(k, qkv_std)
+        assert_std(v, qkv_std * scale)
+        # Without sub-LN, xformers' packed (2H, C) w12 sets the fan-out.
+        fc1_std = xavier_std(hidden if sub_ln else 2 * hidden, dim)
+        assert_std(block.mlp.fc1_g.weight, fc1_std * scale)
+        assert_std(block.mlp.fc1_x.weight, fc1_std * scale)
+        assert_std(block.mlp.fc2.weight, xavier_std(dim, hidden) * scale)
+        assert_std(block.attn.proj.weight, xavier_std(dim, dim) * scale)
+        assert not block.attn.q_bias.any() and not block.mlp.fc2.bias.any()
+    bound = math.sqrt(6. / (dim + 3 * 14 * 14))  # xavier-uniform kernel
+    kernel = model.patch_embed.proj.weight.detach()
+    assert kernel.abs().max() <= bound
+    assert_std(kernel, bound / math.sqrt(3))
+    for token in (model.cls_token, model.mask_token, model.pos_embed):
+        assert token.abs().max() <= 0.02  # truncated at one std
+    with pytest.raises(ValueError, match='init_mode'):
+        EVAViT(arch=dict(EVA02_TINY), init_mode='xavier')

@@ -3,6 +3,10 @@
 Both models are built for the same arch and resolution and EVAViT loads
 timm's weights; the script first checks that both ``forward_features`` give
 the same numbers, so the comparison is of two implementations of one model.
+The EVA-02 presets (``eva02-*``) are compared with timm's own
+``eva02_*_patch14_224`` definitions (fused or separate q/k/v as timm builds
+them), whose weights EVAViT loads through ``--src-format timm-eva02``'s
+conversion.
 
 Example:
     python tools/analysis/benchmark.py --arch tiny base --img-size 224 \
@@ -58,6 +62,8 @@ from torch.profiler import ProfilerActivity, profile
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, REPO_ROOT)
 from eva_mm.models import EVAViT  # noqa: E402
+from eva_mm.models.utils.converters.eva02_backbone import (  # noqa: E402
+    convert_eva02_keys)
 
 IMPLS = ('timm', 'eva_mm')
 PASSES = ('fwd', 'fwd+bwd')
@@ -103,7 +109,18 @@ def parse_args() -> argparse.Namespace:
 # Models and one iteration
 # ----------------------------------------------------------------------
 def build_timm(arch: str, img_size: int) -> Eva:
-    """timm's Eva configured as the EVA-01 ViT of ``arch``."""
+    """timm's Eva configured as the EVA ViT of ``arch``.
+
+    EVA-02 presets are timm's registered ``eva02_*_patch14_224`` models at
+    ``img_size``, with the cls-token pooling (final norm) EVAViT runs here.
+    """
+    if arch.startswith('eva02-'):
+        return timm.create_model(
+            f'eva02_{arch[len("eva02-"):]}_patch14_224',
+            pretrained=False,
+            img_size=img_size,
+            num_classes=0,
+            global_pool='token')
     cfg = EVAViT.arch_zoo[arch]
     model = Eva(
         img_size=img_size,
@@ -119,6 +136,14 @@ def build_timm(arch: str, img_size: int) -> Eva:
         raise RuntimeError(f'timm rounded the MLP width of {arch} to '
                            f'{hidden}, not {cfg["mlp_hidden_dim"]}.')
     return model
+
+
+def load_weights(impl: str, arch: str, model: nn.Module, path: str) -> None:
+    """Load the shared timm weights (converted for an EVA-02 EVAViT)."""
+    weights = torch.load(path, weights_only=True)
+    if impl == 'eva_mm' and arch.startswith('eva02-'):
+        weights, _ = convert_eva02_keys(weights)
+    model.load_state_dict(weights)
 
 
 def build(impl: str, arch: str, img_size: int) -> nn.Module:
@@ -263,7 +288,7 @@ def memory_worker(spec: dict) -> Dict[str, Optional[float]]:
         torch.set_num_threads(spec['threads'])
     device = torch.device(spec['device'])
     model = build(spec['impl'], spec['arch'], spec['img_size'])
-    model.load_state_dict(torch.load(spec['weights'], weights_only=True))
+    load_weights(spec['impl'], spec['arch'], model, spec['weights'])
     model.to(device)
     x = torch.randn(spec['batch_size'], 3, spec['img_size'],
                     spec['img_size'], device=device)
@@ -293,8 +318,8 @@ def benchmark_arch(args: argparse.Namespace, arch: str, batch_size: int,
     device = torch.device(args.device)
     torch.manual_seed(0)
     models = {impl: build(impl, arch, args.img_size) for impl in IMPLS}
-    for model in models.values():
-        model.load_state_dict(torch.load(weights, weights_only=True))
+    for impl, model in models.items():
+        load_weights(impl, arch, model, weights)
         model.to(device).eval()
     probe = torch.randn(2, 3, args.img_size, args.img_size, device=device)
     with torch.inference_mode():

@@ -18,10 +18,18 @@ train_dataloader = dict(dataset=dict(data_root=data_root))
 model = dict(
     backbone=dict(
         arch='eva02-base',  # set per size, with the head's in_channels
-        drop_path_rate=0.0),  # README: dpr=0.0 for Ti/S/B, 0.1 for L
+        drop_path_rate=0.0,  # README: dpr=0.0 for Ti/S/B, 0.1 for L
+        # Every official run builds a *_xavier_normal_init student
+        # (modeling_pretrain.py:109-154), with the default init_std 0.02.
+        init_mode='eva02-mim'),
     # lm_head: Linear(embed_dim, 1024) on the masked tokens, cosine loss
-    # (modeling_pretrain.py:112, 240-245; engine_for_pretraining.py:37-40).
-    head=dict(in_channels=768, out_channels=1024),
+    # (modeling_pretrain.py:112, 240-245; engine_for_pretraining.py:37-40),
+    # Xavier-normal like every Linear of the official model (:121-122).
+    head=dict(
+        in_channels=768,
+        out_channels=1024,
+        init_cfg=dict(
+            type='Xavier', layer='Linear', distribution='normal', bias=0.)),
     target_generator=dict(
         _delete_=True,
         type='eva_mm.OpenCLIPTeacher',
@@ -35,12 +43,10 @@ model = dict(
         # (eva_clip/vit_model.py:347-368).
         model_name='EVA01-g-14',
         pretrained='laion400m_s11b_b41k'),
-    # Every official run builds a *_xavier_normal_init model with the
-    # default init_std 0.02 (modeling_pretrain.py:114-155) and passes
-    # --stop_grad_conv1 (patch embedding gets 0.1 of its gradient,
-    # modeling_pretrain.py:213-214).
-    init_std=0.02,
-    init_scheme='eva02',
+    # Not EVA-01's init (the student's and head's own above).
+    init_std=None,
+    # Every official run passes --stop_grad_conv1: the patch embedding gets
+    # 0.1 of its gradient (modeling_pretrain.py:213-214).
     patch_embed_grad_scale=0.1)
 
 # README (B/L): lr=1.5e-3 (also the default, run_eva02_pretraining.py:112),

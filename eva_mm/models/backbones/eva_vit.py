@@ -79,6 +79,11 @@ class PatchEmbed(nn.Module):
         return x.flatten(2).transpose(1, 2), tuple(x.shape[2:])
 
 
+# What every EVA-02 preset shares.
+_EVA02 = dict(
+    patch_size=14, swiglu_mlp=True, use_rot_pos_emb=True, ref_feat_shape=16)
+
+
 @MODELS.register_module()
 class EVAViT(BaseModule):
     """The EVA vision transformer: EVA-01 (arXiv:2211.07636) and EVA-02.
@@ -175,6 +180,15 @@ class EVAViT(BaseModule):
             ``intp_freq=True``; 16 = 224/14 for every released EVA-02 model,
             also at patch 16 and in windows). ``None`` leaves positions
             unscaled (timm's meaning); the presets set 16.
+        init_mode: The random initialisation: ``'beit'`` (EVA-01 and BEiT:
+            truncated normal 0.02, residual projections divided by
+            ``sqrt(2 * layer)``) or ``'eva02-mim'``, the official EVA-02
+            pre-training one (EVA-02/asuka/modeling_pretrain.py:109-154):
+            xavier-normal Linear weights of the official layer shapes
+            (fused qkv and packed SwiGLU ``w12`` without sub-LN, separate
+            q/k/v and ``w1``/``w2`` with it), a xavier-uniform patch kernel,
+            tokens truncated at one std, and with sub-LN the MLP, ``proj``
+            and value weights scaled by ``sqrt(log(2 * depth))``.
         init_cfg: mmengine initialisation config; ``type='Pretrained'`` loads
             a checkpoint with resizing and a clear key report.
     """
@@ -192,27 +206,21 @@ class EVAViT(BaseModule):
         # EVA-01 ViT-g/14 (paper, Table 1): 40 layers, width 1408, MLP 6144.
         'giant': dict(embed_dims=1408, num_layers=40, num_heads=16,
                       mlp_hidden_dim=6144, patch_size=14),
-        # EVA-02 (EVA-02/asuka/modeling_pretrain.py:251-330, timm
+        # EVA-02 (EVA-02/asuka/modeling_pretrain.py:251-329, timm
         # eva02_*_patch14_224): MLP ratio 4 * 2 / 3 (int(dim * 8 / 3)),
         # SwiGLU, RoPE with pt_hw_seq_len 16; base and large add the sub-LN
         # (subln=True, naiveswiglu) that tiny and small (xformers SwiGLU)
         # have not.
-        'eva02-tiny': dict(embed_dims=192, num_layers=12, num_heads=3,
-                           mlp_hidden_dim=512, patch_size=14,
-                           swiglu_mlp=True, scale_mlp=False,
-                           use_rot_pos_emb=True, ref_feat_shape=16),
-        'eva02-small': dict(embed_dims=384, num_layers=12, num_heads=6,
-                            mlp_hidden_dim=1024, patch_size=14,
-                            swiglu_mlp=True, scale_mlp=False,
-                            use_rot_pos_emb=True, ref_feat_shape=16),
-        'eva02-base': dict(embed_dims=768, num_layers=12, num_heads=12,
-                           mlp_hidden_dim=2048, patch_size=14,
-                           swiglu_mlp=True, scale_mlp=True,
-                           use_rot_pos_emb=True, ref_feat_shape=16),
-        'eva02-large': dict(embed_dims=1024, num_layers=24, num_heads=16,
-                            mlp_hidden_dim=2730, patch_size=14,
-                            swiglu_mlp=True, scale_mlp=True,
-                            use_rot_pos_emb=True, ref_feat_shape=16),
+        'eva02-tiny': dict(_EVA02, embed_dims=192, num_layers=12,
+                           num_heads=3, mlp_hidden_dim=512, scale_mlp=False),
+        'eva02-small': dict(_EVA02, embed_dims=384, num_layers=12,
+                            num_heads=6, mlp_hidden_dim=1024,
+                            scale_mlp=False),
+        'eva02-base': dict(_EVA02, embed_dims=768, num_layers=12,
+                           num_heads=12, mlp_hidden_dim=2048, scale_mlp=True),
+        'eva02-large': dict(_EVA02, embed_dims=1024, num_layers=24,
+                            num_heads=16, mlp_hidden_dim=2730,
+                            scale_mlp=True),
     }
     # Options an arch dict may carry; an explicit (non-None) argument wins.
     ARCH_OPTIONS = ('swiglu_mlp', 'scale_mlp', 'scale_attn_inner',
@@ -254,6 +262,7 @@ class EVAViT(BaseModule):
                  scale_attn_inner: Optional[bool] = None,
                  use_rot_pos_emb: Optional[bool] = None,
                  ref_feat_shape: Optional[Union[int, Sequence[int]]] = None,
+                 init_mode: str = 'beit',
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         self.arch_settings = self._parse_arch(arch)
@@ -329,6 +338,11 @@ class EVAViT(BaseModule):
             torch.zeros(1, self.num_extra_tokens + num_patches,
                         self.embed_dims)) if use_abs_pos_embed else None
         self.pos_drop = nn.Dropout(drop_rate)
+        if init_mode not in ('beit', 'eva02-mim'):
+            raise ValueError("init_mode must be 'beit' or 'eva02-mim', got "
+                             f'{init_mode!r}.')
+        self.init_mode = init_mode
+        self.scale_mlp = bool(options['scale_mlp'])
         self.use_rot_pos_emb = bool(options['use_rot_pos_emb'])
         ref = options['ref_feat_shape']
         self.ref_feat_shape = _pair(ref) if ref is not None else None
@@ -412,6 +426,9 @@ class EVAViT(BaseModule):
         return sorted(parsed)
 
     def _init_parameters(self) -> None:
+        if self.init_mode == 'eva02-mim':
+            self._init_eva02_mim()
+            return
         for param in (self.pos_embed, self.cls_token, self.mask_token):
             if param is not None:
                 nn.init.trunc_normal_(param, std=.02)
@@ -421,6 +438,45 @@ class EVAViT(BaseModule):
         for layer_id, block in enumerate(self.blocks, start=1):
             block.attn.proj.weight.data.div_(math.sqrt(2.0 * layer_id))
             block.mlp.fc2.weight.data.div_(math.sqrt(2.0 * layer_id))
+
+    def _init_eva02_mim(self) -> None:
+        """EVA-02's MIM initialisation (modeling_pretrain.py:109-154)."""
+        for param in (self.pos_embed, self.cls_token, self.mask_token):
+            if param is not None:
+                # The official trunc_normal_ cuts at one std (:27-28).
+                nn.init.trunc_normal_(param, std=.02, a=-.02, b=.02)
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_normal_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+        kernel = self.patch_embed.proj.weight.data
+        nn.init.xavier_uniform_(kernel.view(kernel.shape[0], -1))
+        dim = self.embed_dims
+        scale = math.sqrt(math.log(2 * self.num_layers))
+        with torch.no_grad():
+            for block in self.blocks:
+                qkv, mlp = block.attn.qkv.weight, block.mlp
+                if not self.scale_mlp:
+                    # xformers' SwiGLU packs w1 and w2 in one (2H, C) w12.
+                    if hasattr(mlp, 'fc1_g'):
+                        hidden = mlp.fc1_g.out_features
+                        std = math.sqrt(2. / (dim + 2 * hidden))
+                        mlp.fc1_g.weight.normal_(0, std)
+                        mlp.fc1_x.weight.normal_(0, std)
+                    continue
+                # subln: separate (C, C) q, k and v projections, scaled up
+                # with fc*/w* of the MLP and attn.proj (:144-154).
+                for part in qkv.chunk(3):
+                    nn.init.xavier_normal_(part)
+                qkv[2 * dim:].mul_(scale)
+                block.attn.proj.weight.mul_(scale)
+                for module in mlp.modules():
+                    if isinstance(module, nn.Linear):
+                        module.weight.mul_(scale)
 
     @staticmethod
     def _init_module(module: nn.Module) -> None:
@@ -615,13 +671,16 @@ class EVAViT(BaseModule):
             # per axis, positions t * pt_seq_len / ft_seq_len, pairs rotated
             # interleaved. timm's builder of RotaryEmbeddingCat
             # (in_pixels=False) computes the same (test_eva02.py shows it).
-            sin, cos = build_rotary_pos_embed(
-                list(size),
-                dim=self.embed_dims // self.arch_settings['num_heads'],
-                in_pixels=False,
-                ref_feat_shape=self.ref_feat_shape,
-                device=device)
-            self._rope_cache[key] = torch.cat([sin, cos], dim=-1)
+            # A table made under inference_mode could not serve a later
+            # training step: build it as a normal tensor.
+            with torch.inference_mode(False):
+                sin, cos = build_rotary_pos_embed(
+                    list(size),
+                    dim=self.embed_dims // self.arch_settings['num_heads'],
+                    in_pixels=False,
+                    ref_feat_shape=self.ref_feat_shape,
+                    device=device)
+                self._rope_cache[key] = torch.cat([sin, cos], dim=-1)
         return self._rope_cache[key]
 
     def _run_block(self, block: EVABlock, x: torch.Tensor,

@@ -1,7 +1,7 @@
 """EVA masked image modelling: reconstruct CLIP features of masked patches."""
 import math
 from functools import partial
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Union
 
 import torch
 import torch.nn as nn
@@ -21,31 +21,6 @@ def _trunc_normal_at_std(tensor: torch.Tensor, std: float) -> None:
     nn.init.trunc_normal_(tensor, mean=0., std=std, a=-std, b=std)
 
 
-def _init_tokens_layers_norms(
-        student: Optional[nn.Module], head: nn.Module, std: float,
-        layer_types: Tuple[type, ...],
-        init_weight: Callable[[str, torch.Tensor], None]) -> None:
-    """What both official MIM inits share, in their order: the position
-    embedding and tokens ~ N(0, std) truncated at +-std; each layer of
-    ``layer_types`` (student, then head) through ``init_weight(name,
-    weight)`` with its bias 0; LayerNorms 1 and 0."""
-    for name in ('pos_embed', 'cls_token', 'mask_token'):
-        param = getattr(student, name, None)
-        if param is not None:
-            _trunc_normal_at_std(param, std)
-    named = list(head.named_modules(prefix='head'))
-    if student is not None:
-        named = list(student.named_modules()) + named
-    for name, module in named:
-        if isinstance(module, layer_types):
-            init_weight(name, module.weight)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.LayerNorm):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
-
-
 def official_mim_init(student: Optional[nn.Module], head: nn.Module,
                       std: float) -> None:
     """EVA-01's initialisation of the MIM student and its ``lm_head``.
@@ -62,69 +37,26 @@ def official_mim_init(student: Optional[nn.Module], head: nn.Module,
         head: The prediction head (its Linear layers are initialised).
         std: ``init_std`` (0.015 for EVA-g, 0.02 otherwise).
     """
+    modules = list(head.modules())
+    if student is not None:
+        modules = list(student.modules()) + modules
     with torch.no_grad():
-        _init_tokens_layers_norms(
-            student, head, std, (nn.Linear, nn.Conv2d),
-            lambda name, weight: _trunc_normal_at_std(weight, std))
+        for name in ('pos_embed', 'cls_token', 'mask_token'):
+            param = getattr(student, name, None)
+            if param is not None:
+                _trunc_normal_at_std(param, std)
+        for module in modules:
+            if isinstance(module, (nn.Linear, nn.Conv2d)):
+                _trunc_normal_at_std(module.weight, std)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
         for depth, block in enumerate(getattr(student, 'blocks', ()),
                                       start=1):
             block.attn.proj.weight.div_(math.sqrt(2.0 * depth))
             block.mlp.fc2.weight.div_(math.sqrt(2.0 * depth))
-
-
-def eva02_mim_init(student: Optional[nn.Module], head: nn.Module,
-                   std: float) -> None:
-    """EVA-02's initialisation of the MIM student and its ``lm_head``.
-
-    As ``VisionTransformerForMaskedImageModeling.__init__`` with
-    ``xavier_normal_init=True`` (EVA-02/asuka/modeling_pretrain.py:114-155,
-    190-197, the ``*_xavier_normal_init`` models of every official run):
-    position embedding, cls and mask tokens ~ N(0, std) truncated at +-std;
-    every Linear weight (the head's too) Xavier-normal, biases 0; the patch
-    embedding's kernel Xavier-uniform as a (out, in*k*k) matrix (its bias
-    keeps PyTorch's default); LayerNorms 1 and 0; no depth rescaling. With
-    sub-LN in the MLP (``scale_mlp``: the official ``subln``, EVA-02-B/L),
-    the attention's value and output projections and the MLP's linear
-    layers are then multiplied by sqrt(log(2 * depth)).
-
-    The official q, k and v projections are three (C, C) Linears; EVAViT
-    fuses them into ``attn.qkv`` (3C, C), so each third is initialised as
-    its own (C, C) matrix.
-
-    Args:
-        student: An EVA-02 :class:`EVAViT`; ``None`` initialises the head
-            only.
-        head: The prediction head.
-        std: ``init_std`` (0.02 in every official EVA-02 run).
-    """
-    def xavier_normal(name: str, weight: torch.Tensor) -> None:
-        for part in weight.chunk(3) if name.endswith('attn.qkv') else (
-                weight, ):
-            nn.init.xavier_normal_(part)
-
-    with torch.no_grad():
-        _init_tokens_layers_norms(student, head, std, (nn.Linear, ),
-                                  xavier_normal)
-        if student is None:
-            return
-        kernel = student.patch_embed.proj.weight
-        nn.init.xavier_uniform_(kernel.view(kernel.shape[0], -1))
-        blocks = list(student.blocks)
-        if not blocks or not isinstance(
-                getattr(blocks[0].mlp, 'norm', None), nn.LayerNorm):
-            return
-        scale = math.sqrt(math.log(2 * len(blocks)))
-        for block in blocks:
-            # Official names 'mlp.w*', 'attn.proj', 'attn.v_proj'
-            # (modeling_pretrain.py:144-155); their biases are 0 here.
-            block.attn.qkv.weight.chunk(3)[2].mul_(scale)
-            block.attn.proj.weight.mul_(scale)
-            for layer in block.mlp.modules():
-                if isinstance(layer, nn.Linear):
-                    layer.weight.mul_(scale)
-
-
-_INITS = {'eva01': official_mim_init, 'eva02': eva02_mim_init}
 
 
 def _scale_grad(module: nn.Module, args: tuple, output: Any,
@@ -143,9 +75,11 @@ class EVAMIM(BaseSelfSupervisor):
     and ``out_type='raw'``) sees the image with its masked patches replaced
     by the mask token; the head maps its masked patch tokens to the frozen
     teacher's features of the same, unmasked image. EVA-02 is the same
-    algorithm with an EVA-02 student, an EVA-CLIP teacher (a timm tower),
-    ``init_scheme='eva02'`` and ``patch_embed_grad_scale=0.1``
-    (EVA-02/asuka/modeling_pretrain.py, engine_for_pretraining.py).
+    algorithm with an EVA-02 student initialised as the official one
+    (``EVAViT(init_mode='eva02-mim')``, a Xavier-normal head,
+    ``init_std=None``), an EVA-CLIP teacher (a timm tower) and
+    ``patch_embed_grad_scale=0.1`` (EVA-02/asuka/modeling_pretrain.py,
+    engine_for_pretraining.py).
 
     The teacher (``target_generator``) is built here but kept out of the
     module tree, unlike in ``BaseSelfSupervisor``: mmengine's optimizer
@@ -168,8 +102,6 @@ class EVAMIM(BaseSelfSupervisor):
             smaller students). ``None`` keeps the modules' own
             initialisation (std 0.02, truncated at +-2; PyTorch's default
             for the patch embedding).
-        init_scheme: ``'eva01'`` (:func:`official_mim_init`) or ``'eva02'``
-            (:func:`eva02_mim_init`, Xavier), used when ``init_std`` is set.
         patch_embed_grad_scale: The fraction of the gradient that reaches
             the patch embedding: its output is ``x.detach() * (1 - s) + x *
             s``, the official ``--stop_grad_conv1`` with s = 0.1
@@ -184,7 +116,6 @@ class EVAMIM(BaseSelfSupervisor):
                  target_generator: Union[dict, nn.Module],
                  data_preprocessor: Optional[Union[dict, nn.Module]] = None,
                  init_std: Optional[float] = None,
-                 init_scheme: str = 'eva01',
                  patch_embed_grad_scale: float = 1.0,
                  init_cfg: Optional[dict] = None) -> None:
         # Built here because BaseSelfSupervisor builds with mmpretrain's
@@ -203,10 +134,6 @@ class EVAMIM(BaseSelfSupervisor):
         if init_std is not None and init_std <= 0:
             raise ValueError(f'init_std must be positive, got {init_std}.')
         self.init_std = init_std
-        if init_scheme not in _INITS:
-            raise ValueError(f'init_scheme must be one of {sorted(_INITS)}, '
-                             f'got {init_scheme!r}.')
-        self.init_scheme = init_scheme
         if not 0. < patch_embed_grad_scale <= 1.:
             raise ValueError('patch_embed_grad_scale must be in (0, 1], got '
                              f'{patch_embed_grad_scale}.')
@@ -228,8 +155,8 @@ class EVAMIM(BaseSelfSupervisor):
             return
         backbone_cfg = getattr(self.backbone, 'init_cfg', None) or {}
         pretrained = backbone_cfg.get('type') == 'Pretrained'
-        _INITS[self.init_scheme](None if pretrained else self.backbone,
-                                 self.head, self.init_std)
+        official_mim_init(None if pretrained else self.backbone, self.head,
+                          self.init_std)
 
     def _apply(self, fn: Callable, *args, **kwargs) -> 'EVAMIM':
         # The teacher follows device moves but stays fp32 (see

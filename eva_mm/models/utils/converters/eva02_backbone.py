@@ -45,7 +45,7 @@ _KEPT = re.compile(
     r'|(norm|fc_norm)\.(weight|bias))$'
     r'|^blocks\.\d+\.('
     r'(norm1|norm2)\.(weight|bias)|gamma_[12]'
-    r'|attn\.(qkv\.weight|q_bias|v_bias|proj\.(weight|bias)|norm\.(weight|bias)'
+    r'|attn\.(qkv\.weight|q_bias|v_bias|(proj|norm)\.(weight|bias)'
     r'|rel_pos_h|rel_pos_w|relative_position_bias_table)'
     r'|mlp\.(fc1_g|fc1_x|fc1|fc2|norm)\.(weight|bias))$')
 
