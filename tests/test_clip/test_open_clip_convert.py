@@ -194,6 +194,10 @@ def test_imported_tower_is_a_mim_teacher(tmp_path, clip_config_file):
     torch.testing.assert_close(targets, expected, rtol=0, atol=1e-5)
     torch.testing.assert_close(pooled, features, rtol=0, atol=1e-5)
     assert teacher.out_channels == EMBED_DIM
+    # The EVA CLIP itself, its timm tower as it is, gives the same targets.
+    direct = OpenCLIPTeacher(CLIP_NAME, pretrained=str(dst))
+    torch.testing.assert_close(direct(images), expected, rtol=0, atol=1e-5)
+    assert direct.out_channels == EMBED_DIM
 
 
 def test_eva_g_fits_open_clip_eva01_g_14():

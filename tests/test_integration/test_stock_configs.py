@@ -4,7 +4,9 @@ Each test loads a config shipped with the toolbox, adds only
 ``custom_imports=dict(imports=['eva_mm'])`` and swaps in ``eva_mm.EVAViT``
 (plus ``eva_mm.SimpleFPN`` for mmdet, whose stock FPN expects a multi-scale
 CNN), then runs one real optimisation step and checks that the backbone
-learned from it.
+learned from it. Every test runs twice: with EVA-01 and with EVA-02 (the
+same class with SwiGLU, sub-LN and RoPE; RoPE per window in mmdet's
+windowed blocks).
 """
 import copy
 
@@ -16,10 +18,28 @@ from mmengine.optim import build_optim_wrapper
 from mmengine.registry import DefaultScope, init_default_scope
 from mmengine.structures import PixelData
 
+from eva_mm.models import EVAViT
+
 # A narrow EVAViT whose width matches the stock heads (ViT-B: 768), so that
 # the swap needs no head change.
 VIT_B_WIDTH_4_LAYERS = dict(
     embed_dims=768, num_layers=4, num_heads=12, mlp_hidden_dim=768)
+# EVA-02 variants: the eva02-base preset's options at that width; the
+# eva02-tiny preset. Both at patch 16 (the stock inputs are multiples of
+# 16; EVA-02's detection variant).
+EVA02_OPTIONS = {
+    key: value
+    for key, value in EVAViT.arch_zoo['eva02-base'].items()
+    if key in EVAViT.ARCH_OPTIONS
+}
+ARCHS = {
+    'eva01': dict(vit_b=VIT_B_WIDTH_4_LAYERS, tiny='tiny'),
+    'eva02': dict(
+        vit_b=dict(VIT_B_WIDTH_4_LAYERS, mlp_hidden_dim=2048,
+                   **EVA02_OPTIONS),
+        tiny='eva02-tiny'),
+}
+family = pytest.mark.parametrize('family', sorted(ARCHS))
 
 
 def _swap(cfg_path: str) -> Config:
@@ -60,25 +80,36 @@ def _step_changes_backbone(model: torch.nn.Module, data: dict) -> dict:
     return losses
 
 
+def _check_family(model: torch.nn.Module, family: str) -> None:
+    """The swapped backbone is the EVA generation asked for."""
+    backbone = model.backbone
+    eva02 = family == 'eva02'
+    assert hasattr(backbone.blocks[0].mlp, 'fc1_g') == eva02  # SwiGLU
+    assert backbone.use_rot_pos_emb == eva02
+
+
 @pytest.fixture(autouse=True)
 def _reset_scope():
     yield
     DefaultScope._instance_dict.clear()
 
 
-def test_mmseg_upernet_vit_config():
+@family
+def test_mmseg_upernet_vit_config(family):
     from mmseg.structures import SegDataSample
     cfg = _swap('mmseg::vit/vit_vit-b16_mln_upernet_8xb2-80k_ade20k-512x512.py')
     cfg.model.pretrained = None
     cfg.model.backbone = dict(
         type='eva_mm.EVAViT',
-        arch=VIT_B_WIDTH_4_LAYERS,
+        arch=ARCHS[family]['vit_b'],
         img_size=64,
+        patch_size=16,
         out_type='featmap',
         out_indices=(0, 1, 2, 3),
         final_norm=False)
     cfg.model.data_preprocessor.size = (64, 64)
     model = _build(cfg, 'mmseg')
+    _check_family(model, family)
 
     samples = []
     for i in range(2):
@@ -95,15 +126,18 @@ def test_mmseg_upernet_vit_config():
     assert 'decode.loss_ce' in losses and 'aux.loss_ce' in losses
 
 
-def test_mmpretrain_vit_classifier_config():
+@family
+def test_mmpretrain_vit_classifier_config(family):
     from mmpretrain.structures import DataSample
     cfg = _swap('mmpretrain::vision_transformer/vit-base-p16_64xb64_in1k.py')
     cfg.model.backbone = dict(
         type='eva_mm.EVAViT',
-        arch=VIT_B_WIDTH_4_LAYERS,
+        arch=ARCHS[family]['vit_b'],
         img_size=64,
+        patch_size=16,
         out_type='cls_token')
     model = _build(cfg, 'mmpretrain')
+    _check_family(model, family)
     data = dict(
         inputs=[torch.randint(0, 255, (3, 64, 64)).float() for _ in range(2)],
         data_samples=[DataSample().set_gt_label(i) for i in (3, 7)])
@@ -116,15 +150,17 @@ def test_mmpretrain_vit_classifier_config():
     assert preds[0].pred_score.shape == (1000, )
 
 
-def test_mmaction2_tsn_recognizer_config():
+@family
+def test_mmaction2_tsn_recognizer_config(family):
     from mmaction.structures import ActionDataSample
     cfg = _swap('mmaction::recognition/tsn/'
                 'tsn_imagenet-pretrained-r50_8xb32-1x1x3-100e_'
                 'kinetics400-rgb.py')
     cfg.model.backbone = dict(
         type='eva_mm.EVAViT',
-        arch='tiny',
+        arch=ARCHS[family]['tiny'],
         img_size=64,
+        patch_size=16,
         out_type='featmap',
         final_norm=True,
         tuple_output=False)
@@ -132,6 +168,7 @@ def test_mmaction2_tsn_recognizer_config():
     # backbone.
     cfg.model.cls_head.in_channels = 192
     model = _build(cfg, 'mmaction')
+    _check_family(model, family)
     # Two clips of 3 segments of 64x64 RGB frames: (num_clips*T, C, H, W).
     data = dict(
         inputs=[torch.randint(0, 255, (3, 3, 64, 64)).float() for _ in range(2)],
@@ -143,25 +180,29 @@ def test_mmaction2_tsn_recognizer_config():
     assert 'loss_cls' in losses
 
 
-def test_mmdet_mask_rcnn_config():
+@family
+def test_mmdet_mask_rcnn_config(family):
     from mmdet.testing import demo_mm_inputs
     cfg = _swap('mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py')
     cfg.model.backbone = dict(
         type='eva_mm.EVAViT',
-        arch='tiny',
+        arch=ARCHS[family]['tiny'],
         img_size=128,
+        patch_size=16,
         out_type='featmap',
         with_cls_token=False,
         final_norm=False,
         window_size=4,
         global_block_indexes=(2, 5, 8, 11),
-        rel_pos='decomposed')
+        # ViTDet's relative positions for EVA-01; EVA-02 has RoPE instead.
+        rel_pos='decomposed' if family == 'eva01' else None)
     cfg.model.neck = dict(
         type='eva_mm.SimpleFPN',
         in_channels=192,
         out_channels=256,
         num_outs=5)
     model = _build(cfg, 'mmdet')
+    _check_family(model, family)
     packed = demo_mm_inputs(
         batch_size=2, image_shapes=(3, 128, 128), num_items=[3, 2],
         num_classes=80, with_mask=True)

@@ -106,6 +106,73 @@ def test_teacher_targets_are_projected_patch_tokens(clip_file, tmp_path):
                       open_clip.transformer.QuickGELU)
 
 
+# A tiny EVA-02 timm tower as open_clip builds EVA-CLIP towers
+# (model_configs/EVA01-g-14.json, EVA02-*.json: token pooling, the trunk's
+# head as the projection).
+TIMM_TOWER = dict(timm_model_name='eva02_tiny_patch14_224', timm_pool='token',
+                  timm_proj=None, image_size=224)
+
+
+def _perturbed(teacher: OpenCLIPTeacher) -> OpenCLIPTeacher:
+    # timm's init leaves norms at identity and the head near zero; random
+    # values everywhere show whether each is applied.
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for param in teacher.visual.parameters():
+            param.add_(torch.randn_like(param) * 0.1)
+    return teacher
+
+
+@pytest.mark.parametrize('proj', [None, 'linear'])
+def test_timm_tower_targets_equal_timm_per_token(proj):
+    import timm
+    teacher = _perturbed(OpenCLIPTeacher(model_cfg=dict(
+        embed_dim=32, vision_cfg=dict(TIMM_TOWER, timm_proj=proj))))
+    assert teacher.patch_grid == (16, 16) and teacher.out_channels == 32
+    # timm's own forward of the same weights without pooling gives every
+    # token through the final norm and the head.
+    reference = timm.create_model(
+        'eva02_tiny_patch14_224', global_pool='',
+        num_classes=0 if proj else 32).eval()
+    # With an extra projection open_clip builds the trunk with timm's
+    # default mean pooling, whose norm is the fc_norm after pooling; applied
+    # per token it is the reference's final norm.
+    reference.load_state_dict({
+        key.replace('fc_norm.', 'norm.'): value
+        for key, value in teacher.visual.trunk.state_dict().items()})
+    images = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        expected = reference(images)[:, 1:]
+        if proj:  # open_clip's extra projection, token-wise
+            expected = expected @ teacher.visual.head.proj.weight.T
+        # The cls column reproduces open_clip's own image embedding.
+        pooled = teacher.visual(images)
+        assert torch.allclose(
+            reference(images)[:, 0] @ teacher.visual.head.proj.weight.T
+            if proj else reference(images)[:, 0], pooled, atol=1e-5)
+    targets = teacher(images)
+    assert targets.shape == (2, 256, 32)
+    torch.testing.assert_close(targets, expected)
+
+
+def test_timm_tower_reads_a_file_and_refuses_attention_pooling(tmp_path):
+    source = _perturbed(OpenCLIPTeacher(model_cfg=dict(
+        embed_dim=32, vision_cfg=TIMM_TOWER)))
+    path = tmp_path / 'tower.pt'
+    torch.save({f'visual.{k}': v
+                for k, v in source.visual.state_dict().items()}, path)
+    loaded = OpenCLIPTeacher(
+        model_cfg=dict(embed_dim=32, vision_cfg=TIMM_TOWER),
+        pretrained=str(path))
+    images = torch.randn(1, 3, 224, 224)
+    torch.testing.assert_close(loaded(images), source(images))
+    with pytest.raises(ValueError, match='attention pooling'):
+        OpenCLIPTeacher(model_cfg=dict(
+            embed_dim=32, vision_cfg=dict(
+                timm_model_name='vit_tiny_patch16_224', timm_pool='map',
+                timm_proj=None)))
+
+
 # ---------------------------------------------------------------- loss
 def test_loss_uses_masked_positions_only(clip_file):
     torch.manual_seed(0)
@@ -309,9 +376,10 @@ def test_official_init_statistics():
 
 def test_mim_configs_set_the_official_init_and_decay_mask_token(clip_file):
     configs = Path(__file__).resolve().parents[2] / 'configs/mim'
+    # The EVA-01 configs (EVA-02's init is its student's init_mode).
     stds = {
         path.stem: Config.fromfile(str(path)).model.init_std
-        for path in configs.glob('*.py')
+        for path in configs.glob('eva-*.py')
     }
     assert stds == {
         name: 0.015 if 'giant' in name else 0.02
@@ -357,3 +425,99 @@ def test_official_init_keeps_a_pretrained_student(tmp_path):
     # Only the head gets the official init.
     assert model.head.fc.weight.abs().max() <= 0.015
     assert not model.head.fc.bias.any()
+
+
+# ---------------------------------------------------------------- EVA-02
+def _eva02_mim(teacher: OpenCLIPTeacher, scale_mlp: bool = True,
+               grad_scale: float = 1.0, width: int = 256) -> EVAMIM:
+    """An EVA-02 MIM model initialised as the EVA-02 MIM configs do."""
+    recipe = Config.fromfile(
+        str(Path(__file__).resolve().parents[2] /
+            'configs/mim/_base_/eva02-mim_eva-clip-g14_recipe.py'))
+    model = EVAMIM(
+        backbone=dict(
+            type='eva_mm.EVAViT',
+            arch=dict(embed_dims=width, num_layers=4, num_heads=4,
+                      mlp_hidden_dim=width * 8 // 3, swiglu_mlp=True,
+                      scale_mlp=scale_mlp, use_rot_pos_emb=True,
+                      ref_feat_shape=GRID),
+            img_size=32,
+            patch_size=8,
+            out_type='raw',
+            with_mask_token=True,
+            init_mode=recipe.model.backbone.init_mode),
+        head=dict(type='eva_mm.EVAMIMHead', in_channels=width,
+                  out_channels=24, init_cfg=recipe.model.head.init_cfg),
+        target_generator=teacher,
+        init_std=recipe.model.init_std,
+        patch_embed_grad_scale=grad_scale)
+    model.init_weights()
+    return model
+
+
+@pytest.mark.parametrize('scale_mlp', [True, False])
+def test_eva02_config_init_statistics(clip_file, scale_mlp):
+    """The official EVA-02 student and lm_head init (modeling_pretrain.py:
+    109-154: Xavier widths of the official layer shapes, the sub-LN
+    rescale) through the configs' settings, from the layer shapes."""
+    _, path = clip_file
+    torch.manual_seed(0)
+    model = _eva02_mim(
+        OpenCLIPTeacher(model_cfg=TEACHER_CFG, pretrained=str(path)),
+        scale_mlp=scale_mlp)
+    width, hidden = 256, 256 * 8 // 3
+    # B/L (sub-LN): separate (C, C) q/k/v and (H, C) w1/w2, the value,
+    # output and MLP weights times sqrt(log(2 * depth)). Ti/S: one (3C, C)
+    # qkv and a packed (2H, C) w12, no rescale.
+    gain = math.sqrt(math.log(2 * 4)) if scale_mlp else 1.
+
+    def xavier(fan_in: int, fan_out: int) -> float:
+        return math.sqrt(2. / (fan_in + fan_out))
+
+    def check_std(tensor: torch.Tensor, std: float) -> None:
+        assert tensor.std().item() == pytest.approx(std, rel=0.05)
+
+    qk = xavier(width, width) if scale_mlp else xavier(width, 3 * width)
+    fc1 = xavier(width, hidden) if scale_mlp else xavier(width, 2 * hidden)
+    for block in model.backbone.blocks:
+        q, k, v = block.attn.qkv.weight.chunk(3)
+        check_std(q, qk)
+        check_std(k, qk)
+        check_std(v, qk * gain)
+        check_std(block.attn.proj.weight, xavier(width, width) * gain)
+        check_std(block.mlp.fc1_g.weight, fc1 * gain)
+        check_std(block.mlp.fc1_x.weight, fc1 * gain)
+        check_std(block.mlp.fc2.weight, xavier(hidden, width) * gain)
+    check_std(model.head.fc.weight, xavier(width, 24))
+    assert not model.head.fc.bias.any()
+    for name in ('pos_embed', 'cls_token', 'mask_token'):
+        assert getattr(model.backbone, name).abs().max() <= 0.02, name
+
+
+def test_eva02_patch_embed_gets_a_tenth_of_the_gradient(clip_file):
+    """--stop_grad_conv1 (modeling_pretrain.py:213-214): same loss, the
+    patch embedding's gradients x 0.1, every other gradient unchanged."""
+    _, path = clip_file
+    teacher = OpenCLIPTeacher(model_cfg=TEACHER_CFG, pretrained=str(path))
+    torch.manual_seed(0)
+    plain = _eva02_mim(teacher, width=32)
+    scaled = _eva02_mim(teacher, grad_scale=0.1, width=32)
+    scaled.load_state_dict(plain.state_dict())
+    images = torch.randn(2, 3, 32, 32)
+    masks = torch.zeros(2, GRID, GRID, dtype=torch.long)
+    masks[:, 1:3] = 1
+    losses = []
+    for model in (plain, scaled):
+        loss = model(images, _samples(masks), mode='loss')['loss']
+        loss.backward()
+        losses.append(loss)
+    torch.testing.assert_close(losses[0], losses[1])
+    grads = dict(scaled.named_parameters())
+    for name, param in plain.named_parameters():
+        factor = 0.1 if name.startswith('backbone.patch_embed.') else 1.
+        assert param.grad.abs().sum() > 0, name
+        torch.testing.assert_close(grads[name].grad, param.grad * factor,
+                                   msg=name)
+    with pytest.raises(ValueError, match='patch_embed_grad_scale'):
+        EVAMIM(backbone=plain.backbone, head=plain.head,
+               target_generator=teacher, patch_embed_grad_scale=0.)

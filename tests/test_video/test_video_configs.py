@@ -33,12 +33,15 @@ BATCHES = {
     'k600': (64, 1, 4),
     'k700': (64, 1, 4),
 }
+# Not from the paper: EVA-01's K-722 recipe on EVA-02-L, RoPE off.
+EVA02 = {'eva02-k722': 'eva02-l-p14_k722-intermediate-ft_8x224.py'}
 IMAGENET_MEAN = [123.675, 116.28, 103.53]
 IMAGENET_STD = [58.395, 57.12, 57.375]
 
 
 def _load(name: str) -> Config:
-    return Config.fromfile(str(ROOT / 'configs/video' / CONFIGS[name]))
+    return Config.fromfile(
+        str(ROOT / 'configs/video' / {**CONFIGS, **EVA02}[name]))
 
 
 @pytest.fixture(autouse=True)
@@ -141,13 +144,15 @@ def _shrink_options(shapes: Path) -> dict:
     return options
 
 
-@pytest.mark.parametrize('name', sorted(CONFIGS))
+@pytest.mark.parametrize('name', sorted(CONFIGS) + sorted(EVA02))
 def test_paper_config_trains_one_iteration_shrunk(name, tmp_path_factory):
     shapes = tmp_path_factory.getbasetemp() / 'config_shapes'
     if not shapes.exists():
         generate(shapes, train_per_class=1, val_per_class=1)
     cfg = _load(name)
     cfg.merge_from_dict(_shrink_options(shapes))
+    if name in EVA02:
+        cfg.merge_from_dict({'model.backbone.arch': 'eva02-tiny'})
     cfg.work_dir = str(tmp_path_factory.mktemp(name))
     runner = Runner.from_cfg(cfg)
     before = runner.model.backbone.blocks[0].attn.qkv.weight.detach().clone()
@@ -155,3 +160,43 @@ def test_paper_config_trains_one_iteration_shrunk(name, tmp_path_factory):
     assert runner.iter == 1
     assert not torch.equal(before,
                            runner.model.backbone.blocks[0].attn.qkv.weight)
+
+
+def test_eva02_config_is_the_eva01_recipe_on_eva02_large():
+    eva02, eva01 = _load('eva02-k722'), _load('k722')
+    # Everything but the backbone's size, its weights and RoPE, and the
+    # head's width is EVA-01's K-722 recipe.
+    backbone = eva02.model.backbone
+    assert (backbone.arch, backbone.use_rot_pos_emb) == ('eva02-large',
+                                                         False)
+    assert eva02.model.cls_head.in_channels == 1024
+    for cfg in (eva01, eva02):
+        for key in ('arch', 'use_rot_pos_emb', 'init_cfg'):
+            cfg.model.backbone.pop(key, None)
+        cfg.model.cls_head.pop('in_channels')
+        cfg.pop('pretrained')
+    assert eva02.to_dict() == eva01.to_dict()
+
+    import eva_mm  # noqa: F401  (registers the eva_mm scope)
+    init_default_scope('mmaction')
+    from mmaction.registry import MODELS
+    cfg = _load('eva02-k722')
+    cfg.model.backbone.init_cfg = None
+    cfg.model.data_preprocessor.pop('blending', None)
+    with torch.device('meta'):
+        model = MODELS.build(cfg.model)
+    backbone = model.backbone
+    assert not backbone.use_rot_pos_emb
+    assert hasattr(backbone.blocks[0].mlp, 'fc1_g')  # EVA-02's SwiGLU
+    assert backbone.patch_embed.proj.weight.shape == (1024, 3, 1, 14, 14)
+    assert backbone.pos_embed.shape == (1, 1 + 8 * 16 * 16, 1024)
+    assert model.cls_head.fc_cls.out_features == 722
+    # EVA-02-L: about 304M parameters (EVA-02/asuka/README.md), with a
+    # space-time position embedding 8 times the image one.
+    params = sum(p.numel() for p in backbone.parameters())
+    assert params - 7 * 16 * 16 * 1024 == pytest.approx(304e6, rel=0.01)
+    # RoPE cannot be switched on for video: the refusal names the fix.
+    cfg.model.backbone.use_rot_pos_emb = True
+    with pytest.raises(ValueError, match='use_rot_pos_emb'):
+        with torch.device('meta'):
+            MODELS.build(cfg.model)

@@ -1,6 +1,7 @@
 """EVA masked image modelling: reconstruct CLIP features of masked patches."""
 import math
-from typing import Callable, Dict, List, Optional, Union
+from functools import partial
+from typing import Any, Callable, Dict, List, Optional, Union
 
 import torch
 import torch.nn as nn
@@ -58,14 +59,27 @@ def official_mim_init(student: Optional[nn.Module], head: nn.Module,
             block.mlp.fc2.weight.div_(math.sqrt(2.0 * depth))
 
 
+def _scale_grad(module: nn.Module, args: tuple, output: Any,
+                scale: float) -> Any:
+    """Forward hook: the patch tokens with their gradient scaled."""
+    tokens = output[0] if isinstance(output, tuple) else output
+    tokens = tokens.detach() * (1. - scale) + tokens * scale
+    return (tokens, *output[1:]) if isinstance(output, tuple) else tokens
+
+
 @MODELS.register_module()
 class EVAMIM(BaseSelfSupervisor):
-    """EVA-01 pre-training (Fang et al., arXiv:2211.07636).
+    """EVA-01 and EVA-02 pre-training (arXiv:2211.07636, 2303.11331).
 
     The student backbone (an :class:`EVAViT` with ``with_mask_token=True``
     and ``out_type='raw'``) sees the image with its masked patches replaced
     by the mask token; the head maps its masked patch tokens to the frozen
-    teacher's features of the same, unmasked image.
+    teacher's features of the same, unmasked image. EVA-02 is the same
+    algorithm with an EVA-02 student initialised as the official one
+    (``EVAViT(init_mode='eva02-mim')``, a Xavier-normal head,
+    ``init_std=None``), an EVA-CLIP teacher (a timm tower) and
+    ``patch_embed_grad_scale=0.1`` (EVA-02/asuka/modeling_pretrain.py,
+    engine_for_pretraining.py).
 
     The teacher (``target_generator``) is built here but kept out of the
     module tree, unlike in ``BaseSelfSupervisor``: mmengine's optimizer
@@ -88,6 +102,11 @@ class EVAMIM(BaseSelfSupervisor):
             smaller students). ``None`` keeps the modules' own
             initialisation (std 0.02, truncated at +-2; PyTorch's default
             for the patch embedding).
+        patch_embed_grad_scale: The fraction of the gradient that reaches
+            the patch embedding: its output is ``x.detach() * (1 - s) + x *
+            s``, the official ``--stop_grad_conv1`` with s = 0.1
+            (EVA-02/asuka/modeling_pretrain.py:213-214, set in every
+            official EVA-02 run). 1.0 leaves it alone (EVA-01).
         init_cfg: Initialisation of the student and head.
     """
 
@@ -97,6 +116,7 @@ class EVAMIM(BaseSelfSupervisor):
                  target_generator: Union[dict, nn.Module],
                  data_preprocessor: Optional[Union[dict, nn.Module]] = None,
                  init_std: Optional[float] = None,
+                 patch_embed_grad_scale: float = 1.0,
                  init_cfg: Optional[dict] = None) -> None:
         # Built here because BaseSelfSupervisor builds with mmpretrain's
         # registry, which cannot see eva_mm's unscoped names; its default
@@ -114,6 +134,12 @@ class EVAMIM(BaseSelfSupervisor):
         if init_std is not None and init_std <= 0:
             raise ValueError(f'init_std must be positive, got {init_std}.')
         self.init_std = init_std
+        if not 0. < patch_embed_grad_scale <= 1.:
+            raise ValueError('patch_embed_grad_scale must be in (0, 1], got '
+                             f'{patch_embed_grad_scale}.')
+        if patch_embed_grad_scale < 1.:
+            self.backbone.patch_embed.register_forward_hook(
+                partial(_scale_grad, scale=patch_embed_grad_scale))
         target_generator = _build(target_generator)
         # object.__setattr__ bypasses nn.Module's submodule registration.
         object.__setattr__(self, 'target_generator', target_generator)
