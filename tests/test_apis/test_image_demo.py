@@ -27,6 +27,9 @@ from eva_mm.apis import (class_names, draw_result, inference, init_model,
 from eva_mm.datasets import (DEMO_SHAPES_CLASSES, DEMO_SHAPES_PALETTE,
                              generate_demo_shapes)
 
+# Runs tools or trains in subprocesses: left out of `pytest -m 'not slow'`.
+pytestmark = pytest.mark.slow
+
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TOOL = osp.join(ROOT, 'tools', 'image_demo.py')
 RUN_DEMO = osp.join(ROOT, 'tools', 'demo', 'run_demo.py')

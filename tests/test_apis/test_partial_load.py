@@ -75,6 +75,7 @@ def run_tool(*args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_image_demo_refuses_unless_allowed(checkpoints: Dict[str, str],
                                            tmp_path) -> None:
     from eva_mm.datasets import generate_demo_shapes
@@ -96,6 +97,7 @@ def test_image_demo_refuses_unless_allowed(checkpoints: Dict[str, str],
     assert LAST_STAGE + 'fc_cls.weight' in output
 
 
+@pytest.mark.slow
 def test_tools_test_refuses_before_running(checkpoints: Dict[str, str],
                                            tmp_path) -> None:
     proc = run_tool(

@@ -12,7 +12,7 @@ import pytest
 import torch
 from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
-from mmengine.registry import DefaultScope, init_default_scope
+from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
 from mmpretrain.registry import MODELS
 
@@ -53,10 +53,7 @@ TEST = {
 NUM_LAYERS = 40 + 2  # embeddings, 40 blocks, everything after the blocks
 
 
-@pytest.fixture(autouse=True)
-def _reset_scope():
-    yield
-    DefaultScope._instance_dict.clear()
+pytestmark = pytest.mark.registry_scope('mmpretrain')
 
 
 def load(name: str) -> Config:
@@ -180,6 +177,7 @@ def shrink_pipeline(pipeline: list) -> list:
 
 
 # The 560 px config only changes sizes and length of the 336 px one.
+@pytest.mark.slow
 @pytest.mark.parametrize('name', [IN21K, IN1K_336])
 def test_training_config_runs_one_epoch_shrunk(name: str, image_folder,
                                                tmp_path) -> None:

@@ -20,7 +20,7 @@ from mmengine.config import Config
 from PIL import Image
 from tiny_eva_clip import CLIP_NAME, EMBED_DIM, EVA_ARCH, IMG_SIZE
 
-from eva_mm.engine.launch import build_runner
+from eva_mm.engine.cli import build_runner
 from eva_mm.models import EVAViT
 from eva_mm.models.classifiers.open_clip_zero_shot import (OPENAI_MEAN,
                                                            OPENAI_STD)

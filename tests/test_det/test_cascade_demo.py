@@ -234,6 +234,7 @@ def test_base_config_heads_train_and_predict() -> None:
     assert len(pred.bboxes) == len(pred.scores) == len(pred.masks)
 
 
+@pytest.mark.slow
 def test_cascade_mask_rcnn_trains_and_evaluates(tiny_set: str,
                                                 tmp_path) -> None:
     cfg = _tiny_demo_config(tiny_set, str(tmp_path))

@@ -427,6 +427,7 @@ def test_dataset_equals_mmdet_lvis_v1(lvis_case) -> None:
         gt['annotations'])
 
 
+@pytest.mark.slow
 def test_runs_without_the_lvis_package(lvis_case) -> None:
     """The runtime set-up has no ``lvis``: metric and dataset must not need
     it (an entry of None in sys.modules makes ``import lvis`` fail)."""

@@ -13,7 +13,7 @@ import torch
 from mmengine.config import Config
 from mmengine.hub import get_config
 from mmengine.optim import build_optim_wrapper
-from mmengine.registry import DefaultScope, init_default_scope
+from mmengine.registry import init_default_scope
 from mmengine.structures import PixelData
 
 # A narrow EVAViT whose width matches the stock heads (ViT-B: 768), so that
@@ -60,10 +60,7 @@ def _step_changes_backbone(model: torch.nn.Module, data: dict) -> dict:
     return losses
 
 
-@pytest.fixture(autouse=True)
-def _reset_scope():
-    yield
-    DefaultScope._instance_dict.clear()
+pytestmark = pytest.mark.registry_scope('mmengine')
 
 
 def test_mmseg_upernet_vit_config():

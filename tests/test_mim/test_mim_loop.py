@@ -63,6 +63,7 @@ def _runner(tmp_path: Path, model: BaseModel, **hook) -> Runner:
         experiment_name=f'nan_{id(model)}')
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_naming_iteration_and_checkpoint(tmp_path):
     runner = _runner(tmp_path, NaNAtCalls({5}))
     with pytest.raises(NonFiniteLossError) as err:
@@ -74,6 +75,7 @@ def test_non_finite_loss_stops_naming_iteration_and_checkpoint(tmp_path):
     assert not (tmp_path / 'iter_6.pth').exists()
 
 
+@pytest.mark.slow
 def test_non_finite_loss_reloads_last_checkpoint(tmp_path):
     model = NaNAtCalls({5})
     runner = _runner(tmp_path, model, reload=True)
@@ -159,6 +161,7 @@ print(json.dumps(dict(
 '''
 
 
+@pytest.mark.slow
 def test_deepspeed_bf16_keeps_the_teacher_fp32(tmp_path):
     """DeepSpeed's engine casts the model to bf16 (``module.bfloat16()``);
     the teacher stays fp32 and runs under bf16 autocast."""

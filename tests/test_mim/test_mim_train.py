@@ -25,6 +25,9 @@ from eva_mm.models import EVAViT
 from eva_mm.models.utils.checkpoint import (load_backbone_checkpoint,
                                             load_state_dict_file)
 
+# Runs tools or trains in subprocesses: left out of `pytest -m 'not slow'`.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[2]
 PLAIN = ROOT / 'configs/mim/eva-mim_demo-tiny-p8_clip-tiny_shapes.py'
 DEEPSPEED = PLAIN.with_name(PLAIN.stem + '_deepspeed-bf16.py')

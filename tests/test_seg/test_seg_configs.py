@@ -15,7 +15,7 @@ import pytest
 import torch
 from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
-from mmengine.registry import DefaultScope, init_default_scope
+from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
 
 import eva_mm  # noqa: F401  (registers eva_mm.* for the configs)
@@ -66,10 +66,7 @@ HEAD_LAYER_ZERO = ('decode_head.mask_embed.', 'decode_head.cls_embed.',
                    'decode_head.query_feat.')
 
 
-@pytest.fixture(autouse=True)
-def _reset_scope():
-    yield
-    DefaultScope._instance_dict.clear()
+pytestmark = pytest.mark.registry_scope('mmseg')
 
 
 def load(name: str) -> Config:
@@ -283,6 +280,7 @@ def shrink_options(cfg: Config, data_root: Path) -> Dict[str, object]:
     return options
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', NAMES)
 def test_paper_config_trains_one_iteration_shrunk(
         name: str, tmp_path_factory: pytest.TempPathFactory) -> None:
