@@ -82,6 +82,9 @@ def init_model(config: Union[str, Config],
         from mmdet.apis import init_detector as init_task_model
     else:
         from mmseg.apis import init_model as init_task_model
+    # A checkpoint written by mmengine's runner holds more than tensors.
+    from eva_mm.engine.safe_checkpoint import register_mmengine_safe_globals
+    register_mmengine_safe_globals()
     model = init_task_model(cfg, checkpoint, device=device)
     if checkpoint is not None:
         from eva_mm.models.utils.checkpoint import \
