@@ -29,7 +29,7 @@ from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
 
 import eva_mm  # noqa: F401  (registers eva_mm.* for the configs)
-from eva_mm.datasets.demo_shapes import generate_demo_lvis
+from eva_mm.datasets.synthetic.shapes import generate_demo_lvis
 from eva_mm.models.backbones import EVAViT
 from eva_mm.models.layers.attention import _decomposed_rel_pos
 from train_runs import read_losses, train_cmd

@@ -20,7 +20,7 @@ import torch
 from train_runs import read_losses, train_cmd
 
 import eva_mm  # noqa: F401  (allow-lists mmengine's pickles)
-from eva_mm.datasets import generate_demo_shapes
+from eva_mm.datasets.synthetic import generate_demo_shapes
 from eva_mm.models import EVAViT
 from eva_mm.models.utils.checkpoint import (load_backbone_checkpoint,
                                             load_state_dict_file)

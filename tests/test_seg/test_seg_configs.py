@@ -19,7 +19,7 @@ from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
 
 import eva_mm  # noqa: F401  (registers eva_mm.* for the configs)
-from eva_mm.datasets import generate_demo_ade
+from eva_mm.datasets.synthetic import generate_demo_ade
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / 'configs/segmentation'
 COCO = 'vit-adapter_mask2former_60k_coco-stuff164k-896'

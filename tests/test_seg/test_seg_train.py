@@ -31,7 +31,7 @@ from train_runs import ROOT, read_losses, train_cmd
 
 import eva_mm  # noqa: F401  (registers eva_mm.* for the configs)
 from eva_mm.apis import inference, init_model
-from eva_mm.datasets import generate_demo_ade
+from eva_mm.datasets.synthetic import generate_demo_ade
 
 CONFIG = ROOT / ('configs/segmentation/demo/'
                  'eva-demo-p8_vit-adapter_mask2former_ade-shapes.py')

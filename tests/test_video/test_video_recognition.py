@@ -16,7 +16,7 @@ from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
 
 from eva_mm.datasets import RobustVideoDataset, VideoInit, VideoReadError
-from eva_mm.datasets.video import OpenCVReader, VideoDecode
+from eva_mm.datasets.video_decoding import OpenCVReader, VideoDecode
 from .moving_shapes import CLASSES, CORRUPT, NARROW, generate
 
 ROOT = Path(__file__).parents[2]
