@@ -20,6 +20,11 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def synchronize(device: torch.device) -> None:
+    """Wait for ``device``'s queued work (CUDA); nothing to wait for on CPU.
+
+    Args:
+        device: The device the timed code runs on.
+    """
     if device.type == 'cuda':
         torch.cuda.synchronize(device)
 
@@ -27,7 +32,17 @@ def synchronize(device: torch.device) -> None:
 def timed_runs(step: Callable[[], object], iters: int, warmup: int,
                device: torch.device) -> List[float]:
     """Seconds of each of ``iters`` calls of ``step`` after ``warmup``
-    untimed ones, CUDA work included."""
+    untimed ones, CUDA work included.
+
+    Args:
+        step: What to time.
+        iters: Timed calls.
+        warmup: Untimed calls first (lazy initialisation, caches).
+        device: Where ``step`` runs, to wait for before and after.
+
+    Returns:
+        The seconds of each timed call.
+    """
     times: List[float] = []
     for i in range(warmup + iters):
         synchronize(device)
