@@ -478,7 +478,7 @@ def check_video(plan: Plan) -> dict:
 
 def check_dist(plan: Plan, out_dir: Path) -> dict:
     """``tools/dist_train.sh CONFIG 1`` on the demo detector."""
-    from eva_mm.datasets.demo_shapes import generate_demo_shapes
+    from eva_mm.datasets.synthetic.shapes import generate_demo_shapes
     data = out_dir / 'demo_shapes'
     generate_demo_shapes(str(data), num_train=16, num_val=4)
     work_dir = out_dir / 'dist_train'

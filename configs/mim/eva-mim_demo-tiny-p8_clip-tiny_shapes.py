@@ -1,8 +1,8 @@
 # CPU demo of EVA MIM: a tiny EVAViT student learns the patch features of a
 # tiny open_clip ViT teacher (random weights, or pass a local CLIP file) on
 # the generated demo shapes images, in a few minutes on 2 CPU cores:
-#   python -c "from eva_mm.datasets import generate_demo_shapes as g; \
-#       g('data/demo_shapes')"
+#   python -c "from eva_mm.datasets.synthetic import generate_demo_shapes \
+#       as g; g('data/demo_shapes')"
 #   python tools/train.py configs/mim/eva-mim_demo-tiny-p8_clip-tiny_shapes.py
 # Same recipe as the ViT-g config, scaled down: 64 px, patch 8 (8x8 grid),
 # 40% masking (at most 26 of 64 patches, blocks of at least 4).

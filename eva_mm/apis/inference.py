@@ -5,6 +5,18 @@ the config's ``default_scope``, :func:`inference` runs images through the
 model, :func:`draw_result` draws a prediction and :func:`result_to_json`
 turns it into plain JSON. mmdet and mmseg are imported inside the functions
 so that ``import eva_mm`` stays light.
+
+The models are built and run by the toolboxes' own task functions (mmdet's
+``init_detector`` / ``inference_detector``, mmseg's ``init_model`` /
+``inference_model``). Their inferencer classes, mmdet's ``DetInferencer``
+and mmseg's ``MMSegInferencer``, are not used because they do not give
+today's behaviour: ``DetInferencer`` keeps the config's test pipeline, whose
+``LoadAnnotations`` (every evaluation config has one) fails on a bare image;
+both load checkpoints with warnings only, where :func:`init_model` refuses a
+partial load; and both write other files (``DetInferencer``'s
+``preds/*.json`` holds unthresholded label ids without class names,
+``MMSegInferencer`` writes ``*_pred.png`` without per-class pixel counts or a
+legend on the picture).
 """
 import os
 import os.path as osp
@@ -82,6 +94,9 @@ def init_model(config: Union[str, Config],
         from mmdet.apis import init_detector as init_task_model
     else:
         from mmseg.apis import init_model as init_task_model
+    # A checkpoint written by mmengine's runner holds more than tensors.
+    from eva_mm.engine.safe_checkpoint import register_mmengine_safe_globals
+    register_mmengine_safe_globals()
     model = init_task_model(cfg, checkpoint, device=device)
     if checkpoint is not None:
         from eva_mm.models.utils.checkpoint import \

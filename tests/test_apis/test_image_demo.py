@@ -24,8 +24,12 @@ from pycocotools import mask as mask_utils
 import eva_mm  # noqa: F401  (registers eva_mm.* in the mmengine registries)
 from eva_mm.apis import (class_names, draw_result, inference, init_model,
                          result_to_json, task_scope)
-from eva_mm.datasets import (DEMO_SHAPES_CLASSES, DEMO_SHAPES_PALETTE,
-                             generate_demo_shapes)
+from eva_mm.datasets.synthetic import (DEMO_SHAPES_CLASSES,
+                                       DEMO_SHAPES_PALETTE,
+                                       generate_demo_shapes)
+
+# Runs tools or trains in subprocesses: left out of `pytest -m 'not slow'`.
+pytestmark = pytest.mark.slow
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TOOL = osp.join(ROOT, 'tools', 'image_demo.py')

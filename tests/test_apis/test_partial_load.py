@@ -16,7 +16,7 @@ import torch
 
 import eva_mm  # noqa: F401  (registers eva_mm.* in the mmengine registries)
 from eva_mm.apis import init_model
-from eva_mm.datasets import DEMO_SHAPES_CLASSES, DEMO_SHAPES_PALETTE
+from eva_mm.datasets.synthetic import DEMO_SHAPES_CLASSES, DEMO_SHAPES_PALETTE
 from eva_mm.models.utils.checkpoint import CheckpointMismatchError
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -75,9 +75,10 @@ def run_tool(*args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_image_demo_refuses_unless_allowed(checkpoints: Dict[str, str],
                                            tmp_path) -> None:
-    from eva_mm.datasets import generate_demo_shapes
+    from eva_mm.datasets.synthetic import generate_demo_shapes
     generate_demo_shapes(str(tmp_path / 'set'), num_train=1, num_val=1,
                          img_size=64, seed=1)
     image = sorted((tmp_path / 'set/train').glob('*.png'))[0]
@@ -96,6 +97,7 @@ def test_image_demo_refuses_unless_allowed(checkpoints: Dict[str, str],
     assert LAST_STAGE + 'fc_cls.weight' in output
 
 
+@pytest.mark.slow
 def test_tools_test_refuses_before_running(checkpoints: Dict[str, str],
                                            tmp_path) -> None:
     proc = run_tool(

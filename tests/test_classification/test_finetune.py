@@ -22,7 +22,11 @@ from mmengine.runner import Runner
 from PIL import Image
 from timm.layers import resample_abs_pos_embed
 
+from eva_mm.engine.safe_checkpoint import register_mmengine_safe_globals
 from eva_mm.models import EVAViT
+
+# Runs tools or trains in subprocesses: left out of `pytest -m 'not slow'`.
+pytestmark = pytest.mark.slow
 
 # The image folder of the image_folder fixture (conftest.py).
 NUM_CLASSES, SIZE = 5, 32
@@ -125,29 +129,35 @@ def trained(image_folder, tmp_path_factory):
     a checkpoint carries both and the EMA hook restores them on load.
     """
     work_dir = tmp_path_factory.mktemp('work')
-    recorder = RecordWeights()
-    runner = Runner.from_cfg(config(image_folder, work_dir))
-    runner.register_hook(recorder, priority='LOWEST')
-    runner.train()
-    ema_hook = next(h for h in runner.hooks if type(h).__name__ == 'EMAHook')
-    ema_model = copy.deepcopy(ema_hook.ema_model.module).eval()
-    raw = {n: p.detach().clone() for n, p in runner.model.named_parameters()}
-    param_groups = runner.optim_wrapper.optimizer.param_groups
-    DefaultScope._instance_dict.clear()
+    # A module-scoped fixture cannot take the function-scoped
+    # registry_scope marker; the same public call restores the scopes here.
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        recorder = RecordWeights()
+        runner = Runner.from_cfg(config(image_folder, work_dir))
+        runner.register_hook(recorder, priority='LOWEST')
+        runner.train()
+        ema_hook = next(h for h in runner.hooks
+                        if type(h).__name__ == 'EMAHook')
+        ema_model = copy.deepcopy(ema_hook.ema_model.module).eval()
+        raw = {n: p.detach().clone()
+               for n, p in runner.model.named_parameters()}
+        param_groups = runner.optim_wrapper.optimizer.param_groups
 
-    cfg = config(image_folder, work_dir)
-    cfg['load_from'] = str(work_dir / f'iter_{ITERS}.pth')
-    # Also dump each image's scores, as tools/test.py --out does.
-    cfg['test_evaluator'] = [
-        cfg['test_evaluator'],
-        dict(type='DumpResults', out_file_path=str(work_dir / 'preds.pkl'))
-    ]
-    metrics = Runner.from_cfg(cfg).test()
-    predictions = {
-        Path(p['img_path']).relative_to(image_folder).as_posix():
-        p['pred_score'] for p in load(work_dir / 'preds.pkl')
-    }
-    DefaultScope._instance_dict.clear()
+        cfg = config(image_folder, work_dir)
+        cfg['load_from'] = str(work_dir / f'iter_{ITERS}.pth')
+        # What tools/test.py's build_runner does before loading it.
+        register_mmengine_safe_globals()
+        # Also dump each image's scores, as tools/test.py --out does.
+        cfg['test_evaluator'] = [
+            cfg['test_evaluator'],
+            dict(type='DumpResults',
+                 out_file_path=str(work_dir / 'preds.pkl'))
+        ]
+        metrics = Runner.from_cfg(cfg).test()
+        predictions = {
+            Path(p['img_path']).relative_to(image_folder).as_posix():
+            p['pred_score'] for p in load(work_dir / 'preds.pkl')
+        }
     return dict(recorder=recorder, ema_model=ema_model, raw=raw,
                 param_groups=param_groups, metrics=metrics,
                 predictions=predictions,

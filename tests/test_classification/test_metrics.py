@@ -10,6 +10,7 @@ import torch
 from mmpretrain.datasets import CustomDataset
 from mmpretrain.structures import DataSample
 from PIL import Image
+from timm.data.real_labels import RealLabelsImagenet
 
 from eva_mm.datasets import ImageNetV2
 from eva_mm.evaluation import ClassSubsetAccuracy, ReaLAccuracy
@@ -122,6 +123,38 @@ def test_real_accuracy_matches_hand_computation(tmp_path: Path) -> None:
     assert result['real/top1'] == pytest.approx(100. * 2 / 4)
     assert result['real/top2'] == pytest.approx(100. * 3 / 4)
 
+
+
+def test_real_accuracy_equals_timm_real_labels(tmp_path: Path) -> None:
+    """timm's RealLabelsImagenet (all files, in order, one process) and the
+    metric (any order, split into batches) give the same numbers."""
+    rng = np.random.default_rng(0)
+    real = [sorted(rng.choice(10, size=rng.integers(0, 4), replace=False)
+                   .tolist()) for _ in range(40)]
+    (tmp_path / 'real.json').write_text(json.dumps(real))
+    scores = torch.from_numpy(rng.standard_normal((40, 10))).float()
+    names = [f'ILSVRC2012_val_{i + 1:08d}.JPEG' for i in range(40)]
+    reference = RealLabelsImagenet(names, str(tmp_path / 'real.json'),
+                                   topk=(1, 5))
+    reference.add_result(scores)
+    metric = ReaLAccuracy(str(tmp_path / 'real.json'), topk=(1, 5))
+    order = rng.permutation(40)
+    for batch in np.array_split(order, 3):
+        metric.process(None, samples(scores[batch], [0] * len(batch),
+                                     [f'/val/{names[i]}' for i in batch]))
+    result = metric.evaluate(40)
+    expected = reference.get_accuracy()
+    assert result['real/top1'] == pytest.approx(expected[1])
+    assert result['real/top5'] == pytest.approx(expected[5])
+
+
+def test_real_accuracy_defaults_to_timms_real_json() -> None:
+    names = [f'ILSVRC2012_val_{i + 1:08d}.JPEG' for i in range(50000)]
+    timm_labels = RealLabelsImagenet(names).real_labels
+    metric = ReaLAccuracy()
+    assert len(metric.real_labels) == 50000
+    assert all(metric.real_labels[i] == timm_labels[name]
+               for i, name in enumerate(names))
 
 def test_imagenet_v2_labels_are_the_folder_numbers(tmp_path: Path) -> None:
     pixels = np.zeros((8, 8, 3), np.uint8)

@@ -9,8 +9,9 @@ and ``fc_norm`` starts fresh.
 import importlib.util
 from pathlib import Path
 
+import pytest
 import torch
-from mmengine.registry import DefaultScope, init_default_scope
+from mmengine.registry import init_default_scope
 from mmpretrain.registry import MODELS
 
 from eva_mm.models import EVAViT
@@ -19,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 ARCH = dict(embed_dims=32, num_layers=2, num_heads=2, mlp_hidden_dim=64)
 
 
+@pytest.mark.registry_scope('mmpretrain')
 def test_exported_mim_backbone_initialises_the_classifier(tmp_path) -> None:
     torch.manual_seed(0)
     student = EVAViT(arch=ARCH, img_size=32, patch_size=8, out_type='raw',
@@ -37,25 +39,22 @@ def test_exported_mim_backbone_initialises_the_classifier(tmp_path) -> None:
     export_mim.export(str(tmp_path / 'mim.pth'), str(tmp_path / 'eva.pth'))
 
     init_default_scope('mmpretrain')
-    try:
-        model = MODELS.build(
-            dict(
-                type='ImageClassifier',
-                backbone=dict(
-                    type='eva_mm.EVAViT',
-                    arch=ARCH,
-                    img_size=32,
-                    patch_size=8,
-                    out_type='avg_featmap',
-                    final_norm=False,
-                    use_fc_norm=True,
-                    freeze_patch_embed=True,
-                    init_cfg=dict(type='Pretrained',
-                                  checkpoint=str(tmp_path / 'eva.pth'))),
-                head=dict(type='LinearClsHead', num_classes=7,
-                          in_channels=32)))
-    finally:
-        DefaultScope._instance_dict.clear()
+    model = MODELS.build(
+        dict(
+            type='ImageClassifier',
+            backbone=dict(
+                type='eva_mm.EVAViT',
+                arch=ARCH,
+                img_size=32,
+                patch_size=8,
+                out_type='avg_featmap',
+                final_norm=False,
+                use_fc_norm=True,
+                freeze_patch_embed=True,
+                init_cfg=dict(type='Pretrained',
+                              checkpoint=str(tmp_path / 'eva.pth'))),
+            head=dict(type='LinearClsHead', num_classes=7,
+                      in_channels=32)))
     model.init_weights()
 
     expected = student.state_dict()

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from mmengine.optim import build_optim_wrapper
-from mmengine.registry import DefaultScope, init_default_scope
+from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
 from mmpretrain.registry import MODELS
 
@@ -89,10 +89,7 @@ EVA02_TRAIN = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _reset_scope():
-    yield
-    DefaultScope._instance_dict.clear()
+pytestmark = pytest.mark.registry_scope('mmpretrain')
 
 
 def hand_layer_id(name: str, num_layers: int = NUM_LAYERS) -> int:
@@ -276,6 +273,7 @@ def shrink_pipeline(pipeline: list) -> list:
 
 # The 560 px config only changes sizes and length of the 336 px one; the
 # EVA-02 B configs and the Merged-38M one only numbers of the L ones.
+@pytest.mark.slow
 @pytest.mark.parametrize('name', [
     IN21K, IN1K_336, 'eva02-l-p14_mim-pre_in21k-448px',
     'eva02-l-p14_mim-in21k-pre_in1k-448px'

@@ -14,7 +14,7 @@ import pytest
 import torch
 from mmengine.config import Config
 from mmengine.fileio import load
-from mmengine.registry import DefaultScope, init_default_scope
+from mmengine.registry import init_default_scope
 from mmengine.runner import Runner, load_checkpoint
 from mmpretrain.registry import MODELS
 from PIL import Image
@@ -147,6 +147,8 @@ def test_classifier_loaded_at_another_resolution(tmp_path,
     assert (logits - expected).abs().max() <= 1e-5
 
 
+@pytest.mark.slow
+@pytest.mark.registry_scope('mmpretrain')
 def test_imagenet_a_config_scores_the_subset_through_the_runner(
         tmp_path, convert_eva) -> None:
     """The paper's ImageNet-A config, shrunk, tests a converted classifier.
@@ -197,10 +199,7 @@ def test_imagenet_a_config_scores_the_subset_through_the_runner(
     cfg.custom_hooks = []
     cfg.work_dir = str(tmp_path / 'work')
     cfg.load_from = str(dst)
-    try:
-        metrics = Runner.from_cfg(cfg).test()
-    finally:
-        DefaultScope._instance_dict.clear()
+    metrics = Runner.from_cfg(cfg).test()
 
     mean = torch.tensor(cfg.data_preprocessor.mean).view(1, 3, 1, 1)
     std = torch.tensor(cfg.data_preprocessor.std).view(1, 3, 1, 1)

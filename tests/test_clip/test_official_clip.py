@@ -20,10 +20,9 @@ from mmengine.config import Config
 from PIL import Image
 from tiny_eva_clip import CLIP_NAME, EMBED_DIM, EVA_ARCH, IMG_SIZE
 
-from eva_mm.engine.launch import build_runner
+from eva_mm.engine.cli import build_runner
 from eva_mm.models import EVAViT
-from eva_mm.models.classifiers.open_clip_zero_shot import (OPENAI_MEAN,
-                                                           OPENAI_STD)
+from eva_mm.models.classifiers.open_clip_zero_shot import openai_mean_std
 from eva_mm.models.utils.checkpoint import (load_backbone_checkpoint,
                                             load_state_dict_file)
 
@@ -310,9 +309,10 @@ def test_zero_shot_config_runs_on_the_converted_file(tmp_path,
 
     # The expected top-1 from the official computation by hand: EVAViT
     # image features, the hand-written text tower, one prompt per class.
+    mean, std = openai_mean_std()
     images = (torch.from_numpy(pictures).permute(0, 3, 1, 2).float() -
-              torch.tensor(OPENAI_MEAN).view(3, 1, 1)) / torch.tensor(
-                  OPENAI_STD).view(3, 1, 1)
+              torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(
+                  3, 1, 1)
     tokens = open_clip.get_tokenizer(CLIP_NAME)(names)
     image_features = F.normalize(image_by_eva_vit(vision, source, images),
                                  dim=-1)

@@ -11,10 +11,9 @@ from mmengine.config import Config
 from PIL import Image
 from tiny_eva_clip import CLIP_NAME, EVA_ARCH, IMG_SIZE
 
-from eva_mm.engine.launch import build_runner
+from eva_mm.engine.cli import build_runner
 from eva_mm.models import EVAViT, OpenCLIPZeroShot
-from eva_mm.models.classifiers.open_clip_zero_shot import (OPENAI_MEAN,
-                                                           OPENAI_STD)
+from eva_mm.models.classifiers.open_clip_zero_shot import openai_mean_std
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / 'tools' / 'model_converters'))
@@ -53,9 +52,10 @@ def test_crafted_class_embeddings_give_the_expected_accuracy(
 
     # Image features straight from open_clip, normalised by hand.
     clip = open_clip.create_model(CLIP_NAME, pretrained=str(checkpoint))
+    mean, std = openai_mean_std()
     images = (torch.from_numpy(pictures).permute(0, 3, 1, 2).float() -
-              torch.tensor(OPENAI_MEAN).view(3, 1, 1)) / torch.tensor(
-                  OPENAI_STD).view(3, 1, 1)
+              torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(
+                  3, 1, 1)
     with torch.no_grad():
         features = F.normalize(clip.eval().encode_image(images), dim=-1)
     # Each class is its pictures' feature, the text of classes 0 and 1
@@ -139,7 +139,10 @@ def test_imagenet_config_is_open_clip_evaluation():
     # open_clip's EVA01-g-14 preprocessing: 224 px, OpenAI mean/std.
     preprocess = open_clip.get_model_config('EVA01-g-14')['vision_cfg']
     assert preprocess['image_size'] == 224
-    assert np.allclose(np.array(OPENAI_MEAN) / 255,
-                       open_clip.OPENAI_DATASET_MEAN)
-    assert np.allclose(np.array(OPENAI_STD) / 255,
-                       open_clip.OPENAI_DATASET_STD)
+    # OpenAI CLIP's Normalize (openai/CLIP clip/clip.py), which the EVA CLIP
+    # evaluation uses.
+    mean, std = openai_mean_std()
+    assert np.allclose(np.array(mean) / 255,
+                       (0.48145466, 0.4578275, 0.40821073))
+    assert np.allclose(np.array(std) / 255,
+                       (0.26862954, 0.26130258, 0.27577711))

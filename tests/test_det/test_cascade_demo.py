@@ -15,16 +15,19 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from mmcv.cnn import build_norm_layer
 from mmdet.registry import MODELS as MMDET_MODELS
 from mmdet.testing import demo_mm_inputs
 from mmengine.config import Config
 from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.runner import Runner
+from mmpretrain.models.utils import LayerNorm2d as MMPretrainLayerNorm2d
 from pycocotools.coco import COCO
 
 import eva_mm  # noqa: F401  (registers eva_mm.* in the mmengine registries)
-from eva_mm.datasets import (DEMO_SHAPES_CLASSES, DEMO_SHAPES_PALETTE,
-                             generate_demo_shapes)
+from eva_mm.datasets.synthetic import (DEMO_SHAPES_CLASSES,
+                                       DEMO_SHAPES_PALETTE,
+                                       generate_demo_shapes)
 from eva_mm.models.layers.norm import LayerNorm2d
 from eva_mm.models.necks import SimpleFPN
 
@@ -112,6 +115,12 @@ def test_layer_norm_2d_matches_per_pixel_layer_norm() -> None:
     torch.testing.assert_close(norm(x), expected)
     built = MMENGINE_MODELS.build(dict(type='eva_mm.LN2d', num_channels=6))
     assert isinstance(built, LayerNorm2d)
+    # mmpretrain's layer, contiguous out, ViTDet's eps by default, and
+    # named 'ln' by mmcv (the converters' key names depend on it).
+    assert isinstance(built, MMPretrainLayerNorm2d)
+    assert built.eps == 1e-6 and norm(x).is_contiguous()
+    name, layer = build_norm_layer(dict(type='eva_mm.LN2d', eps=1e-6), 6)
+    assert name == 'ln' and isinstance(layer, LayerNorm2d)
 
 
 @pytest.mark.parametrize(
@@ -234,6 +243,7 @@ def test_base_config_heads_train_and_predict() -> None:
     assert len(pred.bboxes) == len(pred.scores) == len(pred.masks)
 
 
+@pytest.mark.slow
 def test_cascade_mask_rcnn_trains_and_evaluates(tiny_set: str,
                                                 tmp_path) -> None:
     cfg = _tiny_demo_config(tiny_set, str(tmp_path))

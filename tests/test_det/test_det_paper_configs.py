@@ -25,11 +25,11 @@ import torch
 from mmdet.registry import MODELS
 from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
-from mmengine.registry import DefaultScope
+from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
 
 import eva_mm  # noqa: F401  (registers eva_mm.* for the configs)
-from eva_mm.datasets.demo_shapes import generate_demo_lvis
+from eva_mm.datasets.synthetic.shapes import generate_demo_lvis
 from eva_mm.models.backbones import EVAViT
 from eva_mm.models.layers.attention import _decomposed_rel_pos
 from paper_config_utils import build_on_meta, load_config
@@ -81,10 +81,7 @@ ARCHS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _reset_scope():
-    yield
-    DefaultScope._instance_dict.clear()
+pytestmark = pytest.mark.registry_scope('mmdet')
 
 
 def test_every_config_is_covered() -> None:
@@ -409,6 +406,7 @@ def shrunk_runner(name: str, root: Path, work_dir: Path,
     return Runner.from_cfg(cfg)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', sorted(RECIPES))
 def test_paper_config_runs_shrunk(name: str, lvis_shapes: Path,
                                   tmp_path: Path) -> None:
@@ -471,6 +469,7 @@ def _cli_value(value: object) -> str:
     return str(value)
 
 
+@pytest.mark.slow
 def test_coco_config_trains_and_evaluates_through_train_py(
         lvis_shapes: Path, tmp_path: Path) -> None:
     """tools/train.py with the shrink options on its command line."""
@@ -502,6 +501,7 @@ def test_coco_config_trains_and_evaluates_through_train_py(
     assert (tmp_path / 'iter_2.pth').exists()
 
 
+@pytest.mark.slow
 def test_lvis_config_learns_and_evaluates(lvis_shapes: Path,
                                           tmp_path: Path) -> None:
     """Repeat factor sampling and the federated loss on the generated LVIS

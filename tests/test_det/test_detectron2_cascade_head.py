@@ -16,7 +16,6 @@ from mmdet.registry import MODELS
 from mmdet.structures import DetDataSample
 from mmdet.structures.mask import BitmapMasks
 from mmengine.config import ConfigDict
-from mmengine.registry import DefaultScope, init_default_scope
 from mmengine.structures import InstanceData
 from torch import Tensor
 
@@ -44,11 +43,7 @@ LOGITS = np.array([[0.5, -0.2, 1.0, 0.3], [-1.0, 0.4, 0.2, 0.9],
                    [0.1, 0.7, -0.5, 0.0]])
 
 
-@pytest.fixture(autouse=True)
-def _scope():
-    init_default_scope('mmdet')
-    yield
-    DefaultScope._instance_dict.clear()
+pytestmark = pytest.mark.registry_scope('mmdet')
 
 
 def head_cfg(**overrides) -> ConfigDict:

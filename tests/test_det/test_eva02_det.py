@@ -24,14 +24,15 @@ from typing import Dict, Optional, Sequence
 import pytest
 import torch
 import torch.nn.functional as F
+from mmdet.registry import MODELS
 from mmengine.config import Config
 
 from eva_mm.models.utils.checkpoint import CheckpointError
 from eva_mm.models.utils.converters import check_fits_config
 from eva02_official import (fused_value_sums, official_attention,
                             official_rope, official_swiglu_branch)
-from test_det_paper_configs import (_reset_scope, build_on_meta,  # noqa: F401
-                                    load, lvis_shapes, shrunk_runner)
+from paper_config_utils import build_on_meta, load_config
+from test_det_paper_configs import lvis_shapes, shrunk_runner  # noqa: F401
 from test_official_det_converter import (DEPTH, DIM, FC, FPN, GLOBAL,
                                          HEADS, IMG, MLP, PATCH, WINDOW,
                                          build,
@@ -40,6 +41,8 @@ from test_official_det_converter import convert as eva01_convert
 from test_official_det_converter import shrunk as eva01_shrunk
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / 'configs/detection'
+
+pytestmark = pytest.mark.registry_scope('mmdet')
 L_GLOBAL_4, L_GLOBAL_8 = (5, 11, 17, 23), (2, 5, 8, 11, 14, 17, 20, 23)
 # arch: embed dims, blocks, heads, SwiGLU hidden dims (int(dim * 4 * 2 / 3)).
 ARCHS = {'l': (1024, 24, 16, 2730), 'b': (768, 12, 12, 2048)}
@@ -307,9 +310,9 @@ def test_config_builds_with_the_official_numbers(name: str) -> None:
     """Full size on the meta device: the official architecture, test
     settings, data sizes and schedule; the released checkpoints' full
     layout converts into exactly the model's keys and shapes."""
-    cfg, want = load(name), RECIPES[name]
+    cfg, want = load_config(CONFIG_DIR, name), RECIPES[name]
     dims, depth, heads, mlp = ARCHS[want['arch']]
-    model = build_on_meta(cfg)
+    model = build_on_meta(cfg, MODELS)
     backbone = model.backbone
     grid = want['size'] // 16
     assert (backbone.embed_dims, len(backbone.blocks)) == (dims, depth)
@@ -394,6 +397,7 @@ def test_config_builds_with_the_official_numbers(name: str) -> None:
     }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', sorted(RECIPES))
 def test_paper_config_runs_shrunk(name: str, lvis_shapes: Path,
                                   tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ import json
 import os.path as osp
 import subprocess
 import sys
+import tempfile
 from typing import Dict, List, Tuple
 
 import numpy as np
@@ -411,6 +412,26 @@ def test_bad_input_errors(lvis_case, tmp_path) -> None:
         metric.evaluate(1)
 
 
+
+def test_temporary_result_files_removed_on_error(lvis_case, tmp_path,
+                                                 monkeypatch) -> None:
+    """Without outfile_prefix the result files go to a temporary directory,
+    which is removed even when the evaluation fails (segm without masks)."""
+    path, gt, _ = lvis_case
+    scratch = tmp_path / 'scratch'
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, 'tempdir', str(scratch))
+    metric = METRICS.build(dict(type='eva_mm.LVISMetric', ann_file=path,
+                                metric='segm'))
+    metric.dataset_meta = dict(classes=CLASSES)
+    sample = _data_sample(gt['images'][0], [
+        (1, [0., 0., 8., 8.], 0.5, np.zeros((1, 1), bool))]).to_dict()
+    del sample['pred_instances']['masks']
+    metric.process({}, [sample])
+    with pytest.raises(ValueError, match='needs masks'):
+        metric.evaluate(1)
+    assert list(scratch.iterdir()) == []
+
 def test_dataset_equals_mmdet_lvis_v1(lvis_case) -> None:
     """eva_mm.LVISV1Dataset gives mmdet's (lvis-package) data list."""
     path, gt, _ = lvis_case
@@ -427,6 +448,7 @@ def test_dataset_equals_mmdet_lvis_v1(lvis_case) -> None:
         gt['annotations'])
 
 
+@pytest.mark.slow
 def test_runs_without_the_lvis_package(lvis_case) -> None:
     """The runtime set-up has no ``lvis``: metric and dataset must not need
     it (an entry of None in sys.modules makes ``import lvis`` fail)."""

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from mmdet.registry import MODELS
 from mmengine.config import Config
-from mmengine.registry import DefaultScope, init_default_scope
+from mmengine.registry import init_default_scope
 
 import eva_mm  # noqa: F401  (registers eva_mm.* for the configs)
 from eva_mm.models.utils.checkpoint import (CheckpointError,
@@ -48,10 +48,7 @@ IMG, PATCH = 128, 16
 FPN, FC = 32, 48
 
 
-@pytest.fixture(autouse=True)
-def _reset_scope():
-    yield
-    DefaultScope._instance_dict.clear()
+pytestmark = pytest.mark.registry_scope('mmdet')
 
 
 def shrunk(config: Path, num_classes: Optional[int] = None) -> Config:

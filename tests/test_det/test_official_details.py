@@ -13,7 +13,6 @@ import torch
 from mmdet.models.layers import multiclass_nms
 from mmdet.registry import METRICS, MODELS
 from mmengine.config import Config
-from mmengine.registry import DefaultScope, init_default_scope
 from mmengine.structures import InstanceData
 
 import eva_mm  # noqa: F401  (registers eva_mm.*)
@@ -29,11 +28,7 @@ LVIS_1536 = (CONFIGS /
 COCO_1536 = CONFIGS / 'eva-g-p16_cascade-mask-rcnn_lsj-1280_coco_test-1536.py'
 
 
-@pytest.fixture(autouse=True)
-def _scope():
-    init_default_scope('mmdet')
-    yield
-    DefaultScope._instance_dict.clear()
+pytestmark = pytest.mark.registry_scope('mmdet')
 
 
 def load(path: Path) -> Config:

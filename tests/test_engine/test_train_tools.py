@@ -18,6 +18,9 @@ import pytest
 from PIL import Image
 from train_runs import read_losses, train_cmd
 
+# Runs tools or trains in subprocesses: left out of `pytest -m 'not slow'`.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[2]
 
 CONFIG = """

@@ -15,7 +15,7 @@ import torch
 from mmengine.config import Config
 from mmengine.hub import get_config
 from mmengine.optim import build_optim_wrapper
-from mmengine.registry import DefaultScope, init_default_scope
+from mmengine.registry import init_default_scope
 from mmengine.structures import PixelData
 
 from eva_mm.models import EVAViT
@@ -88,10 +88,7 @@ def _check_family(model: torch.nn.Module, family: str) -> None:
     assert backbone.use_rot_pos_emb == eva02
 
 
-@pytest.fixture(autouse=True)
-def _reset_scope():
-    yield
-    DefaultScope._instance_dict.clear()
+pytestmark = pytest.mark.registry_scope('mmengine')
 
 
 @family

@@ -167,23 +167,20 @@ def test_eva02_recipe_numbers(name):
         'EVA01-g-14')
 
 
+@pytest.mark.registry_scope('mmpretrain')
 @pytest.mark.parametrize('name', sorted(EVA02))
 def test_eva02_config_builds_full_size_on_meta(name):
     import timm
     import torch
-    from mmengine.registry import DefaultScope
     from mmpretrain.registry import MODELS
     cfg = Config.fromfile(str(CONFIGS / f'{name}.py'))
     arch = EVA02[name][0]
     # The teacher's weights are a download; the meta build needs none.
     cfg.model.target_generator.pretrained = None
     init_default_scope('mmpretrain')
-    try:
-        with torch.device('meta'):
-            model = MODELS.build(cfg.model)
-            reference = timm.create_model(TIMM_EVA02[arch], num_classes=0)
-    finally:
-        DefaultScope._instance_dict.clear()
+    with torch.device('meta'):
+        model = MODELS.build(cfg.model)
+        reference = timm.create_model(TIMM_EVA02[arch], num_classes=0)
     student, teacher = model.backbone, model.target_generator
     assert student.pos_embed.is_meta and student.mask_token is not None
     # The student is timm's EVA-02 of its size plus the mask token.
@@ -202,6 +199,8 @@ def test_eva02_config_builds_full_size_on_meta(name):
         1.0e9, rel=0.02)
 
 
+@pytest.mark.slow
+@pytest.mark.registry_scope('mmpretrain')
 @pytest.mark.parametrize('name', sorted(EVA02))
 def test_eva02_config_trains_two_iterations_shrunk(name, tmp_path):
     """The config with the student's widths, the teacher (a random timm
@@ -209,7 +208,6 @@ def test_eva02_config_trains_two_iterations_shrunk(name, tmp_path):
     shrunk to 56 px (a 4 x 4 grid): its pipeline, masking, EVA-02 init,
     optimizer and schedule run for one warm-up and one cosine iteration."""
     import torch
-    from mmengine.registry import DefaultScope
     from mmengine.runner import Runner
     from PIL import Image
     rng = np.random.default_rng(0)
@@ -244,12 +242,9 @@ def test_eva02_config_trains_two_iterations_shrunk(name, tmp_path):
     cfg.train_cfg.max_epochs = 2
     cfg.work_dir = str(tmp_path / 'work')
     cfg.log_level = 'WARNING'
-    try:
-        runner = Runner.from_cfg(cfg)
-        before = runner.model.backbone.blocks[0].mlp.fc1_g.weight.clone()
-        runner.train()
-    finally:
-        DefaultScope._instance_dict.clear()
+    runner = Runner.from_cfg(cfg)
+    before = runner.model.backbone.blocks[0].mlp.fc1_g.weight.clone()
+    runner.train()
     assert runner.iter == 2
     loss = runner.message_hub.get_scalar('train/loss').current()
     assert np.isfinite(loss)

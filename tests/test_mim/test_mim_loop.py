@@ -16,6 +16,7 @@ from mmengine.runner import Runner
 
 import eva_mm  # noqa: F401
 from eva_mm.engine import DeepSpeedStrategy, NonFiniteLossError
+from eva_mm.engine.strategies.deepspeed import check_mmengine_version
 from eva_mm.models import EVAViT
 from eva_mm.models.layers.pos_embed import resize_patch_kernel
 from eva_mm.models.utils.checkpoint import load_backbone_checkpoint
@@ -63,6 +64,7 @@ def _runner(tmp_path: Path, model: BaseModel, **hook) -> Runner:
         experiment_name=f'nan_{id(model)}')
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_naming_iteration_and_checkpoint(tmp_path):
     runner = _runner(tmp_path, NaNAtCalls({5}))
     with pytest.raises(NonFiniteLossError) as err:
@@ -74,6 +76,7 @@ def test_non_finite_loss_stops_naming_iteration_and_checkpoint(tmp_path):
     assert not (tmp_path / 'iter_6.pth').exists()
 
 
+@pytest.mark.slow
 def test_non_finite_loss_reloads_last_checkpoint(tmp_path):
     model = NaNAtCalls({5})
     runner = _runner(tmp_path, model, reload=True)
@@ -88,6 +91,18 @@ def test_non_finite_loss_reloads_last_checkpoint(tmp_path):
     with pytest.raises(NonFiniteLossError, match='none saved yet'):
         _runner(tmp_path / 'early', NaNAtCalls({1}), reload=True).train()
 
+
+
+def test_deepspeed_strategy_refuses_other_mmengine_releases():
+    """The strategy re-does mmengine 0.10.7's __init__: other releases are
+    named and refused rather than silently losing their parent's changes."""
+    import mmengine
+    check_mmengine_version(mmengine.__version__)  # the pinned one passes
+    for version in ('0.10.6', '0.11.0', '1.0.0'):
+        with pytest.raises(RuntimeError,
+                           match=r'_strategy/deepspeed\.py:261-319.*'
+                           rf'mmengine {version} is installed'):
+            check_mmengine_version(version)
 
 def test_deepspeed_fp16_on_cpu_is_refused_clearly():
     with pytest.raises(ValueError, match='does not support fp16 .* on CPU'):
@@ -159,6 +174,7 @@ print(json.dumps(dict(
 '''
 
 
+@pytest.mark.slow
 def test_deepspeed_bf16_keeps_the_teacher_fp32(tmp_path):
     """DeepSpeed's engine casts the model to bf16 (``module.bfloat16()``);
     the teacher stays fp32 and runs under bf16 autocast."""

@@ -20,10 +20,13 @@ import torch
 from train_runs import read_losses, train_cmd
 
 import eva_mm  # noqa: F401  (allow-lists mmengine's pickles)
-from eva_mm.datasets import generate_demo_shapes
+from eva_mm.datasets.synthetic import generate_demo_shapes
 from eva_mm.models import EVAViT
 from eva_mm.models.utils.checkpoint import (load_backbone_checkpoint,
                                             load_state_dict_file)
+
+# Runs tools or trains in subprocesses: left out of `pytest -m 'not slow'`.
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 PLAIN = ROOT / 'configs/mim/eva-mim_demo-tiny-p8_clip-tiny_shapes.py'

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 from mmengine.config import Config
-from mmengine.registry import DefaultScope, init_default_scope
+from mmengine.registry import init_default_scope
 from mmengine.structures import PixelData
 from mmseg.structures import SegDataSample
 
@@ -28,10 +28,7 @@ DEMO = (Path(__file__).resolve().parents[2] /
         'ade-shapes.py')
 
 
-@pytest.fixture(autouse=True)
-def _reset_scope():
-    yield
-    DefaultScope._instance_dict.clear()
+pytestmark = pytest.mark.registry_scope('mmseg')
 
 
 def randomise_(model: torch.nn.Module, seed: int = 0) -> None:

@@ -17,7 +17,7 @@ from typing import Dict, Tuple
 import pytest
 import torch
 from mmengine.config import Config
-from mmengine.registry import DefaultScope, init_default_scope
+from mmengine.registry import init_default_scope
 
 import eva_mm  # noqa: F401  (registers eva_mm.* for the configs)
 from eva_mm.models.utils.checkpoint import CheckpointError
@@ -49,10 +49,7 @@ VARIANTS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _reset_scope():
-    yield
-    DefaultScope._instance_dict.clear()
+pytestmark = pytest.mark.registry_scope('mmseg')
 
 
 def official_name(key: str) -> str:
@@ -232,6 +229,7 @@ def test_wrong_kinds_get_one_clear_error(tmp_path: Path) -> None:
         SRC_FORMATS['official-seg'].convert(bare_vit, None)
 
 
+@pytest.mark.slow
 def test_tools_test_refuses_unconverted_official_file(tmp_path: Path) -> None:
     """The issue's failure: an official file given to tools/test.py as it
     is. Refused, naming the head weights it would leave random."""

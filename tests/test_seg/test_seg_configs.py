@@ -15,12 +15,12 @@ import pytest
 import torch
 from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
-from mmengine.registry import DefaultScope
+from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
 from mmseg.registry import MODELS
 
 import eva_mm  # noqa: F401  (registers eva_mm.* for the configs)
-from eva_mm.datasets import generate_demo_ade
+from eva_mm.datasets.synthetic import generate_demo_ade
 from paper_config_utils import build_on_meta, load_config
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / 'configs/segmentation'
@@ -68,10 +68,7 @@ HEAD_LAYER_ZERO = ('decode_head.mask_embed.', 'decode_head.cls_embed.',
                    'decode_head.query_feat.')
 
 
-@pytest.fixture(autouse=True)
-def _reset_scope():
-    yield
-    DefaultScope._instance_dict.clear()
+pytestmark = pytest.mark.registry_scope('mmseg')
 
 
 def split(name: str) -> tuple:
@@ -277,6 +274,7 @@ def shrink_options(cfg: Config, data_root: Path) -> Dict[str, object]:
     return options
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', NAMES)
 def test_paper_config_trains_one_iteration_shrunk(
         name: str, tmp_path_factory: pytest.TempPathFactory) -> None:

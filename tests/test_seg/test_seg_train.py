@@ -22,7 +22,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from mmengine.config import Config
-from mmengine.registry import DefaultScope, init_default_scope
+from mmengine.registry import init_default_scope
 from mmengine.structures import PixelData
 from test_integration.test_stock_configs import (_build,
                                                  _step_changes_backbone,
@@ -31,7 +31,7 @@ from train_runs import ROOT, read_losses, train_cmd
 
 import eva_mm  # noqa: F401  (registers eva_mm.* for the configs)
 from eva_mm.apis import inference, init_model
-from eva_mm.datasets import generate_demo_ade
+from eva_mm.datasets.synthetic import generate_demo_ade
 
 CONFIG = ROOT / ('configs/segmentation/demo/'
                  'eva-demo-p8_vit-adapter_mask2former_ade-shapes.py')
@@ -39,10 +39,7 @@ ITERS = 30
 NUM_VAL = 4
 
 
-@pytest.fixture(autouse=True)
-def _reset_scope():
-    yield
-    DefaultScope._instance_dict.clear()
+pytestmark = [pytest.mark.registry_scope('mmseg'), pytest.mark.slow]
 
 
 @pytest.fixture(scope='module')

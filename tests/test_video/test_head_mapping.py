@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 from mmengine.config import Config
-from mmengine.registry import DefaultScope, init_default_scope
+from mmengine.registry import init_default_scope
 from mmengine.runner import load_checkpoint
 
 ROOT = Path(__file__).parents[2]
@@ -28,10 +28,7 @@ SOURCE = [
 TARGET = ['Archery', 'abseiling', 'arm_wrestling', ' applauding ']
 
 
-@pytest.fixture(autouse=True)
-def _reset_scope():
-    yield
-    DefaultScope._instance_dict.clear()
+pytestmark = pytest.mark.registry_scope('mmaction')
 
 
 def _recognizer(num_classes: int) -> torch.nn.Module:

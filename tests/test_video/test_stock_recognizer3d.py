@@ -7,12 +7,14 @@ one step: the stock ``ActionDataPreprocessor`` (NCTHW) and
 """
 import copy
 
+import pytest
 import torch
 from mmengine.hub import get_config
 from mmengine.optim import build_optim_wrapper
-from mmengine.registry import DefaultScope, init_default_scope
+from mmengine.registry import init_default_scope
 
 
+@pytest.mark.registry_scope('mmaction')
 def test_videomae_recognizer3d_config_with_eva_backbone():
     from mmaction.structures import ActionDataSample
     from mmengine.utils import import_modules_from_strings
@@ -31,34 +33,31 @@ def test_videomae_recognizer3d_config_with_eva_backbone():
         use_fc_norm=True,
         final_norm=False,
         tuple_output=False)
-    try:
-        import_modules_from_strings(**cfg.custom_imports)
-        init_default_scope(cfg.default_scope)
-        from mmaction.registry import MODELS
-        model = MODELS.build(cfg.model)
-        model.init_weights()
-        # Two videos, one 16-frame 64x64 clip each: (num_clips, C, T, H, W).
-        torch.manual_seed(0)
-        data = dict(
-            inputs=[
-                torch.randint(0, 256, (1, 3, 16, 64, 64), dtype=torch.uint8)
-                for _ in range(2)
-            ],
-            data_samples=[
-                ActionDataSample().set_gt_label(torch.tensor([i]))
-                for i in (3, 7)
-            ])
-        optim_wrapper = build_optim_wrapper(
-            model, dict(optimizer=dict(type='SGD', lr=0.1)))
-        before = model.backbone.patch_embed.proj.weight.detach().clone()
-        model.train()
-        losses = model.train_step(copy.deepcopy(data), optim_wrapper)
-        assert torch.isfinite(losses['loss_cls'])
-        assert not torch.equal(before, model.backbone.patch_embed.proj.weight)
+    import_modules_from_strings(**cfg.custom_imports)
+    init_default_scope(cfg.default_scope)
+    from mmaction.registry import MODELS
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    # Two videos, one 16-frame 64x64 clip each: (num_clips, C, T, H, W).
+    torch.manual_seed(0)
+    data = dict(
+        inputs=[
+            torch.randint(0, 256, (1, 3, 16, 64, 64), dtype=torch.uint8)
+            for _ in range(2)
+        ],
+        data_samples=[
+            ActionDataSample().set_gt_label(torch.tensor([i]))
+            for i in (3, 7)
+        ])
+    optim_wrapper = build_optim_wrapper(
+        model, dict(optimizer=dict(type='SGD', lr=0.1)))
+    before = model.backbone.patch_embed.proj.weight.detach().clone()
+    model.train()
+    losses = model.train_step(copy.deepcopy(data), optim_wrapper)
+    assert torch.isfinite(losses['loss_cls'])
+    assert not torch.equal(before, model.backbone.patch_embed.proj.weight)
 
-        model.eval()
-        with torch.no_grad():
-            predictions = model.test_step(copy.deepcopy(data))
-        assert predictions[0].pred_score.shape == (400, )
-    finally:
-        DefaultScope._instance_dict.clear()
+    model.eval()
+    with torch.no_grad():
+        predictions = model.test_step(copy.deepcopy(data))
+    assert predictions[0].pred_score.shape == (400, )

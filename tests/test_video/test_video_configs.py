@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 from mmengine.config import Config
-from mmengine.registry import DefaultScope, init_default_scope
+from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
 
 from .moving_shapes import generate
@@ -44,10 +44,7 @@ def _load(name: str) -> Config:
         str(ROOT / 'configs/video' / {**CONFIGS, **EVA02}[name]))
 
 
-@pytest.fixture(autouse=True)
-def _reset_scope():
-    yield
-    DefaultScope._instance_dict.clear()
+pytestmark = pytest.mark.registry_scope('mmaction')
 
 
 @pytest.mark.parametrize('name', sorted(CONFIGS))
@@ -144,6 +141,7 @@ def _shrink_options(shapes: Path) -> dict:
     return options
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', sorted(CONFIGS) + sorted(EVA02))
 def test_paper_config_trains_one_iteration_shrunk(name, tmp_path_factory):
     shapes = tmp_path_factory.getbasetemp() / 'config_shapes'

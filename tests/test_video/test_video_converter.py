@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from mmengine.config import Config
-from mmengine.registry import DefaultScope, init_default_scope
+from mmengine.registry import init_default_scope
 
 from eva_mm.models.utils.checkpoint import CheckpointError
 from eva_mm.models.utils.converters import SRC_FORMATS, check_fits_config
@@ -34,10 +34,7 @@ TINY_OPTIONS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _reset_scope():
-    yield
-    DefaultScope._instance_dict.clear()
+pytestmark = pytest.mark.registry_scope('mmaction')
 
 
 def official_video_layout(width: int,

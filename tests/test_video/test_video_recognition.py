@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import torch
 from mmengine.config import Config
-from mmengine.registry import DefaultScope, init_default_scope
+from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
 
 from eva_mm.datasets import RobustVideoDataset, VideoInit, VideoReadError
-from eva_mm.datasets.video import OpenCVReader, VideoDecode
+from eva_mm.datasets.video_decoding import OpenCVReader, VideoDecode
 from .moving_shapes import CLASSES, CORRUPT, NARROW, generate
 
 ROOT = Path(__file__).parents[2]
@@ -30,10 +30,7 @@ def shapes(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.fixture(autouse=True)
-def _reset_scope():
-    yield
-    DefaultScope._instance_dict.clear()
+pytestmark = pytest.mark.registry_scope('mmaction')
 
 
 def _cv2_frames(path: Path) -> np.ndarray:
@@ -105,6 +102,7 @@ def test_corrupt_video_is_reported_and_skipped(shapes, caplog):
     assert len(sample['imgs']) == 4
 
 
+@pytest.mark.slow
 def test_train_and_4x3_view_test(shapes, tmp_path):
     cfg = Config.fromfile(str(DEMO))
     for loader in (cfg.train_dataloader, cfg.test_dataloader):

@@ -38,8 +38,6 @@ what the process holds before it.
   PyTorch does not allocate tensors through Python's allocator.)
 """
 import argparse
-import ctypes
-import gc
 import json
 import os
 import os.path as osp
@@ -57,10 +55,10 @@ import torch
 import torch.nn as nn
 from timm.layers import use_fused_attn
 from timm.models.eva import Eva
-from torch.profiler import ProfilerActivity, profile
 
-REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-sys.path.insert(0, REPO_ROOT)
+from common import REPO_ROOT, peak_memory, synchronize
+
+sys.path.insert(0, str(REPO_ROOT))
 from eva_mm.models import EVAViT  # noqa: E402
 from eva_mm.models.utils.converters.eva02_backbone import (  # noqa: E402
     convert_eva02_keys)
@@ -184,11 +182,6 @@ def make_step(model: nn.Module, x: torch.Tensor, backward: bool,
     return forward_backward
 
 
-def synchronize(device: torch.device) -> None:
-    if device.type == 'cuda':
-        torch.cuda.synchronize(device)
-
-
 # ----------------------------------------------------------------------
 # Throughput, both models in this process
 # ----------------------------------------------------------------------
@@ -214,75 +207,6 @@ def time_steps(steps: Dict[str, Callable[[], None]], warmup: int,
 # ----------------------------------------------------------------------
 # Peak memory, one fresh process per case
 # ----------------------------------------------------------------------
-def _proc_status_kib(field: str) -> int:
-    with open('/proc/self/status') as f:
-        for line in f:
-            if line.startswith(field + ':'):
-                return int(line.split()[1])
-    raise KeyError(field)
-
-
-def _reset_rss_peak() -> bool:
-    """Reset VmHWM to the current RSS (Linux >= 4.0); False if impossible."""
-    try:
-        with open('/proc/self/clear_refs', 'w') as f:
-            f.write('5')
-        return True
-    except OSError:
-        return False
-
-
-def _release_free_heap() -> None:
-    try:
-        ctypes.CDLL('libc.so.6').malloc_trim(0)
-    except (OSError, AttributeError):
-        pass  # not glibc: freed pages may then hide some of the peak
-
-
-def _profiled_tensor_peak(step: Callable[[], None]) -> float:
-    """Peak of the CPU allocator's live bytes during ``step``, relative to
-    its start, from the profiler's time-ordered allocation events."""
-    with profile(activities=[ProfilerActivity.CPU],
-                 profile_memory=True) as prof:
-        step()
-    events = sorted((event for event in prof.profiler.kineto_results.events()
-                     if event.name() == '[memory]'),
-                    key=lambda event: event.start_ns())
-    live = peak = 0
-    for event in events:
-        live += event.nbytes()  # negative for a free
-        peak = max(peak, live)
-    return float(peak)
-
-
-def _rss_growth(step: Callable[[], None]) -> Optional[float]:
-    gc.collect()
-    _release_free_heap()
-    before = _proc_status_kib('VmRSS')
-    if not _reset_rss_peak():
-        return None
-    step()
-    return (_proc_status_kib('VmHWM') - before) * 1024.
-
-
-def peak_memory(step: Callable[[], None],
-                device: torch.device) -> Dict[str, Optional[float]]:
-    """Bytes by which one warm ``step`` raises memory above its start:
-    ``tensor`` (allocator level) and ``rss`` (whole process, CPU only)."""
-    step()  # warm-up: lazy initialisation, library pages, kernel caches
-    gc.collect()
-    if device.type == 'cuda':
-        synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        before = torch.cuda.memory_allocated(device)
-        step()
-        synchronize(device)
-        return dict(
-            tensor=float(torch.cuda.max_memory_allocated(device) - before),
-            rss=None)
-    return dict(tensor=_profiled_tensor_peak(step), rss=_rss_growth(step))
-
-
 def memory_worker(spec: dict) -> Dict[str, Optional[float]]:
     if spec['threads']:
         torch.set_num_threads(spec['threads'])

@@ -17,7 +17,7 @@ Reported per (arch, size, dtype): the median seconds per image of the
 backbone + pyramid alone and of the whole detector over ``--iters`` timed
 runs after ``--warmup``; with ``--memory``, the allocator-level tensor peak
 and RSS growth of one more fp32 ``predict`` (``peak_memory`` of
-tools/analysis/benchmark.py). bf16 runs under ``torch.autocast``; a
+tools/analysis/common.py). bf16 runs under ``torch.autocast``; a
 dtype the detector cannot run in is reported with the error instead.
 
 Example::
@@ -29,22 +29,20 @@ import argparse
 import platform
 import statistics
 import sys
-import time
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import Callable, Optional
 
 import torch
 from mmdet.structures import DetDataSample
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
-ROOT = Path(__file__).resolve().parents[2]
-# Run from a checkout without installing eva_mm; the memory helpers are
-# those of the backbone benchmark next to this file.
+from common import REPO_ROOT as ROOT
+from common import peak_memory, timed_runs
+
+# Run from a checkout without installing eva_mm.
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import eva_mm  # noqa: E402,F401  (registers eva_mm.* for the config)
-from benchmark import peak_memory  # noqa: E402
+import eva_mm  # noqa: E402,F401  (the eva_mm scope for the config)
 from mmdet.registry import MODELS  # noqa: E402
 
 DEFAULT_CONFIG = (ROOT / 'configs/detection' /
@@ -100,13 +98,8 @@ def sample(img_size: int) -> DetDataSample:
 
 def median_seconds(step: Callable[[], object], iters: int,
                    warmup: int) -> float:
-    times: List[float] = []
-    for i in range(warmup + iters):
-        start = time.perf_counter()
-        step()
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(
+        timed_runs(step, iters, warmup, torch.device('cpu')))
 
 
 def run_case(model: torch.nn.Module, img_size: int, dtype: Optional[

@@ -15,7 +15,6 @@ Example:
 import argparse
 import contextlib
 import sys
-import time
 from pathlib import Path
 from typing import Optional
 
@@ -25,7 +24,10 @@ from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import init_default_scope
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from common import REPO_ROOT, timed_runs
+
+# Run from a checkout without installing eva_mm.
+sys.path.insert(0, str(REPO_ROOT))
 from eva_mm.registry import MODELS  # noqa: E402
 from mmpretrain.registry import TRANSFORMS  # noqa: E402
 from mmpretrain.structures import DataSample  # noqa: E402
@@ -68,16 +70,8 @@ def measure(config: str,
             loss = model(images, samples, mode='loss')['loss']
         optim.update_params(loss)
 
-    for _ in range(warmup):
-        step()
-    if device == 'cuda':
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    if device == 'cuda':
-        torch.cuda.synchronize()
-    return batch_size * steps / (time.perf_counter() - start)
+    times = timed_runs(step, steps, warmup, torch.device(device))
+    return batch_size * steps / sum(times)
 
 
 def main() -> None:

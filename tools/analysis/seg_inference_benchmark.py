@@ -27,13 +27,13 @@ import resource
 import statistics
 import subprocess
 import sys
-import time
-from pathlib import Path
 from typing import Dict, Tuple
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
+from common import REPO_ROOT as ROOT
+from common import timed_runs
+
 # Run from a checkout without installing eva_mm.
 sys.path.insert(0, str(ROOT))
 
@@ -122,11 +122,8 @@ def measure(arch: str, size: Tuple[int, int], dtype: str, train: bool,
     meta = dict(img_shape=size, ori_shape=size, pad_shape=size)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16,
                               enabled=dtype == 'bf16')
-    times = []
-    for i in range(warmup + iters):
-        if device.type == 'cuda':
-            torch.cuda.synchronize()
-        start = time.perf_counter()
+
+    def step() -> None:
         if train:
             sample = SegDataSample(metainfo=meta)
             # Blocks of 8 random classes, like a scene's regions.
@@ -141,10 +138,8 @@ def measure(arch: str, size: Tuple[int, int], dtype: str, train: bool,
         else:
             with torch.inference_mode(), autocast:
                 model.inference(image, [dict(meta)])
-        if device.type == 'cuda':
-            torch.cuda.synchronize()
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
+
+    times = timed_runs(step, iters, warmup, device)
     test_cfg = model.test_cfg
     windows = 1
     if not train:

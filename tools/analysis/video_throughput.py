@@ -13,14 +13,14 @@ import argparse
 import platform
 import statistics
 import sys
-import time
-from pathlib import Path
 from typing import List
 
 import torch
 
+from common import REPO_ROOT, timed_runs
+
 # Run from a checkout without installing eva_mm.
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(REPO_ROOT))
 
 from eva_mm.models import EVAViT  # noqa: E402
 
@@ -62,20 +62,10 @@ def time_model(model: torch.nn.Module, clips: torch.Tensor, iters: int,
                warmup: int, dtype: str) -> List[float]:
     """Seconds of each timed forward pass."""
     autocast = dict(fp32=None, bf16=torch.bfloat16, fp16=torch.float16)[dtype]
-    times = []
     with torch.inference_mode(), torch.autocast(
             clips.device.type, dtype=autocast,
             enabled=autocast is not None):
-        for i in range(warmup + iters):
-            if clips.is_cuda:
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            model(clips)
-            if clips.is_cuda:
-                torch.cuda.synchronize()
-            if i >= warmup:
-                times.append(time.perf_counter() - start)
-    return times
+        return timed_runs(lambda: model(clips), iters, warmup, clips.device)
 
 
 def main() -> None:

@@ -3,7 +3,8 @@
 Steps, each through the project's own tools so that the demo exercises the
 code paths of real experiments:
 
-1. draw the demo shapes set (``eva_mm.datasets.generate_demo_shapes``);
+1. draw the demo shapes set
+   (``eva_mm.datasets.synthetic.generate_demo_shapes``);
 2. train the config with ``tools/train.py`` (mmengine Runner);
 3. evaluate COCO bbox and segm AP on the val split and draw every val image
    (ground truth | prediction) with ``tools/test.py --show-dir``;
@@ -35,7 +36,7 @@ import torch
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, ROOT)
 from eva_mm.apis import draw_result, inference, init_model  # noqa: E402
-from eva_mm.datasets import generate_demo_shapes  # noqa: E402
+from eva_mm.datasets.synthetic import generate_demo_shapes  # noqa: E402
 
 DEFAULT_CONFIG = osp.join(ROOT, 'configs', 'demo',
                           'eva-demo-p8_cascade-mask-rcnn_shapes.py')

@@ -45,7 +45,8 @@ import torch
 # Run from a checkout without installing eva_mm.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import eva_mm.engine  # noqa: E402,F401  (allow-lists mmengine's pickles)
+from eva_mm.engine.safe_checkpoint import (  # noqa: E402
+    register_mmengine_safe_globals)
 from eva_mm.models.utils.checkpoint import (  # noqa: E402
     CheckpointError, StateDict, load_state_dict_file, resize_checkpoint,
     select_prefix)
@@ -54,6 +55,9 @@ from eva_mm.models.utils.converters import (  # noqa: E402
 from eva_mm.models.utils.open_clip_convert import (  # noqa: E402
     copy_text_tower, eva_vit_to_open_clip, open_clip_to_eva_vit,
     to_open_clip_vision_transformer)
+
+# Checkpoints written by mmengine's runner hold more than tensors.
+register_mmengine_safe_globals()
 
 CONVERTER = 'tools/model_converters/eva_clip.py'
 

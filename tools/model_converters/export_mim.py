@@ -27,12 +27,16 @@ from typing import Optional
 # Run from a checkout without installing eva_mm.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import eva_mm.engine  # noqa: E402,F401  (allow-lists mmengine's pickles)
+from eva_mm.engine.safe_checkpoint import (  # noqa: E402
+    register_mmengine_safe_globals)
 from eva_mm.models.utils.checkpoint import (  # noqa: E402
     CheckpointError, StateDict, load_state_dict_file, rename_prefix,
     resize_checkpoint, to_fp32)
 from eva_mm.models.utils.converters import (  # noqa: E402
     Conversion, save_converted)
+
+# Checkpoints written by mmengine's runner hold more than tensors.
+register_mmengine_safe_globals()
 
 # DeepSpeed writes the model of model-parallel rank 0 here, whatever ZeRO
 # stage 1/2 partitioned (the optimizer state only).

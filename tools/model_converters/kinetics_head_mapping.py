@@ -41,11 +41,15 @@ import torch
 # Run from a checkout without installing eva_mm.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import eva_mm.engine  # noqa: E402,F401  (allow-lists mmengine's pickles)
+from eva_mm.engine.safe_checkpoint import (  # noqa: E402
+    register_mmengine_safe_globals)
 from eva_mm.models.utils.checkpoint import (  # noqa: E402
     CheckpointError, StateDict, load_state_dict_file)
 from eva_mm.models.utils.converters import (  # noqa: E402
     Conversion, save_converted)
+
+# Checkpoints written by mmengine's runner hold more than tensors.
+register_mmengine_safe_globals()
 
 HEAD_PREFIX = 'cls_head.fc_cls.'
 

@@ -1,5 +1,6 @@
-# The generated demo shapes set (eva_mm.datasets.generate_demo_shapes), read as
-# COCO instance segmentation. tools/demo/run_demo.py draws it into data_root.
+# The generated demo shapes set
+# (eva_mm.datasets.synthetic.generate_demo_shapes), read as COCO instance
+# segmentation. tools/demo/run_demo.py draws it into data_root.
 # On mmdet's COCO instance data base (loaders, CocoMetric).
 _base_ = ['mmdet::_base_/datasets/coco_instance.py']
 

@@ -2,11 +2,11 @@
 # Mask2Former model of the paper configs, shrunk (a 4-block ViT of width 64
 # at patch 8, a 32-channel head with 16 queries, 1 pixel-decoder layer and 2
 # decoder layers), trained from scratch on the generated ADE20K-format shapes
-# set (eva_mm.datasets.generate_demo_ade: 96 px images, ADE20K's 150-class
-# label space with shapes of the first 8 classes) with the paper's ADE20K
+# set (eva_mm.datasets.synthetic.generate_demo_ade: 96 px images, ADE20K's
+# 150-class label space with shapes of the first 8 classes) with the paper's ADE20K
 # pipeline at a 64 px crop, evaluated by sliding windows and, with
 # tools/test.py --tta, multi-scale + flip.
-#   python -c "from eva_mm.datasets import generate_demo_ade; \
+#   python -c "from eva_mm.datasets.synthetic import generate_demo_ade; \
 #       generate_demo_ade('data/demo_ade', num_classes=8)"
 #   python tools/train.py configs/segmentation/demo/THIS_FILE.py
 _base_ = [

@@ -10,6 +10,8 @@ from mmengine.logging import print_log
 
 from eva_mm.registry import HOOKS
 
+from ..safe_checkpoint import register_mmengine_safe_globals
+
 
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite."""
@@ -73,6 +75,8 @@ class NonFiniteLossHook(Hook):
                 f'{self.max_reloads}).',
                 logger='current',
                 level=30)
+            # The file is one mmengine wrote (message hub and all).
+            register_mmengine_safe_globals()
             runner.resume(checkpoint)
             return
         raise NonFiniteLossError(

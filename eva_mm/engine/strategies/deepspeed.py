@@ -1,4 +1,11 @@
-"""mmengine's DeepSpeedStrategy for recent DeepSpeed releases and CPUs."""
+"""mmengine's DeepSpeedStrategy for recent DeepSpeed releases and CPUs.
+
+Written against mmengine 0.10.7's ``mmengine/_strategy/deepspeed.py``:
+``DeepSpeedStrategy.__init__`` (lines 261-319) is replaced,
+``register_deepspeed_optimizers`` (lines 30-60) is re-done without the 1-bit
+import, ``_setup_distributed`` (lines 329-345) and ``_wrap_model`` (lines
+399-411) are wrapped.
+"""
 import os
 import socket
 from typing import Any, List, Optional, Union
@@ -6,11 +13,44 @@ from typing import Any, List, Optional, Union
 import torch
 import torch.distributed as torch_dist
 import torch.nn as nn
+from mmengine import __version__ as MMENGINE_VERSION
 from mmengine._strategy import BaseStrategy
 from mmengine._strategy import DeepSpeedStrategy as MMDeepSpeedStrategy
 from mmengine.registry import OPTIMIZERS
+from mmengine.utils import digit_version
 
 from eva_mm.registry import STRATEGIES
+
+
+# The mmengine releases whose DeepSpeedStrategy.__init__ the one below
+# replaces line for line (checked against 0.10.7; 0.10.x patch releases keep
+# the file). [low, high).
+MMENGINE_VERSIONS = ('0.10.7', '0.11.0')
+
+
+def check_mmengine_version(version: str = MMENGINE_VERSION) -> None:
+    """Refuse an mmengine release the strategy was not written for.
+
+    ``DeepSpeedStrategy.__init__`` below re-does its parent's wholesale, so
+    a release that changes the parent's would silently lose those changes.
+
+    Args:
+        version: The mmengine version to check; the installed one by default.
+
+    Raises:
+        RuntimeError: ``version`` is outside :data:`MMENGINE_VERSIONS`.
+    """
+    low, high = MMENGINE_VERSIONS
+    if digit_version(low) <= digit_version(version) < digit_version(high):
+        return
+    raise RuntimeError(
+        f'eva_mm.DeepSpeedStrategy replaces the __init__ of mmengine '
+        f'{low}\'s DeepSpeedStrategy (mmengine/_strategy/deepspeed.py:'
+        f'261-319) and supports mmengine >={low},<{high}; mmengine '
+        f'{version} is installed. Install the pinned mmengine '
+        '(requirements/), or compare that file of the installed release '
+        'with eva_mm/engine/strategies/deepspeed.py and widen '
+        'MMENGINE_VERSIONS there.')
 
 
 def register_deepspeed_optimizers() -> List[str]:
@@ -114,6 +154,7 @@ class DeepSpeedStrategy(MMDeepSpeedStrategy):
                  **kwargs) -> None:
         # The parent's __init__ ends in the failing optimizer registration,
         # so its config assembly is done here instead.
+        check_mmengine_version()
         BaseStrategy.__init__(self, **kwargs)
         self.config = self._parse_config(config)
         sections = dict(

@@ -8,6 +8,7 @@ ImageNet-V2 and ImageNet-Sketch need no metric of their own.
 """
 import json
 import os
+import pkgutil
 import re
 from typing import Dict, List, Optional, Sequence, Union
 
@@ -149,8 +150,16 @@ class ReaLAccuracy(Accuracy):
     name (``ILSVRC2012_val_00000001.JPEG`` is entry 0), so any order or
     subset of the validation images works.
 
+    The rule is timm's ``RealLabelsImagenet`` (timm/data/real_labels.py);
+    that class is not used itself because it needs the list of all 50,000
+    validation files in loader order and counts inside one process, while
+    an mmengine metric receives any subset in any order and gathers results
+    across ranks. Without a path it reads the ``real.json`` timm ships
+    (timm/data/_info/imagenet_real_labels.json), as ``RealLabelsImagenet``
+    does.
+
     Args:
-        real_labels: Path of ``real.json``.
+        real_labels: Path of ``real.json``; ``None`` for timm's copy.
         topk: The k of top-k accuracy.
         collect_device: Device to gather results on across processes.
         prefix: Metric name prefix; ``None`` gives ``'real'``.
@@ -159,14 +168,19 @@ class ReaLAccuracy(Accuracy):
     default_prefix: Optional[str] = 'real'
 
     def __init__(self,
-                 real_labels: str,
+                 real_labels: Optional[str] = None,
                  topk: Union[int, Sequence[int]] = (1, 5),
                  collect_device: str = 'cpu',
                  prefix: Optional[str] = None) -> None:
         super().__init__(
             topk=topk, collect_device=collect_device, prefix=prefix)
-        with open(real_labels) as f:
-            self.real_labels: List[List[int]] = json.load(f)
+        if real_labels is None:
+            text = pkgutil.get_data('timm.data',
+                                    '_info/imagenet_real_labels.json')
+        else:
+            with open(real_labels, 'rb') as f:
+                text = f.read()
+        self.real_labels: List[List[int]] = json.loads(text)
 
     def _labels_of(self, img_path: str) -> List[int]:
         match = _VAL_INDEX.search(os.path.basename(img_path))

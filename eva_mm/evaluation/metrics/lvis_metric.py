@@ -38,7 +38,8 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Union
 import numpy as np
 import pycocotools.mask as mask_util
 from faster_coco_eval import COCO, COCOeval_faster
-from mmdet.evaluation.metrics import LVISMetric as MMDetLVISMetric
+from mmdet.evaluation.metrics import CocoMetric
+from mmdet.structures.mask import encode_mask_results
 from mmengine.evaluator import BaseMetric
 from mmengine.fileio import get_local_path, load
 from mmengine.logging import MMLogger
@@ -277,7 +278,7 @@ def summarize_lvis(curves: LVISCurves,
 
 
 @METRICS.register_module()
-class LVISMetric(MMDetLVISMetric):
+class LVISMetric(BaseMetric):
     """LVIS v1 evaluation, mmdet's ``LVISMetric`` on faster-coco-eval.
 
     Same arguments and metric names as mmdet's ``LVISMetric``
@@ -316,11 +317,18 @@ class LVISMetric(MMDetLVISMetric):
             evaluation/lvis_evaluation.py:355-363). False: by box area, as
             mmdet's LVISMetric.
 
+    mmdet's ``LVISMetric`` cannot be the base class: its ``__init__`` needs
+    the ``lvis`` package. The result files are written by an mmdet
+    ``CocoMetric`` held inside (its ``results2json``, the format mmdet's
+    ``LVISMetric`` inherits too).
+
     Raises:
         ValueError: If ``ann_file`` is missing or not in LVIS format, or
             ``format_only`` is set without ``outfile_prefix``.
         KeyError: If a metric is not one of the three above.
     """
+    # mmdet's LVISMetric's, so the metric names stay ``lvis/bbox_AP``.
+    default_prefix: Optional[str] = 'lvis'
 
     def __init__(self,
                  ann_file: Optional[str] = None,
@@ -337,10 +345,7 @@ class LVISMetric(MMDetLVISMetric):
                  backend_args: Optional[dict] = None,
                  max_dets_per_image: int = LVIS_MAX_DETS,
                  segm_area_from_mask: bool = False) -> None:
-        # mmdet's __init__ refuses to run without the lvis package and
-        # loads the file with it, so its steps are taken here instead.
-        BaseMetric.__init__(
-            self, collect_device=collect_device, prefix=prefix)
+        super().__init__(collect_device=collect_device, prefix=prefix)
         self.metrics = metric if isinstance(metric, list) else [metric]
         allowed = ('bbox', 'segm', 'proposal')
         for name in self.metrics:
@@ -375,10 +380,34 @@ class LVISMetric(MMDetLVISMetric):
                              f'of detections, got {max_dets_per_image}.')
         self.max_dets_per_image = max_dets_per_image
         self.segm_area_from_mask = segm_area_from_mask
-        # The attribute name of mmdet's metric, which its process() reads.
         self._lvis_api = load_lvis_api(ann_file, backend_args)
-        self.cat_ids: Optional[List[int]] = None
+        # Writes mmdet's COCO-style result json files; cat_ids set per run.
+        self._result_writer = CocoMetric()
         self.img_ids: Optional[List[int]] = None
+
+    def process(self, data_batch: dict, data_samples: Sequence[dict]) -> None:
+        """Keep each sample's predictions, masks RLE-encoded.
+
+        The same fields as mmdet's ``LVISMetric.process``; the ground truth
+        comes from ``ann_file``.
+
+        Args:
+            data_batch: The dataloader's batch (unused).
+            data_samples: Data samples with ``pred_instances``.
+        """
+        for data_sample in data_samples:
+            pred = data_sample['pred_instances']
+            result = dict(img_id=data_sample['img_id'],
+                          bboxes=pred['bboxes'].cpu().numpy(),
+                          scores=pred['scores'].cpu().numpy(),
+                          labels=pred['labels'].cpu().numpy())
+            if 'masks' in pred:
+                result['masks'] = encode_mask_results(
+                    pred['masks'].detach().cpu().numpy())
+            # Some detectors score masks apart from boxes.
+            if 'mask_scores' in pred:
+                result['mask_scores'] = pred['mask_scores'].cpu().numpy()
+            self.results.append(result)
 
     def _label_cat_ids(self) -> List[int]:
         """Category id of each label.
@@ -447,24 +476,36 @@ class LVISMetric(MMDetLVISMetric):
         """Write the result files and evaluate them with LVIS's rules.
 
         Args:
-            results: ``(gt, prediction)`` pairs from ``process``.
+            results: The predictions kept by ``process``.
 
         Returns:
             ``{'bbox_AP': ..., 'segm_APr': ..., ...}`` (the prefix is added
             by ``evaluate``); empty when ``format_only``.
         """
         logger: MMLogger = MMLogger.get_current_instance()
-        _, preds = zip(*results)
-        tmp_dir = None
-        outfile_prefix = self.outfile_prefix
-        if outfile_prefix is None:
-            tmp_dir = tempfile.TemporaryDirectory()
-            outfile_prefix = osp.join(tmp_dir.name, 'results')
-        if self.cat_ids is None:
-            self.cat_ids = self._label_cat_ids()
+        if self._result_writer.cat_ids is None:
+            self._result_writer.cat_ids = self._label_cat_ids()
         if self.img_ids is None:
             self.img_ids = self._lvis_api.get_img_ids()
-        result_files = self.results2json(preds, outfile_prefix)
+        if self.outfile_prefix is not None:
+            return self._evaluate(results, self.outfile_prefix, logger)
+        with tempfile.TemporaryDirectory() as tmp_dir:
+            return self._evaluate(results, osp.join(tmp_dir, 'results'),
+                                  logger)
+
+    def _evaluate(self, preds: list, outfile_prefix: str,
+                  logger: MMLogger) -> Dict[str, float]:
+        """Write the result files under ``outfile_prefix``, evaluate them.
+
+        Args:
+            preds: The predictions kept by ``process``.
+            outfile_prefix: Path prefix of the result json files.
+            logger: Where the summaries go.
+
+        Returns:
+            As :meth:`compute_metrics`.
+        """
+        result_files = self._result_writer.results2json(preds, outfile_prefix)
 
         eval_results: Dict[str, float] = OrderedDict()
         if self.format_only:
@@ -498,6 +539,4 @@ class LVISMetric(MMDetLVISMetric):
                 eval_results[f'{metric}_{item}'] = values[item]
             if self.classwise:
                 self._log_classwise(curves, eval_results, logger)
-        if tmp_dir is not None:
-            tmp_dir.cleanup()
         return eval_results

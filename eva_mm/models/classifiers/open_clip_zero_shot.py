@@ -1,6 +1,6 @@
 """Zero-shot image classification with an open_clip model (EVA CLIP)."""
 import os
-from typing import Callable, Dict, List, Optional, Sequence, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -8,12 +8,22 @@ from mmengine.model import BaseModel
 
 from eva_mm.registry import MODELS
 
-# OpenAI's CLIP normalisation, which open_clip's EVA models use, in the
-# 0-255 range of OpenMMLab's data preprocessors.
-OPENAI_MEAN = [0.48145466 * 255, 0.4578275 * 255, 0.40821073 * 255]
-OPENAI_STD = [0.26862954 * 255, 0.26130258 * 255, 0.27577711 * 255]
-
 Template = Union[str, Callable[[str], str]]
+
+
+def openai_mean_std() -> Tuple[List[float], List[float]]:
+    """OpenAI's CLIP normalisation, which open_clip's EVA models use.
+
+    open_clip's ``OPENAI_DATASET_MEAN`` / ``OPENAI_DATASET_STD`` (imported
+    here, as open_clip is everywhere in this module, only when needed).
+
+    Returns:
+        Mean and std per RGB channel in the 0-255 range of OpenMMLab's data
+        preprocessors.
+    """
+    from open_clip import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+    return ([value * 255 for value in OPENAI_DATASET_MEAN],
+            [value * 255 for value in OPENAI_DATASET_STD])
 
 
 # open_clip's zero-shot metadata, which its ImageNet evaluation (and so the
@@ -132,10 +142,11 @@ class OpenCLIPZeroShot(BaseModel):
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
         if data_preprocessor is None:
+            mean, std = openai_mean_std()
             data_preprocessor = dict(
                 type='mmpretrain.ClsDataPreprocessor',
-                mean=OPENAI_MEAN,
-                std=OPENAI_STD,
+                mean=mean,
+                std=std,
                 to_rgb=True)
         super().__init__(
             data_preprocessor=data_preprocessor, init_cfg=init_cfg)

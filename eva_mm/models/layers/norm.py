@@ -2,18 +2,24 @@
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from mmpretrain.models.utils import LayerNorm2d as MMPretrainLayerNorm2d
 
 from eva_mm.registry import MODELS
 
 
 @MODELS.register_module(name=['LN2d', 'LayerNorm2d'])
-class LayerNorm2d(nn.LayerNorm):
-    """LayerNorm over the channels of a (B, C, H, W) map, as in ViTDet.
+class LayerNorm2d(MMPretrainLayerNorm2d):
+    """mmpretrain's ``LayerNorm2d`` with ViTDet's default epsilon, 1e-6.
 
-    ``nn.LayerNorm`` normalises trailing dimensions, so convolutional necks
-    on a ViT either permute around it or use this layer. It normalises each
-    pixel's C values, unlike ``GroupNorm(1, C)``, which pools over H and W
-    too and so mixes statistics of objects with the background.
+    It normalises each pixel's C values of a (B, C, H, W) map, unlike
+    ``GroupNorm(1, C)``, which pools over H and W too and so mixes
+    statistics of objects with the background; its output is contiguous
+    (timm's ``LayerNorm2d`` computes the same values but returns the
+    permuted view, which changes the memory format the next conv picks).
+    The subclass only changes the default epsilon (``nn.LayerNorm``'s is
+    1e-5; detectron2's ``LayerNorm``, which EVA's SimpleFPN uses, has 1e-6:
+    EVA-01/det/detectron2/layers/batch_norm.py:288), so the registered
+    ``eva_mm.LN2d`` builds as before without an ``eps``.
 
     Being an ``nn.LayerNorm`` subclass, mmcv's ``build_norm_layer`` names it
     ``ln`` and passes ``(num_features, eps=...)``, so
@@ -26,14 +32,6 @@ class LayerNorm2d(nn.LayerNorm):
 
     def __init__(self, num_channels: int, eps: float = 1e-6) -> None:
         super().__init__(num_channels, eps=eps)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Channels-last and back keeps the fused layer_norm kernel; the
-        # permutes are views, only the final contiguous copy costs memory.
-        x = F.layer_norm(
-            x.permute(0, 2, 3, 1), self.normalized_shape, self.weight,
-            self.bias, self.eps)
-        return x.permute(0, 3, 1, 2).contiguous()
 
 
 class LayerNorm(nn.LayerNorm):

@@ -1,4 +1,6 @@
-"""Adapting OpenMMLab configs to the hardware at hand, for tools/*.py."""
+"""The command-line tools' shared set-up: common arguments, config loading
+with ``--cfg-options`` checks, ``--amp``, and a runner adapted to the
+hardware at hand (tools/train.py, tools/test.py)."""
 import argparse
 import difflib
 import os
@@ -11,6 +13,8 @@ from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
+
+from .safe_checkpoint import register_mmengine_safe_globals
 
 
 def prepare_distributed(cfg: Config) -> None:
@@ -129,7 +133,13 @@ def load_config(args: argparse.Namespace) -> Config:
 
 
 def build_runner(cfg: Config) -> Runner:
-    """Build the config's runner, adapted to the hardware at hand."""
+    """Build the config's runner, adapted to the hardware at hand.
+
+    The runner loads ``load_from`` / ``resume`` checkpoints with torch's
+    ``weights_only`` default, so mmengine's checkpoint contents are
+    allow-listed first.
+    """
+    register_mmengine_safe_globals()
     prepare_distributed(cfg)
     if 'runner_type' in cfg:
         return RUNNERS.build(cfg)

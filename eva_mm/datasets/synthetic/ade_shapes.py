@@ -22,8 +22,8 @@ from typing import Dict, Tuple
 import cv2
 import numpy as np
 
-from .demo_shapes import CLASSES as SHAPES
-from .demo_shapes import _background, _shape_polygon
+from .shapes import CLASSES as SHAPES
+from .shapes import _background, _shape_polygon
 
 # ADE20K has 150 classes, labels 1..150 in its PNGs (0 is "other").
 ADE_NUM_CLASSES = 150
