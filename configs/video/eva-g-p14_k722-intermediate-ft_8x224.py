@@ -16,6 +16,7 @@ _base_ = [
     '_base_/models/eva-g-p14_video.py',
     '_base_/datasets/kinetics_16x224.py',
     '_base_/schedules/eva-video_adamw.py',
+    '../_base_/schedules/warmup-cosine_by-epoch.py',
     'mmaction::_base_/default_runtime.py',
 ]
 custom_imports = dict(imports=['eva_mm'], allow_failed_imports=False)
@@ -91,21 +92,9 @@ warmup_epochs = 5
 # within 1e-9 lr. It reaches lr one iteration before timm does (it spans
 # end - begin - 1 iterations): at most lr / (warm-up iterations) apart.
 param_scheduler = [
-    dict(
-        type='LinearLR',
-        start_factor=1e-9,
-        by_epoch=True,
-        begin=0,
-        end=warmup_epochs,
-        convert_to_iter_based=True),
-    dict(
-        type='CosineAnnealingLR',
-        eta_min_ratio=0.01,
-        by_epoch=True,
-        begin=warmup_epochs,
-        end=max_epochs,
-        T_max=max_epochs - warmup_epochs,
-        convert_to_iter_based=True),
+    dict(_base_.param_scheduler[0], start_factor=1e-9, end=warmup_epochs),
+    dict(_base_.param_scheduler[1], eta_min_ratio=0.01, begin=warmup_epochs,
+         end=max_epochs, T_max=max_epochs - warmup_epochs),
 ]
 train_cfg = dict(max_epochs=max_epochs)
 default_hooks = dict(
