@@ -50,18 +50,13 @@ model = dict(
             probs=[0.5, 0.5])))
 
 data_root = 'data'
-train_pipeline = [
-    dict(t, clip_len=clip_len) if t['type'] == 'eva_mm.TSNSample' else t
-    for t in _base_.train_pipeline
-]
-val_pipeline = [
-    dict(t, clip_len=clip_len) if t['type'] == 'eva_mm.TSNSample' else t
-    for t in _base_.val_pipeline
-]
-test_pipeline = [
-    dict(t, clip_len=clip_len) if t['type'] == 'eva_mm.TSNSample' else t
-    for t in _base_.test_pipeline
-]
+# The three inherited pipelines with 8-frame TSN sampling.
+train_pipeline, val_pipeline, test_pipeline = (
+    [
+        dict(t, clip_len=clip_len) if t['type'] == 'eva_mm.TSNSample' else t
+        for t in pipeline
+    ] for pipeline in (_base_.train_pipeline, _base_.val_pipeline,
+                       _base_.test_pipeline))
 # TRAIN.BATCH_SIZE 2 per GPU, ACCUMULATION_STEPS 1, on 128 GPUs.
 train_dataloader = dict(
     batch_size=2,
