@@ -3,9 +3,8 @@
 # evaluation code (EVA-01/eva/robustness_dataset.py) and of timm's
 # eva_giant_patch14_* cfgs, and the train pipeline RandomResizedCrop
 # (bicubic) + flip + RandAugment rand-m9-mstd0.5-inc1 (--aa; no random
-# erasing, --reprob 0.0). Each data base sets the size, the crop scale
-# (--scale) and the classes.
-img_size = 224
+# erasing, --reprob 0.0). Each data base sets the size (224 here), the
+# crop scale (--scale) and the classes.
 mean = [0.48145466 * 255, 0.4578275 * 255, 0.40821073 * 255]
 std = [0.26862954 * 255, 0.26130258 * 255, 0.27577711 * 255]
 data_preprocessor = dict(mean=mean, std=std, to_rgb=True)
@@ -14,7 +13,7 @@ train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(
         type='RandomResizedCrop',
-        scale=img_size,
+        scale=224,
         crop_ratio_range=(0.08, 1.0),
         backend='pillow',
         interpolation='bicubic'),

@@ -4,6 +4,7 @@
 # --reprob 0.0, --disable_eval_during_finetuning).
 _base_ = ['./eva_clip-norm_train-pipeline.py']
 
+img_size = 224
 data_preprocessor = dict(num_classes=21841)
 # The IN-21K command passes no --aa: this assumes the default of the
 # BEiT-derived run_class_finetuning.py, rand-m9-mstd0.5-inc1 (not re-checked

@@ -3,7 +3,10 @@
 # rand-m9-mstd0.5-inc1 (--scale 0.08 1.0, --aa rand-m9-mstd0.5-inc1, no
 # random erasing: --reprob 0.0). Test: crop_pct=1.0, i.e. resize the short
 # edge to 336 and center-crop 336. All from EVA-01/eva/README.md.
-_base_ = ['./eva_clip-norm_train-pipeline.py']
+_base_ = [
+    './eva_clip-norm_train-pipeline.py',
+    '../../../_base_/datasets/clip-eval_224px.py',
+]
 
 dataset_type = 'ImageNet'
 img_size = 336
@@ -16,16 +19,11 @@ train_pipeline = [
     for t in _base_.train_pipeline
 ]
 rand_augment = train_pipeline[3]
+# The shared evaluation transform at 336 px.
 test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(
-        type='ResizeEdge',
-        scale=img_size,
-        edge='short',
-        backend='pillow',
-        interpolation='bicubic'),
-    dict(type='CenterCrop', crop_size=img_size),
-    dict(type='PackInputs'),
+    dict(t, scale=img_size) if t['type'] == 'ResizeEdge' else
+    dict(t, crop_size=img_size) if t['type'] == 'CenterCrop' else t
+    for t in _base_.test_pipeline
 ]
 
 train_dataloader = dict(
