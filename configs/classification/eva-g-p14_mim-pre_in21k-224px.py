@@ -7,6 +7,7 @@ _base_ = [
     '_base_/models/eva-g-p14_linear-cls.py',
     '_base_/datasets/imagenet21k_eva-224px.py',
     '_base_/schedules/eva-g-p14_adamw-layer-decay.py',
+    '../_base_/schedules/warmup-cosine_by-epoch.py',
     'mmpretrain::_base_/default_runtime.py',
 ]
 
@@ -46,21 +47,11 @@ optim_wrapper = dict(
 max_epochs = 60
 warmup_epochs = 15
 param_scheduler = [
-    dict(
-        type='LinearLR',
-        start_factor=1e-6 / 1e-4,
-        by_epoch=True,
-        begin=0,
-        end=warmup_epochs,
-        convert_to_iter_based=True),
-    dict(
-        type='CosineAnnealingLR',
-        eta_min_ratio=1e-6 / 1e-4,
-        by_epoch=True,
-        begin=warmup_epochs,
-        end=max_epochs,
-        T_max=max_epochs - warmup_epochs,
-        convert_to_iter_based=True),
+    dict(_base_.param_scheduler[0], start_factor=1e-6 / 1e-4,
+         end=warmup_epochs),
+    dict(_base_.param_scheduler[1], eta_min_ratio=1e-6 / 1e-4,
+         begin=warmup_epochs, end=max_epochs,
+         T_max=max_epochs - warmup_epochs),
 ]
 train_cfg = dict(by_epoch=True, max_epochs=max_epochs)
 # The official global batch (8 nodes x 8 GPUs x 64 x 1 accumulation);

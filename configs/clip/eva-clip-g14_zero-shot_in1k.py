@@ -13,10 +13,12 @@
 # of tools/model_converters/eva_clip.py export, or the BAAI release
 # eva_clip_psz14.pt converted by tools/model_converters/convert_eva.py
 # --src-format official-clip), loaded as it is.
-_base_ = ['mmpretrain::_base_/default_runtime.py']
+_base_ = [
+    'mmpretrain::_base_/default_runtime.py',
+    '../_base_/datasets/clip-eval_224px.py',
+]
 custom_imports = dict(imports=['eva_mm'], allow_failed_imports=False)
 
-img_size = 224
 model = dict(
     type='eva_mm.OpenCLIPZeroShot',
     model_name='EVA01-g-14',
@@ -25,17 +27,6 @@ model = dict(
     classnames='imagenet',
     templates='openai_imagenet')
 
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(
-        type='ResizeEdge',
-        scale=img_size,
-        edge='short',
-        backend='pillow',
-        interpolation='bicubic'),
-    dict(type='CenterCrop', crop_size=img_size),
-    dict(type='PackInputs'),
-]
 test_dataloader = dict(
     batch_size=32,
     num_workers=8,
@@ -43,7 +34,7 @@ test_dataloader = dict(
         type='ImageNet',
         data_root='data/imagenet',
         split='val',
-        pipeline=test_pipeline),
+        pipeline=_base_.test_pipeline),
     sampler=dict(type='DefaultSampler', shuffle=False))
 test_evaluator = dict(type='Accuracy', topk=(1, 5))
 test_cfg = dict()

@@ -16,6 +16,7 @@ _base_ = [
     '_base_/models/eva-g-p14_video.py',
     '_base_/datasets/kinetics_16x224.py',
     '_base_/schedules/eva-video_adamw.py',
+    '../_base_/schedules/warmup-cosine_by-epoch.py',
     'mmaction::_base_/default_runtime.py',
 ]
 custom_imports = dict(imports=['eva_mm'], allow_failed_imports=False)
@@ -49,18 +50,13 @@ model = dict(
             probs=[0.5, 0.5])))
 
 data_root = 'data'
-train_pipeline = [
-    dict(t, clip_len=clip_len) if t['type'] == 'eva_mm.TSNSample' else t
-    for t in _base_.train_pipeline
-]
-val_pipeline = [
-    dict(t, clip_len=clip_len) if t['type'] == 'eva_mm.TSNSample' else t
-    for t in _base_.val_pipeline
-]
-test_pipeline = [
-    dict(t, clip_len=clip_len) if t['type'] == 'eva_mm.TSNSample' else t
-    for t in _base_.test_pipeline
-]
+# The three inherited pipelines with 8-frame TSN sampling.
+train_pipeline, val_pipeline, test_pipeline = (
+    [
+        dict(t, clip_len=clip_len) if t['type'] == 'eva_mm.TSNSample' else t
+        for t in pipeline
+    ] for pipeline in (_base_.train_pipeline, _base_.val_pipeline,
+                       _base_.test_pipeline))
 # TRAIN.BATCH_SIZE 2 per GPU, ACCUMULATION_STEPS 1, on 128 GPUs.
 train_dataloader = dict(
     batch_size=2,
@@ -91,21 +87,9 @@ warmup_epochs = 5
 # within 1e-9 lr. It reaches lr one iteration before timm does (it spans
 # end - begin - 1 iterations): at most lr / (warm-up iterations) apart.
 param_scheduler = [
-    dict(
-        type='LinearLR',
-        start_factor=1e-9,
-        by_epoch=True,
-        begin=0,
-        end=warmup_epochs,
-        convert_to_iter_based=True),
-    dict(
-        type='CosineAnnealingLR',
-        eta_min_ratio=0.01,
-        by_epoch=True,
-        begin=warmup_epochs,
-        end=max_epochs,
-        T_max=max_epochs - warmup_epochs,
-        convert_to_iter_based=True),
+    dict(_base_.param_scheduler[0], start_factor=1e-9, end=warmup_epochs),
+    dict(_base_.param_scheduler[1], eta_min_ratio=0.01, begin=warmup_epochs,
+         end=max_epochs, T_max=max_epochs - warmup_epochs),
 ]
 train_cfg = dict(max_epochs=max_epochs)
 default_hooks = dict(

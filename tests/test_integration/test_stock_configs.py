@@ -42,10 +42,34 @@ ARCHS = {
 family = pytest.mark.parametrize('family', sorted(ARCHS))
 
 
-def _swap(cfg_path: str) -> Config:
+def _swap(cfg_path: str, family: str, size: str, img_size: int = 64,
+          **backbone) -> Config:
+    """The toolbox's config with its backbone swapped for EVAViT.
+
+    Args:
+        cfg_path: The stock config, ``scope::path``.
+        family: ``'eva01'`` or ``'eva02'`` (a key of ``ARCHS``).
+        size: ``'vit_b'`` or ``'tiny'``.
+        img_size: The input size.
+        **backbone: The rest of the EVAViT arguments.
+
+    Returns:
+        The config with ``eva_mm`` in its custom imports.
+    """
     cfg = get_config(cfg_path)
     cfg.custom_imports = dict(imports=['eva_mm'], allow_failed_imports=False)
+    cfg.model.backbone = dict(
+        type='eva_mm.EVAViT',
+        arch=ARCHS[family][size],
+        img_size=img_size,
+        patch_size=16,
+        **backbone)
     return cfg
+
+
+def _images(num: int, *shape: int) -> list:
+    """``num`` random float images of ``shape`` with values in [0, 255)."""
+    return [torch.randint(0, 255, shape).float() for _ in range(num)]
 
 
 def _build(cfg: Config, scope: str) -> torch.nn.Module:
@@ -94,16 +118,11 @@ pytestmark = pytest.mark.registry_scope('mmengine')
 @family
 def test_mmseg_upernet_vit_config(family):
     from mmseg.structures import SegDataSample
-    cfg = _swap('mmseg::vit/vit_vit-b16_mln_upernet_8xb2-80k_ade20k-512x512.py')
-    cfg.model.pretrained = None
-    cfg.model.backbone = dict(
-        type='eva_mm.EVAViT',
-        arch=ARCHS[family]['vit_b'],
-        img_size=64,
-        patch_size=16,
-        out_type='featmap',
-        out_indices=(0, 1, 2, 3),
+    cfg = _swap(
+        'mmseg::vit/vit_vit-b16_mln_upernet_8xb2-80k_ade20k-512x512.py',
+        family, 'vit_b', out_type='featmap', out_indices=(0, 1, 2, 3),
         final_norm=False)
+    cfg.model.pretrained = None
     cfg.model.data_preprocessor.size = (64, 64)
     model = _build(cfg, 'mmseg')
     _check_family(model, family)
@@ -116,9 +135,7 @@ def test_mmseg_upernet_vit_config(family):
             data=torch.randint(0, 150, (1, 64, 64), generator=torch.
                                Generator().manual_seed(i)))
         samples.append(sample)
-    data = dict(
-        inputs=[torch.randint(0, 255, (3, 64, 64)).float() for _ in range(2)],
-        data_samples=samples)
+    data = dict(inputs=_images(2, 3, 64, 64), data_samples=samples)
     losses = _step_changes_backbone(model, data)
     assert 'decode.loss_ce' in losses and 'aux.loss_ce' in losses
 
@@ -126,17 +143,12 @@ def test_mmseg_upernet_vit_config(family):
 @family
 def test_mmpretrain_vit_classifier_config(family):
     from mmpretrain.structures import DataSample
-    cfg = _swap('mmpretrain::vision_transformer/vit-base-p16_64xb64_in1k.py')
-    cfg.model.backbone = dict(
-        type='eva_mm.EVAViT',
-        arch=ARCHS[family]['vit_b'],
-        img_size=64,
-        patch_size=16,
-        out_type='cls_token')
+    cfg = _swap('mmpretrain::vision_transformer/vit-base-p16_64xb64_in1k.py',
+                family, 'vit_b', out_type='cls_token')
     model = _build(cfg, 'mmpretrain')
     _check_family(model, family)
     data = dict(
-        inputs=[torch.randint(0, 255, (3, 64, 64)).float() for _ in range(2)],
+        inputs=_images(2, 3, 64, 64),
         data_samples=[DataSample().set_gt_label(i) for i in (3, 7)])
     losses = _step_changes_backbone(model, data)
     assert 'loss' in losses
@@ -152,15 +164,9 @@ def test_mmaction2_tsn_recognizer_config(family):
     from mmaction.structures import ActionDataSample
     cfg = _swap('mmaction::recognition/tsn/'
                 'tsn_imagenet-pretrained-r50_8xb32-1x1x3-100e_'
-                'kinetics400-rgb.py')
-    cfg.model.backbone = dict(
-        type='eva_mm.EVAViT',
-        arch=ARCHS[family]['tiny'],
-        img_size=64,
-        patch_size=16,
-        out_type='featmap',
-        final_norm=True,
-        tuple_output=False)
+                'kinetics400-rgb.py',
+                family, 'tiny', out_type='featmap', final_norm=True,
+                tuple_output=False)
     # TSN's head pools a (B*T, C, H, W) map; only its width follows the
     # backbone.
     cfg.model.cls_head.in_channels = 192
@@ -168,7 +174,7 @@ def test_mmaction2_tsn_recognizer_config(family):
     _check_family(model, family)
     # Two clips of 3 segments of 64x64 RGB frames: (num_clips*T, C, H, W).
     data = dict(
-        inputs=[torch.randint(0, 255, (3, 3, 64, 64)).float() for _ in range(2)],
+        inputs=_images(2, 3, 3, 64, 64),
         data_samples=[
             ActionDataSample().set_gt_label(torch.tensor([i]))
             for i in (1, 5)
@@ -180,12 +186,11 @@ def test_mmaction2_tsn_recognizer_config(family):
 @family
 def test_mmdet_mask_rcnn_config(family):
     from mmdet.testing import demo_mm_inputs
-    cfg = _swap('mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py')
-    cfg.model.backbone = dict(
-        type='eva_mm.EVAViT',
-        arch=ARCHS[family]['tiny'],
+    cfg = _swap(
+        'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py',
+        family,
+        'tiny',
         img_size=128,
-        patch_size=16,
         out_type='featmap',
         with_cls_token=False,
         final_norm=False,

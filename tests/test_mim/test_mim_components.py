@@ -42,19 +42,40 @@ def clip_file(tmp_path_factory):
     return clip.eval(), path
 
 
-def _mim_model(teacher: OpenCLIPTeacher) -> EVAMIM:
-    torch.manual_seed(1)
+def _mim_model(teacher: OpenCLIPTeacher | dict, seed: int = 1,
+               width: int = 32, depth: int = 2, img_size: int = 32,
+               out_channels: int = 24, backbone: dict | None = None,
+               **kwargs) -> EVAMIM:
+    """A small initialised EVAMIM: 2 heads, MLP 2 x width, patch 8.
+
+    Args:
+        teacher: The target generator (a module or its config).
+        seed: The seed set before building.
+        width: The student's width (and the head's input width).
+        depth: The student's number of blocks.
+        img_size: The input size.
+        out_channels: The teacher's feature width.
+        backbone: More EVAViT arguments.
+        **kwargs: More EVAMIM arguments.
+
+    Returns:
+        The model after ``init_weights``.
+    """
+    torch.manual_seed(seed)
     model = EVAMIM(
         backbone=dict(
             type='eva_mm.EVAViT',
-            arch=dict(embed_dims=32, num_layers=2, num_heads=2,
-                      mlp_hidden_dim=64),
-            img_size=32,
+            arch=dict(embed_dims=width, num_layers=depth, num_heads=2,
+                      mlp_hidden_dim=2 * width),
+            img_size=img_size,
             patch_size=8,
             out_type='raw',
-            with_mask_token=True),
-        head=dict(type='eva_mm.EVAMIMHead', in_channels=32, out_channels=24),
-        target_generator=teacher)
+            with_mask_token=True,
+            **(backbone or {})),
+        head=dict(type='eva_mm.EVAMIMHead', in_channels=width,
+                  out_channels=out_channels),
+        target_generator=teacher,
+        **kwargs)
     model.init_weights()
     return model
 
@@ -317,23 +338,13 @@ def _truncated_std_factor() -> float:
 
 
 def _wide_mim(init_std, **backbone) -> EVAMIM:
-    torch.manual_seed(4)
-    model = EVAMIM(
-        backbone=dict(
-            type='eva_mm.EVAViT',
-            arch=dict(embed_dims=128, num_layers=3, num_heads=2,
-                      mlp_hidden_dim=256),
-            img_size=64, patch_size=8, out_type='raw', with_mask_token=True,
-            **backbone),
-        head=dict(type='eva_mm.EVAMIMHead', in_channels=128,
-                  out_channels=96),
-        target_generator=dict(type='eva_mm.OpenCLIPTeacher',
-                              model_cfg=dict(TEACHER_CFG, vision_cfg=dict(
-                                  TEACHER_CFG['vision_cfg'],
-                                  image_size=64))),
-        init_std=init_std)
-    model.init_weights()
-    return model
+    teacher = dict(
+        type='eva_mm.OpenCLIPTeacher',
+        model_cfg=dict(
+            TEACHER_CFG,
+            vision_cfg=dict(TEACHER_CFG['vision_cfg'], image_size=64)))
+    return _mim_model(teacher, seed=4, width=128, depth=3, img_size=64,
+                      out_channels=96, backbone=backbone, init_std=init_std)
 
 
 def test_official_init_statistics():

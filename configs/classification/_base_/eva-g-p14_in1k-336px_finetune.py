@@ -9,6 +9,7 @@ _base_ = [
     './models/eva-g-p14_linear-cls.py',
     './datasets/imagenet_eva-336px.py',
     './schedules/eva-g-p14_adamw-layer-decay.py',
+    '../../_base_/schedules/warmup-cosine_by-epoch.py',
     'mmpretrain::_base_/default_runtime.py',
 ]
 
@@ -43,21 +44,9 @@ optim_wrapper = dict(
 max_epochs = 10
 warmup_epochs = 2
 param_scheduler = [
-    dict(
-        type='LinearLR',
-        start_factor=1e-8,
-        by_epoch=True,
-        begin=0,
-        end=warmup_epochs,
-        convert_to_iter_based=True),
-    dict(
-        type='CosineAnnealingLR',
-        eta_min=0.,
-        by_epoch=True,
-        begin=warmup_epochs,
-        end=max_epochs,
-        T_max=max_epochs - warmup_epochs,
-        convert_to_iter_based=True),
+    dict(_base_.param_scheduler[0], start_factor=1e-8, end=warmup_epochs),
+    dict(_base_.param_scheduler[1], eta_min=0., begin=warmup_epochs,
+         end=max_epochs, T_max=max_epochs - warmup_epochs),
 ]
 train_cfg = dict(by_epoch=True, max_epochs=max_epochs, val_interval=1)
 val_cfg = dict()

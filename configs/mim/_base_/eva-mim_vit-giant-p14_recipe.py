@@ -2,6 +2,7 @@
 # for mmengine's plain Runner. Numbers are from the EVA paper's pre-training
 # settings (arXiv:2211.07636, Appendix, "pre-training setting" table) and the
 # official EVA-01 code (baaivision/EVA, EVA-01/eva/run_eva_pretraining.py).
+_base_ = ['../../_base_/schedules/warmup-cosine_by-epoch.py']
 default_scope = 'mmpretrain'
 custom_imports = dict(imports=['eva_mm'], allow_failed_imports=False)
 
@@ -114,22 +115,11 @@ optim_wrapper = dict(
     clip_grad=dict(max_norm=3.0))  # paper: gradient clipping 3.0
 param_scheduler = [
     # Linear warm-up from 1e-6 (start_factor = 1e-6 / 1e-3), per iteration.
-    dict(
-        type='LinearLR',
-        start_factor=1e-6 / base_lr,
-        by_epoch=True,
-        begin=0,
-        end=warmup_epochs,
-        convert_to_iter_based=True),
+    dict(_base_.param_scheduler[0], start_factor=1e-6 / base_lr,
+         end=warmup_epochs),
     # Cosine decay to 1e-5 (official min_lr), per iteration.
-    dict(
-        type='CosineAnnealingLR',
-        T_max=max_epochs - warmup_epochs,
-        eta_min=1e-5,
-        by_epoch=True,
-        begin=warmup_epochs,
-        end=max_epochs,
-        convert_to_iter_based=True)
+    dict(_base_.param_scheduler[1], eta_min=1e-5, begin=warmup_epochs,
+         end=max_epochs, T_max=max_epochs - warmup_epochs),
 ]
 train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs)
 # The lr above is for the official global batch (16 x 8 x 32 x 1 = 4096);

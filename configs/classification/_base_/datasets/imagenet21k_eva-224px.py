@@ -2,34 +2,16 @@
 # intermediate fine-tuning at 224 px (EVA-01/eva/README.md: --data_set
 # image_folder, --nb_classes 21841, --input_size 224, --scale 0.5 1.0,
 # --reprob 0.0, --disable_eval_during_finetuning).
-img_size = 224
-mean = [0.48145466 * 255, 0.4578275 * 255, 0.40821073 * 255]
-std = [0.26862954 * 255, 0.26130258 * 255, 0.27577711 * 255]
-data_preprocessor = dict(num_classes=21841, mean=mean, std=std, to_rgb=True)
+_base_ = ['./eva_clip-norm_train-pipeline.py']
 
+img_size = 224
+data_preprocessor = dict(num_classes=21841)
+# The IN-21K command passes no --aa: this assumes the default of the
+# BEiT-derived run_class_finetuning.py, rand-m9-mstd0.5-inc1 (not re-checked
+# in EVA-01's copy of the script), as the shared pipeline has.
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(
-        type='RandomResizedCrop',
-        scale=img_size,
-        crop_ratio_range=(0.5, 1.0),
-        backend='pillow',
-        interpolation='bicubic'),
-    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
-    # The IN-21K command passes no --aa: this assumes the default of the
-    # BEiT-derived run_class_finetuning.py, rand-m9-mstd0.5-inc1 (not
-    # re-checked in EVA-01's copy of the script).
-    dict(
-        type='RandAugment',
-        policies='timm_increasing',
-        num_policies=2,
-        total_level=10,
-        magnitude_level=9,
-        magnitude_std=0.5,
-        hparams=dict(
-            pad_val=[round(x) for x in mean[::-1]],
-            interpolation='bicubic')),
-    dict(type='PackInputs'),
+    dict(t, crop_ratio_range=(0.5, 1.0)) if t['type'] == 'RandomResizedCrop'
+    else t for t in _base_.train_pipeline
 ]
 
 train_dataloader = dict(

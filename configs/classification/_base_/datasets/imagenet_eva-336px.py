@@ -3,47 +3,27 @@
 # rand-m9-mstd0.5-inc1 (--scale 0.08 1.0, --aa rand-m9-mstd0.5-inc1, no
 # random erasing: --reprob 0.0). Test: crop_pct=1.0, i.e. resize the short
 # edge to 336 and center-crop 336. All from EVA-01/eva/README.md.
+_base_ = [
+    './eva_clip-norm_train-pipeline.py',
+    '../../../_base_/datasets/clip-eval_224px.py',
+]
+
 dataset_type = 'ImageNet'
 img_size = 336
-# OpenAI CLIP mean/std: the normalisation of EVA-01's evaluation code
-# (EVA-01/eva/robustness_dataset.py) and of timm's eva_giant_patch14_* cfgs.
-mean = [0.48145466 * 255, 0.4578275 * 255, 0.40821073 * 255]
-std = [0.26862954 * 255, 0.26130258 * 255, 0.27577711 * 255]
-data_preprocessor = dict(num_classes=1000, mean=mean, std=std, to_rgb=True)
+data_preprocessor = dict(num_classes=1000)
 
-# mmpretrain's spelling of timm's rand-m9-mstd0.5-inc1 (pad with the mean,
-# in the BGR order of the loaded image).
-rand_augment = dict(
-    type='RandAugment',
-    policies='timm_increasing',
-    num_policies=2,
-    total_level=10,
-    magnitude_level=9,
-    magnitude_std=0.5,
-    hparams=dict(
-        pad_val=[round(x) for x in mean[::-1]], interpolation='bicubic'))
+# The shared pipeline (crop scale 0.08-1) at 336 px; its RandAugment step by
+# name for pipelines composed elsewhere.
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(
-        type='RandomResizedCrop',
-        scale=img_size,
-        crop_ratio_range=(0.08, 1.0),
-        backend='pillow',
-        interpolation='bicubic'),
-    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
-    rand_augment,
-    dict(type='PackInputs'),
+    dict(t, scale=img_size) if t['type'] == 'RandomResizedCrop' else t
+    for t in _base_.train_pipeline
 ]
+rand_augment = train_pipeline[3]
+# The shared evaluation transform at 336 px.
 test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(
-        type='ResizeEdge',
-        scale=img_size,
-        edge='short',
-        backend='pillow',
-        interpolation='bicubic'),
-    dict(type='CenterCrop', crop_size=img_size),
-    dict(type='PackInputs'),
+    dict(t, scale=img_size) if t['type'] == 'ResizeEdge' else
+    dict(t, crop_size=img_size) if t['type'] == 'CenterCrop' else t
+    for t in _base_.test_pipeline
 ]
 
 train_dataloader = dict(
