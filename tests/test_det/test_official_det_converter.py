@@ -338,6 +338,16 @@ def ln2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor):
     return weight[:, None, None] * x + bias[:, None, None]
 
 
+def conv_ln_relus(x: torch.Tensor, source: Dict[str, torch.Tensor],
+                  convs: Sequence[str]) -> torch.Tensor:
+    """detectron2's Conv2d(bias=False, norm='LN') + ReLU, conv by conv."""
+    for conv in convs:
+        x = F.conv2d(x, source[conv + '.weight'], padding=1)
+        x = F.relu(ln2d(x, source[conv + '.norm.weight'],
+                        source[conv + '.norm.bias']))
+    return x
+
+
 def test_outputs_match_detectron2_computation(tmp_path: Path) -> None:
     """RPN proposals' scores/boxes, class scores and masks computed twice."""
     num_classes = 5
@@ -392,12 +402,9 @@ def test_outputs_match_detectron2_computation(tmp_path: Path) -> None:
     boxes = torch.tensor([[10., 12., 60., 50.]]).repeat(6, 1)
     for k, weights in enumerate([(10, 10, 5, 5), (20, 20, 10, 10),
                                  (30, 30, 15, 15)]):
-        x = rois
-        for j in range(1, 5):
-            conv = f'roi_heads.box_head.{k}.conv{j}'
-            x = F.conv2d(x, source[conv + '.weight'], padding=1)
-            x = F.relu(ln2d(x, source[conv + '.norm.weight'],
-                            source[conv + '.norm.bias']))
+        x = conv_ln_relus(
+            rois, source,
+            [f'roi_heads.box_head.{k}.conv{j}' for j in range(1, 5)])
         x = F.relu(F.linear(x.flatten(1),
                             source[f'roi_heads.box_head.{k}.fc1.weight'],
                             source[f'roi_heads.box_head.{k}.fc1.bias']))
@@ -417,12 +424,8 @@ def test_outputs_match_detectron2_computation(tmp_path: Path) -> None:
     # Mask head: 4 x (conv, LN, ReLU), deconv + ReLU, 1x1 predictor with one
     # map per class.
     x = torch.randn(3, FPN, 14, 14)
-    y = x
-    for j in range(1, 5):
-        conv = f'roi_heads.mask_head.mask_fcn{j}'
-        y = F.conv2d(y, source[conv + '.weight'], padding=1)
-        y = F.relu(ln2d(y, source[conv + '.norm.weight'],
-                        source[conv + '.norm.bias']))
+    y = conv_ln_relus(
+        x, source, [f'roi_heads.mask_head.mask_fcn{j}' for j in range(1, 5)])
     y = F.relu(F.conv_transpose2d(y, source['roi_heads.mask_head.deconv.'
                                             'weight'],
                                   source['roi_heads.mask_head.deconv.bias'],
