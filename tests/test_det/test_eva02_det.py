@@ -33,7 +33,8 @@ from eva02_official import (fused_value_sums, official_attention,
                             official_rope, official_swiglu_branch)
 from paper_config_utils import build_on_meta, load_config
 from test_det_paper_configs import (_reset_scope,  # noqa: F401
-                                    lvis_shapes, shrunk_runner)
+                                    lvis_shapes, shrunk_runner,
+                                    train_one_iteration)
 from test_official_det_converter import (DEPTH, DIM, FC, FPN, GLOBAL,
                                          HEADS, IMG, MLP, PATCH, WINDOW,
                                          build,
@@ -403,13 +404,8 @@ def test_paper_config_runs_shrunk(name: str, lvis_shapes: Path,
     runner = shrunk_runner(name, lvis_shapes, tmp_path,
                            **{'model.backbone.arch': 'eva02-tiny'})
     assert runner.model.backbone.use_rot_pos_emb
-    fc1_g = runner.model.backbone.blocks[0].mlp.fc1_g.weight
-    before = fc1_g.detach().clone()
-    runner.train()
-    assert runner.iter == 1
-    assert not torch.equal(before, fc1_g)
-    hub = runner.message_hub
-    assert math.isfinite(hub.get_scalar('train/loss').current())
+    hub = train_one_iteration(runner,
+                              runner.model.backbone.blocks[0].mlp.fc1_g.weight)
     if 'objects365' not in name:
         assert math.isfinite(hub.get_scalar('train/loss_mask').current())
     ema = [h for h in runner.hooks if type(h).__name__ == 'EMAHook']
