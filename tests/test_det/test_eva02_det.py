@@ -37,7 +37,7 @@ from test_det_paper_configs import (_reset_scope,  # noqa: F401
                                     train_one_iteration)
 from test_official_det_converter import (DEPTH, DIM, FC, FPN, GLOBAL,
                                          HEADS, IMG, MLP, PATCH, WINDOW,
-                                         build,
+                                         build, dump_config,
                                          official_pos_embed, official_shapes)
 from test_official_det_converter import convert as eva01_convert
 from test_official_det_converter import shrunk as eva01_shrunk
@@ -220,8 +220,7 @@ def test_converts_loads_strictly_and_computes_as_official(
         tmp_path: Path) -> None:
     source = random_official(80)
     cfg = shrunk(COCO_1536)
-    config = tmp_path / 'coco_tiny.py'
-    cfg.dump(str(config))
+    config = dump_config(cfg, tmp_path / 'coco_tiny.py')
     conversion = convert(source, config)
     check_fits_config(conversion.state_dict, str(config))
     model = build(cfg)
@@ -276,9 +275,8 @@ def test_lvis_and_objects365_layouts(tmp_path: Path) -> None:
             ('eva02-l-p16_cascade-rcnn_lsj-1536_objects365', 9,
              dict(with_mask=False))):
         source = random_official(classes, **kwargs)
-        config = tmp_path / f'{name}.py'
         cfg = shrunk(name, classes)
-        cfg.dump(str(config))
+        config = dump_config(cfg, tmp_path / f'{name}.py')
         conversion = convert(source, config)
         result = build(cfg).load_state_dict(conversion.state_dict)
         assert not result.missing_keys and not result.unexpected_keys
