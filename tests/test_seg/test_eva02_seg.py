@@ -31,9 +31,8 @@ from eva_mm.models.utils.checkpoint import CheckpointError
 from eva_mm.models.utils.converters import SRC_FORMATS, check_fits_config
 from eva02_official import (fused_value_sums, official_attention,
                             official_rope, official_swiglu_branch)
-from paper_config_utils import load_config
-from test_seg.test_seg_configs import (CONFIG_DIR,  # noqa: F401
-                                       _reset_scope, hand_layer_id)
+from test_seg.test_seg_configs import (_reset_scope,  # noqa: F401
+                                       hand_layer_id, load)
 from test_seg.test_seg_configs import shrink_options as seg_shrink_options
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -149,7 +148,7 @@ DIM, DEPTH, HEADS, MLP, IMG, CH, AUX = 64, 4, 4, 96, 64, 32, 16
 
 
 def shrunk(name: str) -> Config:
-    cfg = load_config(CONFIG_DIR, name)
+    cfg = load(name)
     cfg.model.backbone.update(
         arch=dict(embed_dims=DIM, num_layers=DEPTH, num_heads=HEADS,
                   mlp_hidden_dim=MLP),
@@ -267,7 +266,7 @@ def test_wrong_files_fail_clearly() -> None:
 
 @pytest.mark.parametrize('name', sorted(RECIPES))
 def test_paper_config_builds_on_meta(name: str) -> None:
-    want, cfg = RECIPES[name], load_config(CONFIG_DIR, name)
+    want, cfg = RECIPES[name], load(name)
     crop = (want['crop'], ) * 2
     train = {t.type: t for t in cfg.train_dataloader.dataset.pipeline}
     assert (train['RandomResize'].scale,
@@ -346,7 +345,7 @@ def test_paper_config_trains_one_iteration_shrunk(
     if not data_root.exists():
         generate_demo_ade(str(data_root), num_train=4, num_val=1,
                           num_classes=8)
-    cfg = load_config(CONFIG_DIR, name)
+    cfg = load(name)
     # The EVA-01 configs' shrink options for data, crops and schedule; the
     # UperNet model's own.
     options = {
