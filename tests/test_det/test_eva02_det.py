@@ -24,21 +24,19 @@ from typing import Dict, Optional, Sequence
 import pytest
 import torch
 import torch.nn.functional as F
-from mmdet.registry import MODELS
 from mmengine.config import Config
 
 from eva_mm.models.utils.checkpoint import CheckpointError
 from eva_mm.models.utils.converters import check_fits_config
 from eva02_official import (fused_value_sums, official_attention,
                             official_rope, official_swiglu_branch)
-from paper_config_utils import build_on_meta, load_config
-from test_det_paper_configs import (_reset_scope,  # noqa: F401
-                                    lvis_shapes, shrunk_runner,
-                                    train_one_iteration)
+from test_det_paper_configs import (_reset_scope, build_on_meta,  # noqa: F401
+                                    load, lvis_shapes, shrunk_runner)
 from test_official_det_converter import (DEPTH, DIM, FC, FPN, GLOBAL,
                                          HEADS, IMG, MLP, PATCH, WINDOW,
                                          build, dump_config,
                                          official_pos_embed, official_shapes)
+from test_det_paper_configs import train_one_iteration
 from test_official_det_converter import convert as eva01_convert
 from test_official_det_converter import shrunk as eva01_shrunk
 
@@ -308,9 +306,9 @@ def test_config_builds_with_the_official_numbers(name: str) -> None:
     """Full size on the meta device: the official architecture, test
     settings, data sizes and schedule; the released checkpoints' full
     layout converts into exactly the model's keys and shapes."""
-    cfg, want = load_config(CONFIG_DIR, name), RECIPES[name]
+    cfg, want = load(name), RECIPES[name]
     dims, depth, heads, mlp = ARCHS[want['arch']]
-    model = build_on_meta(cfg, MODELS)
+    model = build_on_meta(cfg)
     backbone = model.backbone
     grid = want['size'] // 16
     assert (backbone.embed_dims, len(backbone.blocks)) == (dims, depth)
