@@ -401,15 +401,6 @@ def shrink_options(cfg: Config, root: Path) -> Dict[str, object]:
     return options
 
 
-def shrunk_runner(name: str, root: Path, work_dir: Path,
-                  **extra: object) -> Runner:
-    cfg = load_config(CONFIG_DIR, name)
-    cfg.merge_from_dict(dict(shrink_options(cfg, root), **extra))
-    cfg.work_dir = str(work_dir)
-    cfg.log_level = 'WARNING'
-    return Runner.from_cfg(cfg)
-
-
 def train_one_iteration(runner: Runner, weight: torch.Tensor) -> MessageHub:
     """Train ``runner`` (one iteration) and check ``weight`` was updated.
 
@@ -427,6 +418,15 @@ def train_one_iteration(runner: Runner, weight: torch.Tensor) -> MessageHub:
     hub = runner.message_hub
     assert math.isfinite(hub.get_scalar('train/loss').current())
     return hub
+
+
+def shrunk_runner(name: str, root: Path, work_dir: Path,
+                  **extra: object) -> Runner:
+    cfg = load_config(CONFIG_DIR, name)
+    cfg.merge_from_dict(dict(shrink_options(cfg, root), **extra))
+    cfg.work_dir = str(work_dir)
+    cfg.log_level = 'WARNING'
+    return Runner.from_cfg(cfg)
 
 
 @pytest.mark.parametrize('name', sorted(RECIPES))
