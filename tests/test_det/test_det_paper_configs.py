@@ -24,6 +24,7 @@ import pytest
 import torch
 from mmdet.registry import MODELS
 from mmengine.config import Config
+from mmengine.logging import MessageHub
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
@@ -397,6 +398,25 @@ def shrink_options(cfg: Config, root: Path) -> Dict[str, object]:
     return options
 
 
+def train_one_iteration(runner: Runner, weight: torch.Tensor) -> MessageHub:
+    """Train ``runner`` (one iteration) and check ``weight`` was updated.
+
+    Args:
+        runner: A runner of :func:`shrunk_runner`.
+        weight: A trained parameter of its model.
+
+    Returns:
+        The runner's message hub, whose total loss is checked finite.
+    """
+    before = weight.detach().clone()
+    runner.train()
+    assert runner.iter == 1
+    assert not torch.equal(before, weight)
+    hub = runner.message_hub
+    assert math.isfinite(hub.get_scalar('train/loss').current())
+    return hub
+
+
 def shrunk_runner(name: str, root: Path, work_dir: Path,
                   **extra: object) -> Runner:
     cfg = load_config(CONFIG_DIR, name)
@@ -417,13 +437,8 @@ def test_paper_config_runs_shrunk(name: str, lvis_shapes: Path,
         key = 'lvis/segm_AP' if 'lvis' in name else 'coco/segm_mAP'
         assert 0.0 <= metrics[key] <= 1.0
         return
-    qkv = runner.model.backbone.blocks[0].attn.qkv.weight
-    before = qkv.detach().clone()
-    runner.train()
-    assert runner.iter == 1
-    assert not torch.equal(before, qkv)
-    hub = runner.message_hub
-    assert math.isfinite(hub.get_scalar('train/loss').current())
+    hub = train_one_iteration(runner,
+                              runner.model.backbone.blocks[0].attn.qkv.weight)
     expected = {'loss_rpn_cls', 's0.loss_cls', 's2.loss_bbox'}
     if 'objects365' not in name:
         expected.add('loss_mask')  # one mask head, trained once

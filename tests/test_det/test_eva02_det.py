@@ -35,8 +35,9 @@ from paper_config_utils import build_on_meta, load_config
 from test_det_paper_configs import lvis_shapes, shrunk_runner  # noqa: F401
 from test_official_det_converter import (DEPTH, DIM, FC, FPN, GLOBAL,
                                          HEADS, IMG, MLP, PATCH, WINDOW,
-                                         build,
+                                         build, dump_config,
                                          official_pos_embed, official_shapes)
+from test_det_paper_configs import train_one_iteration
 from test_official_det_converter import convert as eva01_convert
 from test_official_det_converter import shrunk as eva01_shrunk
 
@@ -220,8 +221,7 @@ def test_converts_loads_strictly_and_computes_as_official(
         tmp_path: Path) -> None:
     source = random_official(80)
     cfg = shrunk(COCO_1536)
-    config = tmp_path / 'coco_tiny.py'
-    cfg.dump(str(config))
+    config = dump_config(cfg, tmp_path / 'coco_tiny.py')
     conversion = convert(source, config)
     check_fits_config(conversion.state_dict, str(config))
     model = build(cfg)
@@ -276,9 +276,8 @@ def test_lvis_and_objects365_layouts(tmp_path: Path) -> None:
             ('eva02-l-p16_cascade-rcnn_lsj-1536_objects365', 9,
              dict(with_mask=False))):
         source = random_official(classes, **kwargs)
-        config = tmp_path / f'{name}.py'
         cfg = shrunk(name, classes)
-        cfg.dump(str(config))
+        config = dump_config(cfg, tmp_path / f'{name}.py')
         conversion = convert(source, config)
         result = build(cfg).load_state_dict(conversion.state_dict)
         assert not result.missing_keys and not result.unexpected_keys
@@ -405,13 +404,8 @@ def test_paper_config_runs_shrunk(name: str, lvis_shapes: Path,
     runner = shrunk_runner(name, lvis_shapes, tmp_path,
                            **{'model.backbone.arch': 'eva02-tiny'})
     assert runner.model.backbone.use_rot_pos_emb
-    fc1_g = runner.model.backbone.blocks[0].mlp.fc1_g.weight
-    before = fc1_g.detach().clone()
-    runner.train()
-    assert runner.iter == 1
-    assert not torch.equal(before, fc1_g)
-    hub = runner.message_hub
-    assert math.isfinite(hub.get_scalar('train/loss').current())
+    hub = train_one_iteration(runner,
+                              runner.model.backbone.blocks[0].mlp.fc1_g.weight)
     if 'objects365' not in name:
         assert math.isfinite(hub.get_scalar('train/loss_mask').current())
     ema = [h for h in runner.hooks if type(h).__name__ == 'EMAHook']

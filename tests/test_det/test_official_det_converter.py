@@ -200,6 +200,12 @@ def convert(source: Dict[str, torch.Tensor], config: Optional[Path] = None,
     return SRC_FORMATS[src_format].convert(source, args)
 
 
+def dump_config(cfg: Config, path: Path) -> Path:
+    """Write ``cfg`` to ``path``, the file the converter's --config reads."""
+    cfg.dump(str(path))
+    return path
+
+
 def build(cfg: Config) -> torch.nn.Module:
     init_default_scope('mmdet')
     return MODELS.build(cfg.model).eval()
@@ -225,8 +231,7 @@ def test_coco_converts_and_every_tensor_lands(tmp_path: Path) -> None:
     source = random_official(80)
     cfg = shrunk(COCO)
     # The shrunk config file: check_fits_config and the converter read it.
-    config = tmp_path / 'coco_tiny.py'
-    cfg.dump(str(config))
+    config = dump_config(cfg, tmp_path / 'coco_tiny.py')
     conversion = convert(source, config)
     check_fits_config(conversion.state_dict, str(config))
     model = load_strict(cfg, conversion.state_dict)
@@ -335,6 +340,16 @@ def ln2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor):
     return weight[:, None, None] * x + bias[:, None, None]
 
 
+def conv_ln_relus(x: torch.Tensor, source: Dict[str, torch.Tensor],
+                  convs: Sequence[str]) -> torch.Tensor:
+    """detectron2's Conv2d(bias=False, norm='LN') + ReLU, conv by conv."""
+    for conv in convs:
+        x = F.conv2d(x, source[conv + '.weight'], padding=1)
+        x = F.relu(ln2d(x, source[conv + '.norm.weight'],
+                        source[conv + '.norm.bias']))
+    return x
+
+
 def test_outputs_match_detectron2_computation(tmp_path: Path) -> None:
     """RPN proposals' scores/boxes, class scores and masks computed twice."""
     num_classes = 5
@@ -343,8 +358,7 @@ def test_outputs_match_detectron2_computation(tmp_path: Path) -> None:
     # -log(1000 / 16), detectron2 only from above (checked below).
     source['proposal_generator.rpn_head.anchor_deltas.weight'] *= 0.1
     cfg = shrunk(COCO, num_classes)
-    config = tmp_path / 'coco5.py'
-    cfg.dump(str(config))
+    config = dump_config(cfg, tmp_path / 'coco5.py')
     model = load_strict(cfg, convert(source, config).state_dict)
     torch.manual_seed(0)
     feats = [torch.randn(1, FPN, s, s) for s in (32, 16, 8, 4, 2)]
@@ -389,12 +403,9 @@ def test_outputs_match_detectron2_computation(tmp_path: Path) -> None:
     boxes = torch.tensor([[10., 12., 60., 50.]]).repeat(6, 1)
     for k, weights in enumerate([(10, 10, 5, 5), (20, 20, 10, 10),
                                  (30, 30, 15, 15)]):
-        x = rois
-        for j in range(1, 5):
-            conv = f'roi_heads.box_head.{k}.conv{j}'
-            x = F.conv2d(x, source[conv + '.weight'], padding=1)
-            x = F.relu(ln2d(x, source[conv + '.norm.weight'],
-                            source[conv + '.norm.bias']))
+        x = conv_ln_relus(
+            rois, source,
+            [f'roi_heads.box_head.{k}.conv{j}' for j in range(1, 5)])
         x = F.relu(F.linear(x.flatten(1),
                             source[f'roi_heads.box_head.{k}.fc1.weight'],
                             source[f'roi_heads.box_head.{k}.fc1.bias']))
@@ -414,12 +425,8 @@ def test_outputs_match_detectron2_computation(tmp_path: Path) -> None:
     # Mask head: 4 x (conv, LN, ReLU), deconv + ReLU, 1x1 predictor with one
     # map per class.
     x = torch.randn(3, FPN, 14, 14)
-    y = x
-    for j in range(1, 5):
-        conv = f'roi_heads.mask_head.mask_fcn{j}'
-        y = F.conv2d(y, source[conv + '.weight'], padding=1)
-        y = F.relu(ln2d(y, source[conv + '.norm.weight'],
-                        source[conv + '.norm.bias']))
+    y = conv_ln_relus(
+        x, source, [f'roi_heads.mask_head.mask_fcn{j}' for j in range(1, 5)])
     y = F.relu(F.conv_transpose2d(y, source['roi_heads.mask_head.deconv.'
                                             'weight'],
                                   source['roi_heads.mask_head.deconv.bias'],
@@ -433,8 +440,7 @@ def test_outputs_match_detectron2_computation(tmp_path: Path) -> None:
 def test_lvis_drops_only_the_fed_loss_weights(tmp_path: Path) -> None:
     source = random_official(7, seed=2, fed_loss=True)
     cfg = shrunk(LVIS, 7)
-    config = tmp_path / 'lvis7.py'
-    cfg.dump(str(config))
+    config = dump_config(cfg, tmp_path / 'lvis7.py')
     conversion = convert(source, config)
     assert conversion.dropped == [
         f'roi_heads.box_predictor.{k}.fed_loss_cls_weights'
@@ -487,8 +493,7 @@ def test_wrong_files_fail_clearly(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match='not an EVA-01 detectron2'):
         convert(seg, img_size=IMG)
     # A class count that does not fit the config.
-    config = tmp_path / 'lvis.py'
-    shrunk(LVIS, 7).dump(str(config))
+    config = dump_config(shrunk(LVIS, 7), tmp_path / 'lvis.py')
     with pytest.raises(CheckpointError, match='80 classes.*num_classes=7'):
         convert(source, config)
     # A key of some other model part.
@@ -504,8 +509,7 @@ def test_wrong_files_fail_clearly(tmp_path: Path) -> None:
 def test_cli_writes_only_fitting_results(tmp_path: Path) -> None:
     src = tmp_path / 'eva_coco_det.pth'
     torch.save({'model': random_official(80), 'iteration': 1}, src)
-    config = tmp_path / 'coco_tiny.py'
-    shrunk(COCO).dump(str(config))
+    config = dump_config(shrunk(COCO), tmp_path / 'coco_tiny.py')
     dst = tmp_path / 'out.pth'
     convert_eva.main(['--src-format', 'official-det', str(src), str(dst),
                       '--config', str(config)])
@@ -514,8 +518,7 @@ def test_cli_writes_only_fitting_results(tmp_path: Path) -> None:
     load_strict(shrunk(COCO), saved['state_dict'])
     # The LVIS config does not fit: an error, nothing written.
     bad = tmp_path / 'bad.pth'
-    lvis = tmp_path / 'lvis.py'
-    shrunk(LVIS, 7).dump(str(lvis))
+    lvis = dump_config(shrunk(LVIS, 7), tmp_path / 'lvis.py')
     with pytest.raises(SystemExit, match='num_classes=7'):
         convert_eva.main(['--src-format', 'official-det', str(src),
                           str(bad), '--config', str(lvis)])

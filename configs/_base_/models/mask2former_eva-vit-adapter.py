@@ -24,6 +24,22 @@ data_preprocessor = dict(
     # are not padded (the test pipeline resizes them to a multiple of 32),
     # and slide inference cuts them into 896 windows.
     size=(896, 896))
+# The FFN of the pixel decoder's and the transformer decoder's layers, and
+# the transformer decoder's self- and cross-attention (the same settings);
+# deleted below, so they are not config keys.
+_ffn_cfg = dict(
+    embed_dims=channels,
+    feedforward_channels=4096,  # EVA config
+    num_fcs=2,
+    ffn_drop=0.0,
+    act_cfg=dict(type='ReLU', inplace=True))
+_decoder_attn_cfg = dict(
+    embed_dims=channels,
+    num_heads=32,  # EVA config: MultiheadAttention heads
+    attn_drop=0.0,
+    proj_drop=0.0,
+    dropout_layer=None,
+    batch_first=True)
 model = dict(
     type='eva_mm.Mask2FormerEncoderDecoder',
     data_preprocessor=data_preprocessor,
@@ -90,12 +106,7 @@ model = dict(
                         batch_first=True,
                         norm_cfg=None,
                         init_cfg=None),
-                    ffn_cfg=dict(
-                        embed_dims=channels,
-                        feedforward_channels=4096,  # EVA config
-                        num_fcs=2,
-                        ffn_drop=0.0,
-                        act_cfg=dict(type='ReLU', inplace=True))),
+                    ffn_cfg=_ffn_cfg),
                 init_cfg=None),
             # EVA config: SinePositionalEncoding num_feats=512 (= 1024 / 2).
             positional_encoding=dict(num_feats=channels // 2, normalize=True),
@@ -106,28 +117,10 @@ model = dict(
             return_intermediate=True,
             num_layers=8,  # EVA config: transformer_decoder num_layers
             layer_cfg=dict(
-                self_attn_cfg=dict(
-                    embed_dims=channels,
-                    num_heads=32,  # EVA config: MultiheadAttention heads
-                    attn_drop=0.0,
-                    proj_drop=0.0,
-                    dropout_layer=None,
-                    batch_first=True),
-                cross_attn_cfg=dict(
-                    embed_dims=channels,
-                    num_heads=32,
-                    attn_drop=0.0,
-                    proj_drop=0.0,
-                    dropout_layer=None,
-                    batch_first=True),
-                ffn_cfg=dict(
-                    embed_dims=channels,
-                    feedforward_channels=4096,  # EVA config
-                    num_fcs=2,
-                    act_cfg=dict(type='ReLU', inplace=True),
-                    ffn_drop=0.0,
-                    dropout_layer=None,
-                    add_identity=True)),
+                self_attn_cfg=_decoder_attn_cfg,
+                cross_attn_cfg=_decoder_attn_cfg,
+                ffn_cfg=dict(_ffn_cfg, dropout_layer=None,
+                             add_identity=True)),
             init_cfg=None),
         # Losses, matching costs and point sampling: the Mask2Former values
         # of the EVA config's base (ViT-Adapter's mask2former_beit.py), the
@@ -174,6 +167,7 @@ model = dict(
     # EVA config: test_cfg mode='slide', crop_size=(896, 896),
     # stride=(512, 512).
     test_cfg=dict(mode='slide', crop_size=(896, 896), stride=(512, 512)))
+del _ffn_cfg, _decoder_attn_cfg
 # EVA config's base: find_unused_parameters is commented out (official
 # seg/configs/_base_/models/mask2former_beit.py, last line), so DDP runs
 # with its default, False: every parameter gets a gradient each step.

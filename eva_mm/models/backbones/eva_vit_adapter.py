@@ -2,7 +2,7 @@
 backbone."""
 import math
 from functools import partial
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -77,21 +77,12 @@ class EVAViTAdapter(EVAViT):
         patch_size: Patch size (16 in EVA-01 seg: the 14-pixel pre-trained
             kernel is resized on load).
         in_channels: Image channels.
-        with_cls_token: Keep the cls token (EVA-01 seg does).
-        qkv_bias: See :class:`EVAViT`.
-        drop_rate: See :class:`EVAViT`.
-        attn_drop_rate: See :class:`EVAViT`.
+        drop_rate: Dropout of the ViT (see :class:`EVAViT`) and of the
+            extractors' ConvFFN.
         drop_path_rate: Stochastic depth of the ViT blocks (linear in
             depth), see :class:`EVAViT`.
-        layer_scale_init_value: See :class:`EVAViT`.
         norm_eps: LayerNorm epsilon, of the ViT and the adapter.
         fp32_norm: Compute every LayerNorm in fp32.
-        use_abs_pos_embed: See :class:`EVAViT`.
-        rel_pos: See :class:`EVAViT`.
-        window_size: Window attention; ViT-Adapter attends globally (0).
-        global_block_indexes: See :class:`EVAViT`.
-        frozen_stages: See :class:`EVAViT`.
-        freeze_patch_embed: See :class:`EVAViT`.
         with_cp: Activation checkpointing of the ViT blocks, injectors and
             extractors while training.
         conv_inplane: Width of the spatial prior's stem.
@@ -119,6 +110,13 @@ class EVAViTAdapter(EVAViT):
         init_cfg: ``dict(type='Pretrained', checkpoint=...)`` loads a plain
             EVAViT checkpoint into the ViT part; the adapter keeps its
             initialisation.
+        **vit_kwargs: Further :class:`EVAViT` options with EVAViT's defaults,
+            e.g. ``with_cls_token`` (True: EVA-01 seg keeps the cls token),
+            ``qkv_bias``, ``attn_drop_rate``, ``layer_scale_init_value``,
+            ``use_abs_pos_embed``, ``rel_pos``, ``window_size`` (0:
+            ViT-Adapter attends globally), ``global_block_indexes``,
+            ``frozen_stages``, ``freeze_patch_embed``. ``out_type`` and
+            ``final_norm`` are the adapter's (feature maps, no final norm).
     """
 
     # Not in a pre-trained ViT file: the checkpoint loader leaves them at
@@ -131,20 +129,10 @@ class EVAViTAdapter(EVAViT):
                  img_size: Union[int, Sequence[int]] = 896,
                  patch_size: Optional[int] = 16,
                  in_channels: int = 3,
-                 with_cls_token: bool = True,
-                 qkv_bias: bool = True,
                  drop_rate: float = 0.,
-                 attn_drop_rate: float = 0.,
                  drop_path_rate: float = 0.,
-                 layer_scale_init_value: float = 0.,
                  norm_eps: float = 1e-6,
                  fp32_norm: bool = False,
-                 use_abs_pos_embed: bool = True,
-                 rel_pos: Optional[str] = None,
-                 window_size: int = 0,
-                 global_block_indexes: Sequence[int] = (),
-                 frozen_stages: int = -1,
-                 freeze_patch_embed: bool = False,
                  with_cp: bool = False,
                  conv_inplane: int = 64,
                  deform_num_heads: int = 16,
@@ -158,30 +146,22 @@ class EVAViTAdapter(EVAViT):
                  use_extra_extractor: bool = True,
                  cffn_drop_path_rate: Optional[float] = None,
                  norm_cfg: Optional[dict] = None,
-                 init_cfg: Optional[dict] = None) -> None:
+                 init_cfg: Optional[dict] = None,
+                 **vit_kwargs: Any) -> None:
         super().__init__(
             arch=arch,
             img_size=img_size,
             patch_size=patch_size,
             in_channels=in_channels,
             out_type='featmap',
-            with_cls_token=with_cls_token,
             final_norm=False,
-            qkv_bias=qkv_bias,
             drop_rate=drop_rate,
-            attn_drop_rate=attn_drop_rate,
             drop_path_rate=drop_path_rate,
-            layer_scale_init_value=layer_scale_init_value,
             norm_eps=norm_eps,
             fp32_norm=fp32_norm,
-            use_abs_pos_embed=use_abs_pos_embed,
-            rel_pos=rel_pos,
-            window_size=window_size,
-            global_block_indexes=global_block_indexes,
-            frozen_stages=frozen_stages,
-            freeze_patch_embed=freeze_patch_embed,
             with_cp=with_cp,
-            init_cfg=init_cfg)
+            init_cfg=init_cfg,
+            **vit_kwargs)
         self.interaction_indexes = self._check_interaction_indexes(
             interaction_indexes, add_vit_feature)
         self.add_vit_feature = add_vit_feature
