@@ -6,17 +6,17 @@ model, :func:`draw_result` draws a prediction and :func:`result_to_json`
 turns it into plain JSON. mmdet and mmseg are imported inside the functions
 so that ``import eva_mm`` stays light.
 
-The models are built and run by the toolboxes' own task functions (mmdet's
-``init_detector`` / ``inference_detector``, mmseg's ``init_model`` /
-``inference_model``). Their inferencer classes, mmdet's ``DetInferencer``
-and mmseg's ``MMSegInferencer``, are not used because they do not give
-today's behaviour: ``DetInferencer`` keeps the config's test pipeline, whose
-``LoadAnnotations`` (every evaluation config has one) fails on a bare image;
-both load checkpoints with warnings only, where :func:`init_model` refuses a
-partial load; and both write other files (``DetInferencer``'s
-``preds/*.json`` holds unthresholded label ids without class names,
-``MMSegInferencer`` writes ``*_pred.png`` without per-class pixel counts or a
-legend on the picture).
+The models are built by the toolboxes' task functions (mmdet's
+``init_detector``, mmseg's ``init_model``) and their checkpoints checked to
+load whole. They run through the toolboxes' inferencers, mmdet's
+``DetInferencer`` and mmseg's ``MMSegInferencer``, subclassed in
+:mod:`eva_mm.apis.inferencers` only where they differ: they take the
+strictly loaded model instead of loading with warnings, and a test pipeline
+without ``LoadAnnotations``. Pictures are drawn by the inferencers'
+visualizers; the legend beside segmentations and the JSON of
+:func:`result_to_json` (class names, a score threshold, RLE masks,
+per-class pixel counts) are this module's, as the inferencers' own output
+files hold neither.
 """
 import os
 import os.path as osp
@@ -110,20 +110,20 @@ def init_model(config: Union[str, Config],
     return model
 
 
-def _detection_pipeline(model: torch.nn.Module, image: ImageType):
-    """mmdet's test pipeline for bare images (no annotations to load)."""
-    from mmcv.transforms import Compose
-    from mmdet.utils import get_test_pipeline_cfg
+def task_inferencer(model: torch.nn.Module):
+    """The toolbox's inferencer around a model from :func:`init_model`.
 
-    # Configs evaluated on a data set load annotations in the test pipeline;
-    # an image given alone has none, so that step must go.
-    steps = [
-        step for step in get_test_pipeline_cfg(model.cfg.copy())
-        if step['type'] not in ('LoadAnnotations', 'mmdet.LoadAnnotations')
-    ]
-    if isinstance(image, np.ndarray):
-        steps[0] = dict(steps[0], type='mmdet.LoadImageFromNDArray')
-    return Compose(steps)
+    Args:
+        model: A model from :func:`init_model`.
+
+    Returns:
+        An ``EVADetInferencer`` or ``EVASegInferencer`` (see
+        :mod:`eva_mm.apis.inferencers`).
+    """
+    from eva_mm.apis.inferencers import EVADetInferencer, EVASegInferencer
+    if task_scope(model.cfg) == 'mmseg':
+        return EVASegInferencer(model)
+    return EVADetInferencer(model)
 
 
 def inference(
@@ -139,13 +139,14 @@ def inference(
         A ``DetDataSample`` or ``SegDataSample`` per image; a single one for
         a single image.
     """
-    if task_scope(model.cfg) == 'mmseg':
-        from mmseg.apis import inference_model
-        return inference_model(model, images)
-    from mmdet.apis import inference_detector
-    first = images[0] if isinstance(images, (list, tuple)) else images
-    return inference_detector(
-        model, images, test_pipeline=_detection_pipeline(model, first))
+    batch = list(images) if isinstance(images, (list, tuple)) else [images]
+    results = task_inferencer(model)(batch, return_datasamples=True)
+    # mmdet's returns them in a dict, mmseg's alone and unlisted if one.
+    if isinstance(results, dict):
+        results = results['predictions']
+    if not isinstance(results, list):
+        results = [results]
+    return results if isinstance(images, (list, tuple)) else results[0]
 
 
 def class_names(model: torch.nn.Module) -> Tuple[str, ...]:
@@ -209,24 +210,19 @@ def draw_result(model: torch.nn.Module,
         image, str) else mmcv.bgr2rgb(image)
     rgb = mmcv.imrescale(rgb, zoom, interpolation='nearest')
     result = result.clone()
+    visualizer = task_inferencer(model).visualizer
     if task_scope(model.cfg) == 'mmdet':
-        from mmdet.visualization import DetLocalVisualizer
         pred = result.pred_instances
         pred.bboxes = pred.bboxes * zoom
         if 'masks' in pred:
             pred.masks = _upscale(pred.masks, zoom)
-        visualizer = DetLocalVisualizer(name='eva_mm_det', line_width=2)
-        visualizer.dataset_meta = model.dataset_meta
         visualizer.add_datasample(
             'image', rgb, data_sample=result, draw_gt=False,
             pred_score_thr=score_thr)
         picture = visualizer.get_image()
     else:
-        from mmseg.visualization import SegLocalVisualizer
         labels = result.pred_sem_seg.data
         result.pred_sem_seg.data = _upscale(labels, zoom)
-        visualizer = SegLocalVisualizer(name='eva_mm_seg', alpha=0.6)
-        visualizer.dataset_meta = model.dataset_meta
         # mmseg writes class names inside the regions, where they overlap on
         # small or fragmented ones; a legend beside the image stays legible.
         visualizer.add_datasample(

@@ -1,0 +1,98 @@
+"""mmdet's ``DetInferencer`` and mmseg's ``MMSegInferencer`` around a model
+built and strictly loaded by :func:`eva_mm.apis.init_model`.
+
+Reused from the toolboxes: input listing (paths, arrays, folders), the test
+pipeline with their ``InferencerLoader``, batching and collation, the forward
+pass and the visualizers. Overridden, and why:
+
+- ``_init_model`` returns the given model: the inferencers' own loader only
+  warns about missing weights, where ``init_model`` refuses a partial load.
+- ``_init_pipeline`` drops ``LoadAnnotations`` (every evaluation config has
+  one and a bare image has no annotations; mmseg's drops it itself, mmdet's
+  does not) and reads the pipeline where the toolboxes' single-image
+  functions do (mmdet: the test data set's, mmseg: ``test_pipeline``, which
+  configs written for inference alone have without a test data set).
+- ``_init_visualizer`` gives the toolbox visualizer without requiring a
+  ``visualizer`` entry in the config, with the model's classes and palette.
+
+The output files stay those of ``tools/image_demo.py`` (see
+``eva_mm.apis.result_to_json``): the inferencers' own ``preds/*.json`` holds
+unthresholded label ids without class names, and mmseg's ``*_pred.png`` has
+no per-class pixel counts.
+
+This module imports mmdet and mmseg; :mod:`eva_mm.apis.inference` imports it
+only when a model runs, so that ``import eva_mm`` stays light.
+"""
+import copy
+from typing import Optional, Sequence
+
+import torch
+from mmdet.apis import DetInferencer
+from mmdet.utils import get_test_pipeline_cfg
+from mmdet.visualization import DetLocalVisualizer
+from mmengine.config import Config
+from mmengine.dataset import Compose
+from mmengine.visualization import Visualizer
+from mmseg.apis import MMSegInferencer
+from mmseg.visualization import SegLocalVisualizer
+
+
+def _bare_image_config(pipeline: Sequence[dict]) -> Config:
+    """A config holding ``pipeline`` without its annotation loading, where
+    the inferencers' ``_init_pipeline`` reads it."""
+    steps = [
+        copy.deepcopy(step) for step in pipeline
+        if step['type'] not in ('LoadAnnotations', 'mmdet.LoadAnnotations')
+    ]
+    return Config(dict(test_dataloader=dict(dataset=dict(pipeline=steps))))
+
+
+class EVADetInferencer(DetInferencer):
+    """mmdet's ``DetInferencer`` on an already loaded detector.
+
+    Args:
+        model: A detector from :func:`eva_mm.apis.init_model`.
+    """
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self._model = model
+        super().__init__(model.cfg, show_progress=False)
+
+    def _init_model(self, cfg: Config, weights: Optional[str],
+                    device: str) -> torch.nn.Module:
+        return self._model
+
+    def _init_pipeline(self, cfg: Config) -> Compose:
+        return super()._init_pipeline(
+            _bare_image_config(get_test_pipeline_cfg(cfg)))
+
+    def _init_visualizer(self, cfg: Config) -> Visualizer:
+        visualizer = DetLocalVisualizer(name='eva_mm_det', line_width=2)
+        visualizer.dataset_meta = self._model.dataset_meta
+        return visualizer
+
+
+class EVASegInferencer(MMSegInferencer):
+    """mmseg's ``MMSegInferencer`` on an already loaded segmentor.
+
+    Args:
+        model: A segmentor from :func:`eva_mm.apis.init_model`.
+    """
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self._model = model
+        super().__init__(model.cfg)
+        # mmseg's __init__ sets the visualizer's classes (Cityscapes' when
+        # given none); the model's are the ones it predicts.
+        self.visualizer.dataset_meta = model.dataset_meta
+        self.show_progress = False
+
+    def _init_model(self, cfg: Config, weights: Optional[str],
+                    device: str) -> torch.nn.Module:
+        return self._model
+
+    def _init_pipeline(self, cfg: Config) -> Compose:
+        return super()._init_pipeline(_bare_image_config(cfg.test_pipeline))
+
+    def _init_visualizer(self, cfg: Config) -> Visualizer:
+        return SegLocalVisualizer(name='eva_mm_seg', alpha=0.6)
