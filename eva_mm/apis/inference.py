@@ -7,20 +7,35 @@ turns it into plain JSON. mmdet and mmseg are imported inside the functions
 so that ``import eva_mm`` stays light.
 
 The models are built by the toolboxes' task functions (mmdet's
-``init_detector``, mmseg's ``init_model``) and their checkpoints checked to
-load whole. They run through the toolboxes' inferencers, mmdet's
-``DetInferencer`` and mmseg's ``MMSegInferencer``, subclassed in
-:mod:`eva_mm.apis.inferencers` only where they differ: they take the
-strictly loaded model instead of loading with warnings, and a test pipeline
-without ``LoadAnnotations``. Pictures are drawn by the inferencers'
-visualizers; the legend beside segmentations and the JSON of
-:func:`result_to_json` (class names, a score threshold, RLE masks,
-per-class pixel counts) are this module's, as the inferencers' own output
-files hold neither.
+``init_detector``, mmseg's ``init_model``) and run by their inferencers,
+mmdet's ``DetInferencer`` and mmseg's ``MMSegInferencer``, subclassed in
+:mod:`eva_mm.apis.inferencers`. Reused: input listing (paths, BGR arrays),
+the test pipeline with the toolboxes' ``InferencerLoader``, batching and
+collation, the forward pass, and the visualizers that :func:`draw_result`
+draws with. Overridden, and why:
+
+- ``_init_model`` returns the model :func:`init_model` made: the
+  inferencers' loader only warns about missing weights, where
+  :func:`init_model` refuses a partial load unless ``allow_partial_load``.
+- ``_init_pipeline`` drops ``LoadAnnotations``, which every evaluation config
+  has and a bare image cannot feed (mmseg's drops it itself, mmdet's does
+  not), and reads the pipeline where the toolboxes' single-image functions
+  do (mmdet: the test data set's; mmseg: ``test_pipeline``, which configs
+  written for inference alone have without a test data set).
+- ``_init_visualizer`` gives the toolbox visualizer with the model's classes
+  and palette, without a ``visualizer`` entry in the config.
+
+The output files of ``tools/image_demo.py`` come from :func:`draw_result`
+and :func:`result_to_json`, not from the inferencers' ``visualize`` and
+``postprocess``: those name pictures after the input's extension, write
+``preds/*.json`` with unthresholded label ids and no class names (mmdet) or
+``*_pred.png`` without per-class pixel counts (mmseg), and draw no legend,
+so each would be overridden whole.
 """
 import os
 import os.path as osp
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import (TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple,
+                    Union)
 
 import cv2
 import mmcv
@@ -28,6 +43,10 @@ import numpy as np
 import torch
 from mmengine.config import Config
 from mmengine.structures import BaseDataElement
+
+if TYPE_CHECKING:
+    # mmengine.infer imports mmengine's runner, a second at start-up.
+    from mmengine.infer import BaseInferencer
 
 ImageType = Union[str, np.ndarray]
 # The OpenMMLab libraries this module can drive, by default_scope.
@@ -110,7 +129,7 @@ def init_model(config: Union[str, Config],
     return model
 
 
-def task_inferencer(model: torch.nn.Module):
+def _task_inferencer(model: torch.nn.Module) -> 'BaseInferencer':
     """The toolbox's inferencer around a model from :func:`init_model`.
 
     Args:
@@ -140,7 +159,7 @@ def inference(
         a single image.
     """
     batch = list(images) if isinstance(images, (list, tuple)) else [images]
-    results = task_inferencer(model)(batch, return_datasamples=True)
+    results = _task_inferencer(model)(batch, return_datasamples=True)
     # mmdet's returns them in a dict, mmseg's alone and unlisted if one.
     if isinstance(results, dict):
         results = results['predictions']
@@ -210,7 +229,7 @@ def draw_result(model: torch.nn.Module,
         image, str) else mmcv.bgr2rgb(image)
     rgb = mmcv.imrescale(rgb, zoom, interpolation='nearest')
     result = result.clone()
-    visualizer = task_inferencer(model).visualizer
+    visualizer = _task_inferencer(model).visualizer
     if task_scope(model.cfg) == 'mmdet':
         pred = result.pred_instances
         pred.bboxes = pred.bboxes * zoom

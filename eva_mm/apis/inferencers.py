@@ -1,27 +1,7 @@
-"""mmdet's ``DetInferencer`` and mmseg's ``MMSegInferencer`` around a model
-built and strictly loaded by :func:`eva_mm.apis.init_model`.
-
-Reused from the toolboxes: input listing (paths, arrays, folders), the test
-pipeline with their ``InferencerLoader``, batching and collation, the forward
-pass and the visualizers. Overridden, and why:
-
-- ``_init_model`` returns the given model: the inferencers' own loader only
-  warns about missing weights, where ``init_model`` refuses a partial load.
-- ``_init_pipeline`` drops ``LoadAnnotations`` (every evaluation config has
-  one and a bare image has no annotations; mmseg's drops it itself, mmdet's
-  does not) and reads the pipeline where the toolboxes' single-image
-  functions do (mmdet: the test data set's, mmseg: ``test_pipeline``, which
-  configs written for inference alone have without a test data set).
-- ``_init_visualizer`` gives the toolbox visualizer without requiring a
-  ``visualizer`` entry in the config, with the model's classes and palette.
-
-The output files stay those of ``tools/image_demo.py`` (see
-``eva_mm.apis.result_to_json``): the inferencers' own ``preds/*.json`` holds
-unthresholded label ids without class names, and mmseg's ``*_pred.png`` has
-no per-class pixel counts.
-
-This module imports mmdet and mmseg; :mod:`eva_mm.apis.inference` imports it
-only when a model runs, so that ``import eva_mm`` stays light.
+"""mmdet's and mmseg's inferencers on a model from
+:func:`eva_mm.apis.init_model`; what is overridden and why is told at the
+top of :mod:`eva_mm.apis.inference`, which imports this module (and so mmdet
+and mmseg) only when a model runs.
 """
 import copy
 from typing import Optional, Sequence
