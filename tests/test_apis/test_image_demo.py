@@ -158,6 +158,29 @@ def test_detection_folder(images: List[str], det_checkpoint: str,
     assert result_to_json(result, DEMO_SHAPES_CLASSES) == dict(instances=[])
 
 
+def test_inference_matches_task_functions(images: List[str],
+                                          det_checkpoint: str) -> None:
+    """The inferencers predict what mmdet's ``inference_detector`` does with
+    the test pipeline minus ``LoadAnnotations``, from paths or arrays."""
+    from mmcv.transforms import Compose
+    from mmdet.apis import inference_detector
+    from mmdet.utils import get_test_pipeline_cfg
+    model = init_model(DET_CONFIG, det_checkpoint)
+    steps = get_test_pipeline_cfg(model.cfg)
+    assert any(step['type'] == 'LoadAnnotations' for step in steps)
+    expected = inference_detector(
+        model, images, test_pipeline=Compose(
+            [step for step in steps if step['type'] != 'LoadAnnotations']))
+    by_path = inference(model, images)
+    by_array = [inference(model, cv2.imread(path)) for path in images]
+    assert isinstance(by_path, list) and len(by_path) == len(images)
+    for want, *got in zip(expected, by_path, by_array):
+        for result in got:
+            for key in ('bboxes', 'scores', 'labels', 'masks'):
+                assert torch.equal(result.pred_instances[key],
+                                   want.pred_instances[key]), key
+
+
 def load_tool(path: str) -> ModuleType:
     """A tools/ script as a module, for calling its functions in process."""
     spec = importlib.util.spec_from_file_location(
@@ -235,7 +258,12 @@ def test_segmentation_image(images: List[str], tmp_path) -> None:
     label = cv2.imread(
         osp.join(out_dir, 'preds', stem + '_label.png'), cv2.IMREAD_UNCHANGED)
     assert label.shape == cv2.imread(images[0]).shape[:2]
-    result = inference(init_model(str(config), checkpoint), images[0])
+    model = init_model(str(config), checkpoint)
+    result = inference(model, images[0])
+    # The same logits as mmseg's own single-image function.
+    from mmseg.apis import inference_model
+    assert torch.equal(result.seg_logits.data,
+                       inference_model(model, images[0]).seg_logits.data)
     expected = result.seg_logits.data.argmax(dim=0).numpy()
     assert (label == expected).all()
     with open(osp.join(out_dir, 'preds', stem + '.json')) as f:
