@@ -17,46 +17,12 @@ from mmseg.apis import MMSegInferencer
 from mmseg.visualization import SegLocalVisualizer
 
 
-def _bare_image_config(pipeline: Sequence[dict]) -> Config:
-    """A config holding ``pipeline`` without its annotation loading, where
-    the inferencers' ``_init_pipeline`` reads it."""
-    steps = [
-        copy.deepcopy(step) for step in pipeline
-        if step['type'] not in ('LoadAnnotations', 'mmdet.LoadAnnotations')
-    ]
-    return Config(dict(test_dataloader=dict(dataset=dict(pipeline=steps))))
-
-
-class EVADetInferencer(DetInferencer):
-    """mmdet's ``DetInferencer`` on an already loaded detector.
+class _OnBuiltModel:
+    """What both inferencers override: the model comes built and strictly
+    loaded, and the test pipeline goes without ``LoadAnnotations``.
 
     Args:
-        model: A detector from :func:`eva_mm.apis.init_model`.
-    """
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        self._model = model
-        super().__init__(model.cfg, show_progress=False)
-
-    def _init_model(self, cfg: Config, weights: Optional[str],
-                    device: str) -> torch.nn.Module:
-        return self._model
-
-    def _init_pipeline(self, cfg: Config) -> Compose:
-        return super()._init_pipeline(
-            _bare_image_config(get_test_pipeline_cfg(cfg)))
-
-    def _init_visualizer(self, cfg: Config) -> Visualizer:
-        visualizer = DetLocalVisualizer(name='eva_mm_det', line_width=2)
-        visualizer.dataset_meta = self._model.dataset_meta
-        return visualizer
-
-
-class EVASegInferencer(MMSegInferencer):
-    """mmseg's ``MMSegInferencer`` on an already loaded segmentor.
-
-    Args:
-        model: A segmentor from :func:`eva_mm.apis.init_model`.
+        model: A model from :func:`eva_mm.apis.init_model`.
     """
 
     def __init__(self, model: torch.nn.Module) -> None:
@@ -72,7 +38,31 @@ class EVASegInferencer(MMSegInferencer):
         return self._model
 
     def _init_pipeline(self, cfg: Config) -> Compose:
-        return super()._init_pipeline(_bare_image_config(cfg.test_pipeline))
+        steps = [
+            copy.deepcopy(step) for step in self._test_pipeline(cfg)
+            if step['type'] not in ('LoadAnnotations', 'mmdet.LoadAnnotations')
+        ]
+        # Where the toolboxes' _init_pipeline reads it.
+        return super()._init_pipeline(
+            Config(dict(test_dataloader=dict(dataset=dict(pipeline=steps)))))
+
+
+class EVADetInferencer(_OnBuiltModel, DetInferencer):
+    """mmdet's ``DetInferencer`` on an already loaded detector."""
+
+    def _test_pipeline(self, cfg: Config) -> Sequence[dict]:
+        return get_test_pipeline_cfg(cfg)
+
+    def _init_visualizer(self, cfg: Config) -> Visualizer:
+        return DetLocalVisualizer(name='eva_mm_det', line_width=2)
+
+
+class EVASegInferencer(_OnBuiltModel, MMSegInferencer):
+    """mmseg's ``MMSegInferencer`` on an already loaded segmentor."""
+
+    def _test_pipeline(self, cfg: Config) -> Sequence[dict]:
+        # Where mmseg's inference_model reads it.
+        return cfg.test_pipeline
 
     def _init_visualizer(self, cfg: Config) -> Visualizer:
         return SegLocalVisualizer(name='eva_mm_seg', alpha=0.6)
