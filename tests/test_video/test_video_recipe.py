@@ -21,6 +21,10 @@ ROOT = Path(__file__).parents[2]
 K722 = ROOT / 'configs/video/eva-g-p14_k722-intermediate-ft_8x224.py'
 BASE_DATA = ROOT / 'configs/video/_base_/datasets/kinetics_16x224.py'
 
+# The recipe's transforms and heads are mmaction2's: build them in its scope
+# (an unscoped look-up goes to whichever scope an earlier test left newest).
+pytestmark = pytest.mark.registry_scope('mmaction')
+
 
 def _step(pipeline, name):
     return next(t for t in pipeline if t['type'] == name)
