@@ -22,11 +22,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 from mmengine.config import Config
+from mmengine.hub import get_config
 from mmengine.registry import init_default_scope
 from mmengine.structures import PixelData
 from test_integration.test_stock_configs import (_build,
-                                                 _step_changes_backbone,
-                                                 _swap)
+                                                 _step_changes_backbone)
 from train_runs import ROOT, read_losses, train_cmd
 
 import eva_mm  # noqa: F401  (registers eva_mm.* for the configs)
@@ -251,8 +251,8 @@ def test_stock_mmseg_mask2former_config_trains() -> None:
     """mmseg's Mask2Former config with only custom_imports, the backbone
     and the head's input widths (one per backbone level) changed."""
     from mmseg.structures import SegDataSample
-    cfg = _swap('mmseg::mask2former/'
-                'mask2former_r50_8xb2-160k_ade20k-512x512.py')
+    cfg = get_config('mmseg::mask2former/'
+                     'mask2former_r50_8xb2-160k_ade20k-512x512.py')
     # The stock config imports mmdet.models for its pixel decoder.
     cfg.custom_imports = dict(imports=['mmdet.models', 'eva_mm'],
                               allow_failed_imports=False)
