@@ -47,7 +47,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from ...layers.pos_embed import resize_pos_embed, resize_rel_pos
+from ...layers.pos_embed import TargetSizes, fit_state_dict
 from ..checkpoint import CheckpointError, StateDict, rename_prefix
 from .eva01_backbone import add_backbone_arguments
 from .registry import Conversion, add_argument_once, register_src_format
@@ -122,11 +122,18 @@ def _target_grid(args: argparse.Namespace, patch_size: int,
 def _convert_backbone(source: StateDict, grid: Tuple[int, int],
                       rel_pos_mode: str,
                       report: List[str]) -> StateDict:
-    """``backbone.net.*`` as EVAViT weights for a ``grid`` of patches."""
+    """``backbone.net.*`` as EVAViT weights for a ``grid`` of patches.
+
+    Sizes are fitted by the one resizing path of every EVAViT load,
+    :func:`fit_state_dict`, told the checkpoint's layout explicitly.
+    """
     weights = rename_prefix(source, _BACKBONE, 'backbone.')
-    pos_key = 'backbone.pos_embed'
-    if pos_key in weights:
-        pos_embed = weights[pos_key]
+    extra = 0
+    pos_embed = weights.get('backbone.pos_embed')
+    if pos_embed is not None:
+        # A square grid plus one cls position (pretrain_use_cls_token=True,
+        # EVA-01/det/detectron2/modeling/backbone/vit.py:339,386-388), whose
+        # entry the detector never uses (get_abs_pos); or a square grid.
         tokens = pos_embed.shape[1]
         extra = 0 if math.isqrt(tokens)**2 == tokens else 1
         side = math.isqrt(tokens - extra)
@@ -134,33 +141,31 @@ def _convert_backbone(source: StateDict, grid: Tuple[int, int],
             raise CheckpointError(
                 f'backbone.net.pos_embed has {tokens} positions: neither a '
                 'square grid nor a square grid plus a cls position.')
-        # The cls entry is never used by the detector (get_abs_pos).
-        resized = resize_pos_embed(pos_embed[:, extra:], (side, side), grid,
-                                   num_extra_tokens=0)
-        weights[pos_key] = resized
         report.append(f'pos_embed: {side}x{side}' + ' + cls' * extra +
                       f' -> {grid[0]}x{grid[1]} (bicubic, as get_abs_pos)')
     # Window blocks have the shortest tables (2 * window - 1); the others
     # are global and follow the grid.
     tables = {
-        key: value
+        key[len('backbone.'):]: value.shape[0]
         for key, value in weights.items()
         if key.endswith(('.attn.rel_pos_h', '.attn.rel_pos_w'))
     }
-    if tables:
-        window_len = min(value.shape[0] for value in tables.values())
-        resized_count = 0
-        for key, value in tables.items():
-            if value.shape[0] == window_len:
-                continue
-            side = grid[0] if key.endswith('_h') else grid[1]
-            if value.shape[0] != 2 * side - 1:
-                weights[key] = resize_rel_pos(value, 2 * side - 1,
-                                              rel_pos_mode)
-                resized_count += 1
-        if resized_count:
-            report.append(f'{resized_count} global rel-pos tables resized '
-                          f'({rel_pos_mode}) to the {grid[0]}x{grid[1]} grid')
+    window_len = min(tables.values(), default=0)
+    global_lengths = {
+        key: 2 * (grid[0] if key.endswith('_h') else grid[1]) - 1
+        for key, length in tables.items() if length != window_len
+    }
+    resized = sum(global_lengths[key] != tables[key] for key in global_lengths)
+    fit_state_dict(
+        weights,
+        TargetSizes(pos_grid=grid, with_cls_token=False,
+                    rel_pos_lengths=global_lengths,
+                    rel_pos_resize=rel_pos_mode),
+        prefix='backbone.',
+        src_extra_tokens=extra)
+    if resized:
+        report.append(f'{resized} global rel-pos tables resized '
+                      f'({rel_pos_mode}) to the {grid[0]}x{grid[1]} grid')
     return weights
 
 
