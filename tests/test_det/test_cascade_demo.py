@@ -260,3 +260,28 @@ def test_cascade_mask_rcnn_trains_and_evaluates(tiny_set: str,
                 'coco/segm_mAP_50'):
         assert key in metrics
         assert 0.0 <= metrics[key] <= 1.0
+
+
+@pytest.mark.slow
+def test_demo_detector_trains_and_tests_with_a_compiled_backbone(
+        tiny_set: str, tmp_path) -> None:
+    """``model.backbone.compile=True``: a training run and a test through
+    mmengine's Runner, the backbone under ``torch.compile`` (issue #20)."""
+    torch._dynamo.reset()
+    cfg = _tiny_demo_config(tiny_set, str(tmp_path))
+    cfg.model.backbone.compile = True
+    cfg.train_cfg.max_iters = cfg.train_cfg.val_interval = 2
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    assert math.isfinite(runner.message_hub.get_scalar(
+        'train/loss').current())
+    metrics = runner.test()
+    assert 0.0 <= metrics['coco/bbox_mAP'] <= 1.0
+    backbone = runner.model.backbone
+    assert backbone._compiled_call_impl is not None
+    # The compiled forward computes what the plain one does.
+    backbone.eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        compiled, eager = backbone(x)[0], backbone.forward(x)[0]
+    torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-5)

@@ -16,7 +16,7 @@ from timm.models.eva import Eva
 
 import eva_mm  # noqa: F401  (registers eva_mm.* in the mmengine registries)
 from eva_mm.models import EVAViT
-from eva_mm.models.layers import EVAAttention
+from eva_mm.models.layers import EVAAttention, TokenPositions
 from eva_mm.models.utils.converters.eva02_backbone import convert_eva02_keys
 
 TINY = dict(embed_dims=32, num_layers=2, num_heads=2, mlp_hidden_dim=48)
@@ -110,9 +110,9 @@ def test_attention_rope_matches_official_and_skips_cls(extra: int) -> None:
     rope = model._rope_for(model.blocks[0], hw, x.device)
     cos, sin = official_rope_tables(32, 16, 5)
     with torch.no_grad():
-        out = attn(x, hw, rope)
+        out = attn(x, positions=TokenPositions(hw, rope))
         reference = official_attention(attn, x, cos, sin, extra)
-        plain = attn(x, hw)
+        plain = attn(x, positions=TokenPositions(hw))
     torch.testing.assert_close(out, reference, rtol=1e-5, atol=1e-5)
     assert (out - plain).abs().max() > 1e-3  # RoPE changes the output
 
@@ -227,10 +227,11 @@ def test_window_blocks_rotate_per_window_global_blocks_over_the_grid(
     x = torch.randn(1, 64, 32)
     window = x.view(1, 8, 8, 32)[:, :4, 4:].reshape(1, 16, 32)
     with torch.no_grad():
-        out = block_w(x, grid, windowed._rope_for(block_w, grid, device))
+        out = block_w(x, positions=TokenPositions(
+            grid, windowed._rope_for(block_w, grid, device)))
         block_w.window_size = 0
-        alone = block_w(window, (4, 4),
-                        windowed._rope_for(block_w, (4, 4), device))
+        alone = block_w(window, positions=TokenPositions(
+            (4, 4), windowed._rope_for(block_w, (4, 4), device)))
     torch.testing.assert_close(
         out.view(1, 8, 8, 32)[:, :4, 4:].reshape(1, 16, 32), alone,
         rtol=1e-5, atol=1e-5)
@@ -266,7 +267,7 @@ def test_mim_mask_tokens_get_rope_like_every_patch() -> None:
         tokens = tokens + model.pos_embed
         for block in model.blocks:
             rope = model._rope_for(block, grid, x.device)
-            tokens = block(tokens, grid, rope)
+            tokens = block(tokens, positions=TokenPositions(grid, rope))
         expected = model.norm(tokens)
     torch.testing.assert_close(out, expected, rtol=0, atol=0)
 

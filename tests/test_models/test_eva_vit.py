@@ -15,7 +15,8 @@ from mmengine.registry import MODELS as MMENGINE_MODELS
 
 import eva_mm  # noqa: F401  (registers eva_mm.* in the mmengine registries)
 from eva_mm.models import EVAViT
-from eva_mm.models.layers import EVAAttention, EVABlock, resize_pos_embed
+from eva_mm.models.layers import (EVAAttention, EVABlock, TokenPositions,
+                                  resize_pos_embed)
 
 TINY = dict(embed_dims=64, num_layers=4, num_heads=2, mlp_hidden_dim=128)
 PATCH = 8
@@ -210,7 +211,7 @@ def test_out_indices_return_intermediate_blocks() -> None:
         tokens, hw = model.embed(x)
         expected = []
         for block in model.blocks:
-            tokens = block(tokens, hw)
+            tokens = block(tokens, positions=TokenPositions(hw))
             expected.append(tokens)
     assert len(outs) == 3
     torch.testing.assert_close(outs[0], expected[0])
@@ -323,7 +324,8 @@ def test_padded_window_block_matches_per_window_reference() -> None:
                              2, window, window, dim)
         expected = x + attended[:, :h, :w].reshape(2, h * w, dim)
         expected = expected + block.mlp(block.norm2(expected))
-        torch.testing.assert_close(block(x, (h, w)), expected)
+        torch.testing.assert_close(
+            block(x, positions=TokenPositions((h, w))), expected)
 
 
 @pytest.mark.parametrize('img_size,grid', [(1024, 64), (1280, 80),
@@ -365,7 +367,7 @@ def test_decomposed_rel_pos_matches_einsum_reference(
             attn, x, lambda q: reference_decomposed_bias(
                 q, attn.rel_pos_h, attn.rel_pos_w, h, w, num_extra_tokens))
         without_rel_pos = reference_attention(attn, x)
-        out = attn(x, (h, w))
+        out = attn(x, positions=TokenPositions((h, w)))
     torch.testing.assert_close(out, expected)
     # The tables are not zero, so the term really changes the output.
     assert not torch.allclose(out, without_rel_pos, atol=1e-3)
@@ -402,7 +404,8 @@ def test_beit_rel_pos_bias_with_cls_matches_reference() -> None:
     x = torch.randn(2, 1 + h * w, 32, dtype=torch.float64)
     with torch.no_grad():
         expected = reference_attention(attn, x, lambda q: bias)
-        torch.testing.assert_close(attn(x, (h, w)), expected)
+        torch.testing.assert_close(
+            attn(x, positions=TokenPositions((h, w))), expected)
 
 
 def test_beit_rel_pos_is_wired_through_the_backbone() -> None:

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from eva_mm.models.layers import EVAAttention
+from eva_mm.models.layers import EVAAttention, TokenPositions
 from eva_mm.models.layers.pos_embed import (resize_pos_embed,
                                             resize_rel_pos_bias_table)
 
@@ -74,4 +74,4 @@ def test_beit_table_bias(hw, with_cls):
         index[0, :], index[:, 0], index[0, 0] = (num_rel, num_rel + 1,
                                                  num_rel + 2)
     expected = table[index].permute(2, 0, 1)[None]
-    assert torch.equal(attn._table_bias(hw), expected)
+    assert torch.equal(attn._table_bias(TokenPositions(hw)), expected)

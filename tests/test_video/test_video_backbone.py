@@ -150,3 +150,38 @@ def test_video_input_errors():
         model(torch.zeros(1, 3, 3, 32, 32))
     with pytest.raises(ValueError, match='window attention'):
         _video_model(num_frames=4, window_size=2)
+
+
+@pytest.mark.parametrize('fp32', [False, True])
+def test_fp32_islands_under_autocast(fp32, monkeypatch):
+    """EVA-01's video model under mixed precision: q.k^T and the softmax in
+    fp32 (qk_float, EVA-01/video/models/beit.py:183-186), LayerNorms in fp32
+    (LayerNormWithForceFP32, :44-72), the rest in bf16."""
+    import torch.nn.functional as F
+    attention_dtypes = []
+    sdpa = F.scaled_dot_product_attention
+
+    def recorded(q, k, v, **kwargs):
+        attention_dtypes.append((q.dtype, k.dtype, v.dtype))
+        return sdpa(q, k, v, **kwargs)
+
+    monkeypatch.setattr(F, 'scaled_dot_product_attention', recorded)
+    video = _video_model(num_frames=4, fp32_norm=fp32,
+                         fp32_attention=fp32).bfloat16()
+    norm_outputs = []
+    video.blocks[0].norm1.register_forward_hook(
+        lambda module, args, out: norm_outputs.append((args[0], out)))
+    with torch.autocast('cpu', torch.bfloat16):
+        out = video(torch.randn(1, 3, 4, 32, 32, dtype=torch.bfloat16))
+    assert out[0].dtype == torch.bfloat16
+    want = torch.float32 if fp32 else torch.bfloat16
+    assert attention_dtypes == [(want, ) * 3] * 2
+    # The bf16 model's norm is the official fp32 one rounded once; PyTorch's
+    # bf16 LayerNorm accumulates in fp32 too, so both settings give it.
+    x, normed = norm_outputs[0]
+    norm = video.blocks[0].norm1
+    in_fp32 = F.layer_norm(x.float(), norm.normalized_shape,
+                           norm.weight.float(), norm.bias.float(),
+                           norm.eps).bfloat16()
+    assert normed.dtype == torch.bfloat16
+    assert torch.equal(normed, in_fp32)

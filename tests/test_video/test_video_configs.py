@@ -106,6 +106,10 @@ def test_paper_config_builds_giant_on_meta(name):
     assert backbone.blocks[-1].drop_path.drop_prob == pytest.approx(
         drop_path)
     assert model.cls_head.fc_cls.out_features == classes
+    # The official fp32 LayerNorms and q.k^T/softmax (beit.py:44-72, 135).
+    block = backbone.blocks[0]
+    assert block.norm1.fp32 and block.norm2.fp32 and backbone.fc_norm.fp32
+    assert block.attn.fp32_attention
     params = sum(p.numel() for p in model.parameters())
     # EVA-g/14: about one billion parameters.
     assert 0.95e9 < params < 1.05e9

@@ -13,6 +13,7 @@ from torch.utils.checkpoint import checkpoint
 from eva_mm.registry import MODELS
 from ..layers.pos_embed import (TargetSizes, fit_state_dict,
                                 resize_pos_embed, resize_pos_embed_3d)
+from ..layers.attention import TokenPositions
 from ..layers.norm import LayerNorm
 from ..layers.patch_embed import PatchEmbed
 from ..layers.transformer import EVABlock
@@ -80,7 +81,13 @@ class EVAViT(BaseModule):
         frozen_stages: Freeze the embeddings and the first ``frozen_stages``
             blocks; -1 freezes nothing, 0 only the embeddings.
         freeze_patch_embed: Freeze the patch embedding only.
-        with_cp: Use activation checkpointing in every block while training.
+        with_cp: Activation checkpointing while training, to trade time
+            for memory: ``True`` or ``'all'`` recomputes every block in the
+            backward pass, ``'global'`` only the global-attention blocks of
+            a windowed model (their attention over the whole grid is what
+            grows with the image), ``'attn'`` only the attention (with its
+            LayerNorm) of every block; ``False`` none. Measured on the
+            benchmark: docs/benchmark.md.
         tuple_output: Return a tuple of outputs, the convention of mmdet,
             mmseg and mmpretrain; ``False`` returns the one output tensor,
             as mmaction2's recognizers expect (needs a single out index).
@@ -128,6 +135,15 @@ class EVAViT(BaseModule):
             q/k/v and ``w1``/``w2`` with it), a xavier-uniform patch kernel,
             tokens truncated at one std, and with sub-LN the MLP, ``proj``
             and value weights scaled by ``sqrt(log(2 * depth))``.
+        fp32_attention: Compute the attention in fp32 under mixed precision
+            (EVA-01's video model, ``qk_float``), see :class:`EVAAttention`.
+        compile: Compile the backbone's forward with ``torch.compile``:
+            ``True``, or a dict of ``torch.compile`` arguments (e.g.
+            ``dict(mode='max-autotune')``). Every geometry (windows, relative
+            positions, RoPE, cls token, video) compiles without a graph
+            break. The rest of the model stays eager, so this works where
+            mmengine's ``compile`` key, which compiles the whole detector's
+            ``train_step``, meets the graph breaks of the toolboxes' heads.
         init_cfg: mmengine initialisation config; ``type='Pretrained'`` loads
             a checkpoint with resizing and a clear key report.
     """
@@ -165,6 +181,7 @@ class EVAViT(BaseModule):
     ARCH_OPTIONS = ('swiglu_mlp', 'scale_mlp', 'scale_attn_inner',
                     'use_rot_pos_emb', 'ref_feat_shape')
     OUT_TYPES = ('raw', 'cls_token', 'featmap', 'avg_featmap')
+    CHECKPOINT_MODES = (False, True, 'all', 'global', 'attn')
 
     def __init__(self,
                  arch: Union[str, dict] = 'base',
@@ -190,7 +207,7 @@ class EVAViT(BaseModule):
                  global_block_indexes: Sequence[int] = (),
                  frozen_stages: int = -1,
                  freeze_patch_embed: bool = False,
-                 with_cp: bool = False,
+                 with_cp: Union[bool, str] = False,
                  tuple_output: bool = True,
                  num_frames: int = 1,
                  tubelet_size: int = 1,
@@ -202,6 +219,8 @@ class EVAViT(BaseModule):
                  use_rot_pos_emb: Optional[bool] = None,
                  ref_feat_shape: Optional[Union[int, Sequence[int]]] = None,
                  init_mode: str = 'beit',
+                 fp32_attention: bool = False,
+                 compile: Union[bool, dict] = False,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         self.arch_settings = self._parse_arch(arch)
@@ -229,6 +248,9 @@ class EVAViT(BaseModule):
         self.final_norm = final_norm
         self.frozen_stages = frozen_stages
         self.freeze_patch_embed = freeze_patch_embed
+        if with_cp not in self.CHECKPOINT_MODES:
+            raise ValueError(f'with_cp must be one of {self.CHECKPOINT_MODES}'
+                             f', got {with_cp!r}.')
         self.with_cp = with_cp
         if rel_pos_resize not in ('linear', 'beit'):
             raise ValueError("rel_pos_resize must be 'linear' or 'beit', got "
@@ -313,7 +335,9 @@ class EVAViT(BaseModule):
                 num_extra_tokens=self.num_extra_tokens,
                 swiglu_mlp=options['swiglu_mlp'],
                 scale_mlp=options['scale_mlp'],
-                scale_attn_inner=options['scale_attn_inner'])
+                scale_attn_inner=options['scale_attn_inner'],
+                fp32_attention=fp32_attention,
+                checkpoint_attn=with_cp == 'attn')
             for i in range(self.num_layers)
         ])
         self.norm = LayerNorm(
@@ -326,6 +350,10 @@ class EVAViT(BaseModule):
         self._init_parameters()
         self._register_load_state_dict_pre_hook(self._resize_on_load)
         self._freeze()
+        if compile:
+            # nn.Module.compile: __call__ runs the compiled forward, the
+            # module (state dict, hooks, deepcopy for EMA) stays as it is.
+            self.compile(**(compile if isinstance(compile, dict) else {}))
 
     # ------------------------------------------------------------------
     # Construction helpers
@@ -582,15 +610,34 @@ class EVAViT(BaseModule):
                 self._rope_cache[key] = torch.cat([sin, cos], dim=-1)
         return self._rope_cache[key]
 
+    def _positions_for(self, block: EVABlock, grid: Tuple[int, ...],
+                       shared: dict, device: torch.device) -> TokenPositions:
+        return TokenPositions(grid, self._rope_for(block, grid, device),
+                              shared)
+
+    def _checkpoints(self, block: EVABlock) -> bool:
+        """Whether ``with_cp`` recomputes all of ``block`` (``'attn'`` is the
+        block's own option)."""
+        if self.with_cp == 'global':
+            return not block.window_size
+        return self.with_cp in (True, 'all')
+
     def _run_block(self, block: EVABlock, x: torch.Tensor,
-                   grid: Tuple[int, ...]) -> torch.Tensor:
-        # Blocks only use the spatial grid (windows, relative positions),
-        # which the video model does not have: its attention is global.
-        hw = grid[-2:]
-        rope = self._rope_for(block, grid, x.device)
-        if self.with_cp and self.training and x.requires_grad:
-            return checkpoint(block, x, hw, rope, use_reentrant=False)
-        return block(x, hw, rope)
+                   grid: Tuple[int, ...], shared: dict) -> torch.Tensor:
+        """One block on the tokens of ``grid``.
+
+        Args:
+            block: One of :attr:`blocks`.
+            x: Tokens (B, extra + N, C).
+            grid: Their patch grid, with time for video.
+            shared: The forward's store of shape-only tensors (see
+                :class:`TokenPositions`), the same dict for every block.
+        """
+        positions = self._positions_for(block, grid, shared, x.device)
+        if self._checkpoints(block) and self.training and x.requires_grad:
+            return checkpoint(
+                block, x, positions=positions, use_reentrant=False)
+        return block(x, positions=positions)
 
     def _format(self, x: torch.Tensor, grid: Tuple[int, ...]) -> torch.Tensor:
         if self.out_type == 'raw':
@@ -610,8 +657,9 @@ class EVAViT(BaseModule):
                          ) -> torch.Tensor:
         """All tokens (B, extra + N, C) after the last block and final norm."""
         x, grid = self.embed(x, mask)
+        shared: dict = {}
         for block in self.blocks:
-            x = self._run_block(block, x, grid)
+            x = self._run_block(block, x, grid, shared)
         return self.norm(x) if self.norm is not None else x
 
     def forward(self,
@@ -625,8 +673,9 @@ class EVAViT(BaseModule):
         x, grid = self.embed(x, mask)
         outs = []
         last = self.num_layers - 1
+        shared: dict = {}
         for i, block in enumerate(self.blocks[:self.out_indices[-1] + 1]):
-            x = self._run_block(block, x, grid)
+            x = self._run_block(block, x, grid, shared)
             if i in self.out_indices:
                 out = x
                 if i == last and self.norm is not None:

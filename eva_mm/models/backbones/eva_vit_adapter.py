@@ -83,8 +83,10 @@ class EVAViTAdapter(EVAViT):
             depth), see :class:`EVAViT`.
         norm_eps: LayerNorm epsilon, of the ViT and the adapter.
         fp32_norm: Compute every LayerNorm in fp32.
-        with_cp: Activation checkpointing of the ViT blocks, injectors and
-            extractors while training.
+        with_cp: Activation checkpointing while training: of the ViT blocks
+            as :class:`EVAViT`'s ``with_cp`` says (``True``, ``'all'``,
+            ``'global'``, ``'attn'``), and of the injectors and extractors
+            whenever it is not ``False``.
         conv_inplane: Width of the spatial prior's stem.
         deform_num_heads: Heads of the deformable attentions.
         n_points: Sampling points per head and level.
@@ -133,7 +135,7 @@ class EVAViTAdapter(EVAViT):
                  drop_path_rate: float = 0.,
                  norm_eps: float = 1e-6,
                  fp32_norm: bool = False,
-                 with_cp: bool = False,
+                 with_cp: Union[bool, str] = False,
                  conv_inplane: int = 64,
                  deform_num_heads: int = 16,
                  n_points: int = 4,
@@ -188,7 +190,7 @@ class EVAViTAdapter(EVAViT):
                 extra_extractor=use_extra_extractor and i == last,
                 norm_eps=norm_eps,
                 fp32_norm=fp32_norm,
-                with_cp=with_cp) for i in range(last + 1)
+                with_cp=bool(with_cp)) for i in range(last + 1)
         ])
         self.up = nn.ConvTranspose2d(dim, dim, 2, 2)
         self.norm1 = build_norm_layer(norm_cfg, dim)[1]
@@ -275,10 +277,10 @@ class EVAViTAdapter(EVAViT):
                 f'pad_size_divisor={multiple}.')
 
     def _run_blocks(self, tokens: torch.Tensor, first: int, last: int,
-                    grid: Tuple[int, int]) -> torch.Tensor:
+                    grid: Tuple[int, int], shared: dict) -> torch.Tensor:
         """Blocks ``first`` to ``last`` (inclusive) on all tokens."""
         for block in self.blocks[first:last + 1]:
-            tokens = self._run_block(block, tokens, grid)
+            tokens = self._run_block(block, tokens, grid, shared)
         return tokens
 
     def _embed(self,
@@ -329,12 +331,14 @@ class EVAViTAdapter(EVAViT):
             grid, level_shapes[1:], x.device)
 
         vit_features = []
+        shared: dict = {}
         for interaction, (first, last) in zip(self.interactions,
                                               self.interaction_indexes):
             tokens, c = interaction(
                 tokens,
                 c,
-                partial(self._run_blocks, first=first, last=last, grid=grid),
+                partial(self._run_blocks, first=first, last=last, grid=grid,
+                        shared=shared),
                 injector_inputs,
                 extractor_inputs,
                 level_shapes[1:],

@@ -1,32 +1,70 @@
 """EVA self-attention with the relative-position options of the dense tasks."""
-from typing import Callable, Optional, Tuple
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Hashable, Optional, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import apply_rot_embed_cat, gen_relative_position_index
 
-from .pos_embed import resize_rel_pos, resize_rel_pos_bias_table
+from .pos_embed import resize_rel_pos_bias_table
+from .rel_pos_attention import (decomposed_rel_pos_attention,
+                                decomposed_rel_pos_logits,
+                                key_grid_indicators)
 
 
-def _decomposed_rel_pos(table: torch.Tensor, size: int) -> torch.Tensor:
-    """Look up a ViTDet decomposed table for a ``size``-long axis.
+@dataclass
+class TokenPositions:
+    """Where the tokens of an attention call lie: what every position scheme
+    reads.
 
-    Returns:
-        Tensor of shape (size, size, head_dim): entry [i, j] embeds i - j.
+    One object per forward (and per window size), passed by keyword through
+    the blocks to attention, so that a new scheme reads what it needs
+    without another positional argument.
+
+    Args:
+        grid: The patch grid of the tokens after the extra (cls) ones:
+            (H, W) for images, (T, H, W) for video.
+        rope: Rotary embedding (H * W, 2 * head_dim) of the positions one
+            attention call sees (sin and cos concatenated as timm's
+            ``RotaryEmbeddingCat`` builds them), or None.
+        shared: Tensors that depend only on shapes (BEiT's index, the keys'
+            grid indicators), built once per forward and shared by every
+            block through :meth:`memo`.
     """
-    table = resize_rel_pos(table, 2 * size - 1)
-    coords = torch.arange(size, device=table.device)
-    return table[coords[:, None] - coords[None, :] + size - 1]
+
+    grid: Tuple[int, ...]
+    rope: Optional[torch.Tensor] = None
+    shared: Dict[Hashable, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def hw(self) -> Tuple[int, int]:
+        """The spatial (H, W) of the grid."""
+        return tuple(self.grid[-2:])
+
+    def memo(self, key: Hashable,
+             build: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """``build()``, once per key for everything sharing ``shared``."""
+        if key not in self.shared:
+            self.shared[key] = build()
+        return self.shared[key]
+
+    def window(self, size: int) -> 'TokenPositions':
+        """The positions one window attention call sees (same RoPE: the
+        caller gives a window block the RoPE of its window)."""
+        return TokenPositions((size, size), self.rope, self.shared)
 
 
 class EVAAttention(nn.Module):
     """Multi-head self-attention of EVA.
 
     The ``qkv`` projection has no bias; a learned ``q_bias`` and ``v_bias`` are
-    added and the key bias is fixed at zero, as in BEiT and EVA. Attention runs
-    through ``F.scaled_dot_product_attention`` with any relative position term
-    passed as an additive mask.
+    added and the key bias is fixed at zero, as in BEiT and EVA. Attention
+    never builds an N x N tensor per batch element: it runs through
+    ``F.scaled_dot_product_attention`` with no mask (RoPE, none) or with
+    BEiT's per-head bias (1, heads, N, N) broadcast over the batch, and
+    ViTDet's decomposed term goes through the exact
+    :func:`~eva_mm.models.layers.rel_pos_attention.decomposed_rel_pos_attention`.
 
     Args:
         dim: Token dimension.
@@ -45,6 +83,12 @@ class EVAAttention(nn.Module):
         norm_layer: Builds the inner LayerNorm ``norm`` over all heads'
             outputs before ``proj`` (EVA-CLIP's ``inner_attn_ln``, timm's
             ``scale_attn_inner``); ``None`` for none.
+        fp32_attention: Under mixed precision, compute the attention
+            (q.k, softmax and the weighted sum) in fp32, as EVA-01's video
+            model does with ``qk_float`` (EVA-01/video/models/beit.py:135,
+            183-186, where the probabilities return to fp16 before the sum
+            with v; here the sum stays in fp32, so that the fused kernel
+            runs).
     """
 
     def __init__(self,
@@ -56,8 +100,8 @@ class EVAAttention(nn.Module):
                  rel_pos: Optional[str] = None,
                  rel_pos_size: Optional[Tuple[int, int]] = None,
                  num_extra_tokens: int = 0,
-                 norm_layer: Optional[Callable[[int], nn.Module]] = None
-                 ) -> None:
+                 norm_layer: Optional[Callable[[int], nn.Module]] = None,
+                 fp32_attention: bool = False) -> None:
         super().__init__()
         if dim % num_heads:
             raise ValueError(
@@ -75,6 +119,7 @@ class EVAAttention(nn.Module):
         self.rel_pos = rel_pos
         self.rel_pos_size = tuple(rel_pos_size) if rel_pos_size else None
         self.num_extra_tokens = num_extra_tokens
+        self.fp32_attention = fp32_attention
 
         self.qkv = nn.Linear(dim, dim * 3, bias=False)
         if qkv_bias:
@@ -105,28 +150,45 @@ class EVAAttention(nn.Module):
                  torch.zeros_like(self.v_bias), self.v_bias])
         return F.linear(x, self.qkv.weight, bias)
 
-    def _decomposed_bias(self, q: torch.Tensor,
-                         hw: Tuple[int, int]) -> torch.Tensor:
-        h, w = hw
-        extra = self.num_extra_tokens
-        b, heads, _, dim = q.shape
-        q_grid = q[:, :, extra:].reshape(b, heads, h, w, dim)
-        rel_h = torch.einsum('bnhwc,hkc->bnhwk', q_grid,
-                             _decomposed_rel_pos(self.rel_pos_h, h))
-        rel_w = torch.einsum('bnhwc,wkc->bnhwk', q_grid,
-                             _decomposed_rel_pos(self.rel_pos_w, w))
-        bias = (rel_h[..., :, None] + rel_w[..., None, :]).reshape(
-            b, heads, h * w, h * w)
-        if extra:
-            bias = F.pad(bias, (extra, 0, extra, 0))
-        return bias
-
-    def _table_bias(self, hw: Tuple[int, int]) -> torch.Tensor:
+    def _table_bias(self, positions: TokenPositions) -> torch.Tensor:
+        """BEiT's bias (1, heads, N, N): one per block (its own table), the
+        index once per shape and forward, broadcast over the batch."""
+        hw = positions.hw
         table = resize_rel_pos_bias_table(self.relative_position_bias_table,
                                           self.rel_pos_size, hw)
-        index = gen_relative_position_index(
-            hw, class_token=self.num_extra_tokens > 0, device=table.device)
+        with_cls = self.num_extra_tokens > 0
+        index = positions.memo(
+            ('beit_index', hw, with_cls, table.device),
+            lambda: gen_relative_position_index(
+                hw, class_token=with_cls, device=table.device))
         return table[index].permute(2, 0, 1).unsqueeze(0)
+
+    def _decomposed_attention(self, q: torch.Tensor, k: torch.Tensor,
+                              v: torch.Tensor,
+                              positions: TokenPositions) -> torch.Tensor:
+        hw, extra = positions.hw, self.num_extra_tokens
+        rel_h, rel_w = decomposed_rel_pos_logits(q, self.rel_pos_h,
+                                                 self.rel_pos_w, hw, extra)
+        dropout = self.attn_drop if self.training else 0.
+        indicators = None
+        if q.device.type != 'cpu' or dropout:  # the fold reads them
+            indicators = positions.memo(
+                ('key_grid_indicators', hw, extra, q.dtype, q.device),
+                lambda: key_grid_indicators(*hw, extra, q.dtype, q.device))
+        return decomposed_rel_pos_attention(
+            q, k, v, rel_h, rel_w, self.scale, indicators=indicators,
+            num_extra_tokens=extra, dropout_p=dropout)
+
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                positions: TokenPositions) -> torch.Tensor:
+        if self.rel_pos == 'decomposed':
+            return self._decomposed_attention(q, k, v, positions)
+        bias = None
+        if self.rel_pos == 'bias':
+            bias = self._table_bias(positions).to(q.dtype)
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask=bias,
+            dropout_p=self.attn_drop if self.training else 0.)
 
     def _rotate(self, t: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
         # RoPE on the patch tokens only, never on the cls token
@@ -137,18 +199,14 @@ class EVAAttention(nn.Module):
             rotated = torch.cat([t[:, :, :extra], rotated], dim=2)
         return rotated
 
-    def forward(self,
-                x: torch.Tensor,
-                hw: Tuple[int, int],
-                rope: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, *,
+                positions: TokenPositions) -> torch.Tensor:
         """Attend over a token sequence.
 
         Args:
             x: Tokens of shape (B, num_extra_tokens + H * W, C).
-            hw: The patch grid (H, W) of the sequence.
-            rope: Optional rotary embedding of the H * W patch positions,
-                (H * W, 2 * head_dim) sin and cos concatenated as timm's
-                ``RotaryEmbeddingCat`` builds it, applied to q and k.
+            positions: Their grid (the spatial (H, W) is what the relative
+                terms read) and RoPE.
 
         Returns:
             Tensor of the same shape as ``x``.
@@ -156,19 +214,16 @@ class EVAAttention(nn.Module):
         b, n, c = x.shape
         qkv = self._qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-        if rope is not None:
-            q, k = self._rotate(q, rope), self._rotate(k, rope)
-
-        bias = None
-        if self.rel_pos == 'decomposed':
-            bias = self._decomposed_bias(q, hw).to(q.dtype)
-        elif self.rel_pos == 'bias':
-            bias = self._table_bias(hw).to(q.dtype)
-
-        x = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=bias,
-            dropout_p=self.attn_drop if self.training else 0.)
-        x = x.transpose(1, 2).reshape(b, n, c)
+        if positions.rope is not None:
+            q, k = (self._rotate(q, positions.rope),
+                    self._rotate(k, positions.rope))
+        if self.fp32_attention:
+            # Autocast would cast the fp32 inputs back down.
+            with torch.autocast(q.device.type, enabled=False):
+                x = self._attend(q.float(), k.float(), v.float(), positions)
+        else:
+            x = self._attend(q, k, v, positions)
+        x = x.to(qkv.dtype).transpose(1, 2).reshape(b, n, c)
         if self.norm is not None:
             x = self.norm(x)
         return self.proj_drop(self.proj(x))

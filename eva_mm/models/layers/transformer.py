@@ -5,8 +5,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import DropPath, Mlp, SwiGLU
+from torch.utils.checkpoint import checkpoint
 
-from .attention import EVAAttention
+from .attention import EVAAttention, TokenPositions
 from .norm import LayerNorm
 
 
@@ -75,6 +76,11 @@ class EVABlock(nn.Module):
             before ``fc2`` (EVA-02 base/large, ``ffn_ln`` officially).
         scale_attn_inner: Add the inner LayerNorm ``attn.norm`` before the
             attention's output projection (EVA-02 CLIP, ``inner_attn_ln``).
+        fp32_attention: Compute the attention in fp32 under mixed precision,
+            see :class:`EVAAttention`.
+        checkpoint_attn: Recompute the attention (with its LayerNorm) in the
+            backward pass instead of keeping its activations, while
+            training.
     """
 
     def __init__(self,
@@ -94,13 +100,16 @@ class EVABlock(nn.Module):
                  num_extra_tokens: int = 0,
                  swiglu_mlp: bool = False,
                  scale_mlp: bool = False,
-                 scale_attn_inner: bool = False) -> None:
+                 scale_attn_inner: bool = False,
+                 fp32_attention: bool = False,
+                 checkpoint_attn: bool = False) -> None:
         super().__init__()
         if window_size and num_extra_tokens:
             raise ValueError(
                 'Window attention works on patch tokens only: build the '
                 'backbone with with_cls_token=False to use windows.')
         self.window_size = window_size
+        self.checkpoint_attn = checkpoint_attn
 
         def norm_layer(width: int,
                        device: Optional[torch.device] = None,
@@ -121,7 +130,8 @@ class EVABlock(nn.Module):
             rel_pos_size=(window_size, window_size)
             if window_size else rel_pos_size,
             num_extra_tokens=num_extra_tokens,
-            norm_layer=norm_layer if scale_attn_inner else None)
+            norm_layer=norm_layer if scale_attn_inner else None,
+            fp32_attention=fp32_attention)
         self.drop_path = DropPath(drop_path) if drop_path else nn.Identity()
         self.norm2 = LayerNorm(dim, eps=norm_eps, fp32=fp32_norm)
         # timm's MLPs compute what EVA's do (EVA-02/asuka/modeling_finetune.py
@@ -140,31 +150,35 @@ class EVABlock(nn.Module):
         else:
             self.gamma_1 = self.gamma_2 = None
 
-    def _attend(self, x: torch.Tensor, hw: Tuple[int, int],
-                rope: Optional[torch.Tensor]) -> torch.Tensor:
+    def _attend(self, x: torch.Tensor,
+                positions: TokenPositions) -> torch.Tensor:
+        x = self.norm1(x)
         if not self.window_size:
-            return self.attn(x, hw, rope)
+            return self.attn(x, positions=positions)
         b, _, c = x.shape
+        hw = positions.hw
         windows, padded_hw = window_partition(
             x.view(b, *hw, c), self.window_size)
-        windows = self.attn(windows, (self.window_size, self.window_size),
-                            rope)
+        windows = self.attn(
+            windows, positions=positions.window(self.window_size))
         x = window_unpartition(windows, self.window_size, padded_hw, hw)
         return x.view(b, -1, c)
 
-    def forward(self,
-                x: torch.Tensor,
-                hw: Tuple[int, int],
-                rope: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Run the block on (B, N, C) tokens laid out on the grid ``hw``.
+    def forward(self, x: torch.Tensor, *,
+                positions: TokenPositions) -> torch.Tensor:
+        """Run the block on (B, N, C) tokens laid out on ``positions.grid``.
 
         Args:
             x: Tokens (B, extra + H * W, C).
-            hw: The patch grid (H, W).
-            rope: Rotary embedding of the positions one attention call sees:
-                the window's in window blocks, the grid's otherwise.
+            positions: The patch grid, and the RoPE of the positions one
+                attention call sees: the window's in window blocks, the
+                grid's otherwise.
         """
-        attn = self._attend(self.norm1(x), hw, rope)
+        if self.checkpoint_attn and self.training and x.requires_grad:
+            attn = checkpoint(
+                self._attend, x, positions, use_reentrant=False)
+        else:
+            attn = self._attend(x, positions)
         if self.gamma_1 is not None:
             attn = self.gamma_1 * attn
         x = x + self.drop_path(attn)

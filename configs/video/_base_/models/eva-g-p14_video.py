@@ -22,6 +22,12 @@ model = dict(
         tuple_output=False,
         # USE_CHECKPOINT: True (activation checkpointing).
         with_cp=True,
+        # fp32 islands under mixed precision: LayerNorms in fp32
+        # (LayerNormWithForceFP32, EVA-01/video/models/beit.py:44-72, the
+        # video model's norm_layer at :953 and clip_mae.py:225) and q.k^T
+        # with its softmax in fp32 (qk_float, beit.py:135, 183-186).
+        fp32_norm=True,
+        fp32_attention=True,
         drop_path_rate=0.2),
     # The official head: one linear layer on the pooled features, drawn at
     # std 0.02 and then scaled by init_scale 0.001 (EVA-01/video/models/
