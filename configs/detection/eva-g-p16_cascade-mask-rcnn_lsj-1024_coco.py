@@ -23,11 +23,12 @@ model = dict(
 # checkpoint of eva-g-p16_cascade-rcnn_lsj-1024_objects365.py: the mask
 # head, new here, stays randomly initialised and the 365-class box
 # predictors do not fit 80 classes, which mmengine reports and skips. To start
-# from the MIM weights instead, convert them (docs/detection.md):
+# from the MIM weights instead, convert them as the official eva_psz14to16.pt
+# (docs/detection.md):
 #   python tools/model_converters/convert_eva.py --src-format official \
-#       eva_psz14.pt eva-g-p16_1024.pth --patch-size 16 --img-size 1024
+#       eva_psz14.pt eva-g-p16.pth --patch-size 16 --img-size 224
 # and set model.backbone.init_cfg=dict(type='Pretrained',
-# checkpoint='eva-g-p16_1024.pth').
+# checkpoint='eva-g-p16.pth').
 load_from = None
 
 # Global batch 64 = 8 nodes x 8 GPUs x 1 image, no gradient accumulation

@@ -15,7 +15,7 @@ model = dict(
 # The 1024 px pipelines with every size set to 1280.
 train_pipeline = [
     dict(t, scale=image_size) if t['type'] == 'RandomResize' else
-    dict(t, crop_size=image_size) if t['type'] == 'RandomCrop' else t
+    dict(t, crop_size=image_size) if 'crop_size' in t else t
     for t in _base_.train_pipeline
 ]
 test_pipeline = [

@@ -38,11 +38,13 @@ param_scheduler = [
 ]
 default_hooks = dict(checkpoint=dict(interval=20000))
 
-# Start from the EVA-g MIM weights, converted to patch 16 at 1024 px:
+# Start from the EVA-g MIM weights at patch 16, as the official
+# eva_psz14to16.pt (14 x 14 grid, resized to the training grid on loading;
+# docs/detection.md):
 #   python tools/model_converters/convert_eva.py --src-format official \
-#       eva_psz14.pt eva-g-p16_1024.pth --patch-size 16 --img-size 1024
+#       eva_psz14.pt eva-g-p16.pth --patch-size 16 --img-size 224
 # then --cfg-options model.backbone.init_cfg.type=Pretrained \
-#   model.backbone.init_cfg.checkpoint=eva-g-p16_1024.pth
+#   model.backbone.init_cfg.checkpoint=eva-g-p16.pth
 load_from = None
 
 # Global batch: not published for Objects365; 64 (8 nodes x 8 GPUs x 1

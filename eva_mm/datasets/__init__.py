@@ -1,4 +1,5 @@
 from .imagenet_v2 import ImageNetV2
+from .lsj_crop import Detectron2RandomCrop
 from .lvis import LVISV1Dataset
 from .mask_generator import EVABlockMaskGenerator
 from .samplers import (RepeatFactorSampler,
@@ -9,8 +10,8 @@ from .video_decoding import (RobustVideoDataset, VideoDecode, VideoInit,
 from .video_sampling import TSNSample
 
 __all__ = [
-    'ColorJitter', 'EVABlockMaskGenerator', 'ImageNetV2', 'LVISV1Dataset',
-    'RandomGrayscale', 'RepeatFactorSampler', 'RobustVideoDataset',
-    'TSNSample', 'VideoDecode', 'VideoInit', 'VideoReadError',
-    'repeat_factors_from_category_frequency'
+    'ColorJitter', 'Detectron2RandomCrop', 'EVABlockMaskGenerator',
+    'ImageNetV2', 'LVISV1Dataset', 'RandomGrayscale', 'RepeatFactorSampler',
+    'RobustVideoDataset', 'TSNSample', 'VideoDecode', 'VideoInit',
+    'VideoReadError', 'repeat_factors_from_category_frequency'
 ]

@@ -26,6 +26,10 @@ META = dict(img_shape=(64, 64), ori_shape=(64, 64), scale_factor=(1.0, 1.0))
 FEDERATED = dict(type='eva_mm.FederatedLoss', num_classes=NUM_CLASSES,
                  class_freq=[4, 3, 2, 1], num_sampled_classes=3)
 
+# The heads' unscoped type names are mmdet's, whatever scope an earlier test
+# left behind.
+pytestmark = pytest.mark.registry_scope('mmdet')
+
 
 def _tiny_heads(loss_cls: Optional[dict]
                 ) -> Tuple[ProbabilityAveragingCascadeRoIHead, CascadeRoIHead]:

@@ -40,6 +40,8 @@ CONFIG_DIR = Path(__file__).resolve().parents[2] / 'configs/detection'
 GIANT_GLOBAL = tuple(range(3, 40, 4))
 SHAPES = ('circle', 'square', 'triangle', 'star')
 SMALL = 64  # side of the generated images
+# The LSJ crop: mmdet's RandomCrop with detectron2's offset.
+LSJ_CROP = 'eva_mm.Detectron2RandomCrop'
 
 
 def _name(arch: str, size: int, data: str, suffix: str = '') -> str:
@@ -148,6 +150,8 @@ def test_config_builds_with_the_official_numbers(name: str) -> None:
             'MasknessFCNMaskHead'
         assert model.roi_head.mask_head.maskness_thr == 0.5
         assert model.roi_head.mask_head.rescore_by_maskness
+        # detectron2's predictor init (values: test_recipe_details.py).
+        assert model.roi_head.mask_head.predictor_std == 0.001
     if 'lvis' in name:
         assert type(stages[0].loss_cls).__name__ == 'FederatedLoss'
         assert (stages[0].loss_cls.num_sampled_classes,
@@ -172,9 +176,13 @@ def test_config_builds_with_the_official_numbers(name: str) -> None:
     train = {t.type: t for t in cfg.train_dataloader.dataset.pipeline}
     assert train['RandomResize'].scale == (want['size'], ) * 2
     assert train['RandomResize'].ratio_range == (0.1, 2.0)
-    assert train['RandomCrop'].crop_size == (want['size'], ) * 2
+    assert train[LSJ_CROP].crop_size == (want['size'], ) * 2
     test = {t.type: t for t in cfg.test_dataloader.dataset.pipeline}
     assert test['Resize'].scale == (want['test_size'], ) * 2
+    # detectron2's PIL bilinear resizes (tests/test_det/
+    # test_recipe_details.py checks the pixels).
+    assert train['RandomResize'].backend == test['Resize'].backend == \
+        'pillow'
     assert cfg.model.data_preprocessor.pad_size_divisor == want['test_size']
     # 1 image per GPU x 64 GPUs.
     assert cfg.train_dataloader.batch_size == 1
@@ -388,7 +396,7 @@ def shrink_options(cfg: Config, root: Path) -> Dict[str, object]:
                 # Under half size the image cannot hold the smallest
                 # (32 px) anchor.
                 options[key + 'ratio_range'] = (0.5, 2.0)
-            elif transform.type == 'RandomCrop':
+            elif transform.type == LSJ_CROP:
                 options[key + 'crop_size'] = (SMALL, SMALL)
             elif transform.type == 'Resize':
                 options[key + 'scale'] = (SMALL, SMALL)

@@ -354,7 +354,8 @@ def test_config_builds_with_the_official_numbers(name: str) -> None:
 
     train = {t.type: t for t in cfg.train_dataloader.dataset.pipeline}
     assert train['RandomResize'].scale == (want['size'], ) * 2
-    assert train['RandomCrop'].crop_size == (want['size'], ) * 2
+    assert train['eva_mm.Detectron2RandomCrop'].crop_size == \
+        (want['size'], ) * 2
     test = {t.type: t for t in cfg.test_dataloader.dataset.pipeline}
     assert test['Resize'].scale == (want['size'], ) * 2
     assert cfg.model.data_preprocessor.pad_size_divisor == want['size']

@@ -18,6 +18,8 @@ from eva_mm.models.losses import FederatedLoss
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 BASE_CONFIG = osp.join(ROOT, 'configs', '_base_', 'models',
                        'cascade-mask-rcnn_eva-vit_simple-fpn.py')
+# Unscoped type names are mmdet's, whatever scope an earlier test left.
+pytestmark = pytest.mark.registry_scope('mmdet')
 
 
 def _hand_loss(logits: Sequence[Sequence[float]], labels: Sequence[int],

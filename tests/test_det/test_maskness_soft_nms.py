@@ -18,6 +18,8 @@ from eva_mm.models.roi_heads import MasknessFCNMaskHead
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 BASE_CONFIG = osp.join(ROOT, 'configs', '_base_', 'models',
                        'cascade-mask-rcnn_eva-vit_simple-fpn.py')
+# Unscoped type names are mmdet's, whatever scope an earlier test left.
+pytestmark = pytest.mark.registry_scope('mmdet')
 META = dict(img_shape=(32, 32), ori_shape=(32, 32), scale_factor=(1.0, 1.0))
 TEST_CFG = ConfigDict(mask_thr_binary=0.5)
 

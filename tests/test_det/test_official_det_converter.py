@@ -478,6 +478,61 @@ def test_global_rel_pos_resized_for_another_size() -> None:
             assert torch.equal(table, src)
 
 
+def test_objects365_tables_of_another_grid_start_at_zero(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """An Objects365-layout file trained at IMG, for a detector at 2 x IMG
+    (eva_o365.pth into the 1280 px configs): by default its global rel-pos
+    tables become zeros, which is what the official fine-tuning starts from
+    (its loader skips tensors of another shape, c2_model_loading.py:263-275,
+    and the tables keep their zero init); --rel-pos-resize resizes them."""
+    from eva_mm.models.layers.pos_embed import resize_rel_pos
+    source = random_official(9, seed=5, with_mask=False)
+    size = 2 * IMG
+    cfg = shrunk(O365, 9)
+    cfg.model.backbone.img_size = size
+    conversion = convert(source, img_size=size)
+    load_strict(cfg, conversion.state_dict)
+
+    # The official fine-tuning's start, recomputed: a fresh official model
+    # for 2 x IMG (rel-pos tables zero-initialised) loads every source
+    # tensor of its own shape and skips the others; converted, it must be
+    # the same weights.
+    target = official_shapes(DIM, DEPTH, HEADS, MLP, WINDOW, GLOBAL, size, 9,
+                             FPN, FC, with_mask=False)
+    skipped = sorted(key for key, shape in target.items()
+                     if source[key].shape != shape)
+    assert skipped == sorted(
+        f'backbone.net.blocks.{i}.attn.rel_pos_{axis}'
+        for i in GLOBAL for axis in 'hw')
+    started = {
+        key: torch.zeros(shape) if key in skipped else source[key]
+        for key, shape in target.items()
+    }
+    expected = convert(started, img_size=size).state_dict
+    assert set(conversion.state_dict) == set(expected)
+    for key, value in expected.items():
+        assert torch.equal(conversion.state_dict[key], value), key
+    assert any('re-initialised to zeros' in line and str(list(GLOBAL)) in line
+               for line in conversion.report)
+
+    # The resize instead, as an option.
+    grid = size // PATCH
+    resized = convert(source, img_size=size, rel_pos_resize='linear')
+    load_strict(cfg, resized.state_dict)
+    for key in skipped:
+        torch.testing.assert_close(
+            resized.state_dict[key.replace('backbone.net.', 'backbone.')],
+            resize_rel_pos(source[key], 2 * grid - 1, 'linear'))
+    assert not any('zeros' in line for line in resized.report)
+
+    # The tool says so.
+    src = tmp_path / 'eva_o365.pth'
+    torch.save({'model': source}, src)
+    convert_eva.main(['--src-format', 'official-det', str(src),
+                      str(tmp_path / 'out.pth'), '--img-size', str(size)])
+    assert 're-initialised to zeros' in capsys.readouterr().out
+
+
 def test_wrong_files_fail_clearly(tmp_path: Path) -> None:
     source = random_official(80)
     # A backbone-only / MIM checkpoint.

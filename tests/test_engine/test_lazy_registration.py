@@ -28,7 +28,7 @@ NAMES = {
     'DATA_SAMPLERS': ['RepeatFactorSampler'],
     'TRANSFORMS': [
         'EVABlockMaskGenerator', 'VideoInit', 'VideoDecode', 'TSNSample',
-        'RandomGrayscale', 'ColorJitter'
+        'RandomGrayscale', 'ColorJitter', 'Detectron2RandomCrop'
     ],
 }
 SCRIPT = '''

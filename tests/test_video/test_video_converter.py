@@ -93,7 +93,7 @@ def _tiny_recognizer(config: str) -> torch.nn.Module:
 def test_official_video_checkpoint_loads_strictly_unchanged(tmp_path):
     source = official_video_layout(32, 2, 64, frames=8, grid=2, classes=722)
     src, dst = tmp_path / 'eva_video_k722.pth', tmp_path / 'k722.pth'
-    # As utils/tools.py:49-61 saves it: the weights under 'model', fp16
+    # As utils/tools.py:49-57 saves it: the weights under 'model', fp16
     # where DeepSpeed/apex left them.
     torch.save(dict(model={
         k: v.half()

@@ -4,7 +4,7 @@ EVA's K-400/600/700 fine-tuning starts from the K-722 intermediate model
 with its linear head cut down to the target label set: the row of every
 target class is the K-722 row of the same class. The official code ships
 that choice as ``data/k722_to_k4xx_mapping.npy`` files and indexes the head
-with them (``head[mask]``, ``EVA-01/video/models/clip_mae.py:252-262``);
+with them (``head[mask]``, ``EVA-01/video/models/clip_mae.py:246-255``);
 this tool takes either such a file or the two label lists, and writes the
 checkpoint for ``load_from`` of the configs in ``configs/video``::
 

@@ -23,15 +23,22 @@ train_pipeline = [
     dict(type='LoadAnnotations', with_bbox=True, with_mask=True,
          poly2mask=False),
     dict(type='RandomFlip', prob=0.5),
+    # PIL's bilinear resize, which filters when shrinking, as detectron2's
+    # ResizeTransform (EVA-01/det/detectron2/data/transforms/
+    # augmentation_impl.py:213, transform.py:99-122); mmcv's default cv2
+    # bilinear samples 4 pixels whatever the scale.
     dict(
         type='RandomResize',
         scale=image_size,
         ratio_range=(0.1, 2.0),
-        keep_ratio=True),
+        keep_ratio=True,
+        backend='pillow'),
     # 'absolute_range' with crop_size=image_size crops min(side, 1024): the
-    # fixed-size crop of detectron2's FixedSizeCrop.
+    # fixed-size crop of detectron2's FixedSizeCrop, whose offset is one
+    # uniform draw for both axes (augmentation_impl.py:328);
+    # type='RandomCrop' draws them independently (mmdet's).
     dict(
-        type='RandomCrop',
+        type='eva_mm.Detectron2RandomCrop',
         crop_type='absolute_range',
         crop_size=image_size,
         recompute_bbox=True,
@@ -39,9 +46,10 @@ train_pipeline = [
     dict(type='FilterAnnotations', min_gt_bbox_wh=(1e-2, 1e-2)),
     dict(type='PackDetInputs')
 ]
-# mmdet's test pipeline with the long side resized to 1024 and polygon masks.
+# mmdet's test pipeline with the long side resized to 1024 (PIL bilinear,
+# as detectron2's ResizeShortestEdge) and polygon masks.
 test_pipeline = [
-    dict(t, scale=image_size) if t['type'] == 'Resize' else
+    dict(t, scale=image_size, backend='pillow') if t['type'] == 'Resize' else
     dict(t, poly2mask=False) if t['type'] == 'LoadAnnotations' else t
     for t in _base_.test_pipeline
 ]

@@ -27,10 +27,7 @@ model = dict(
         # The official evaluation's maskness_thresh=0.5: a mask's score is
         # the box score x the mean probability over its pixels above 0.5.
         # Switch off with rescore_by_maskness=False.
-        mask_head=dict(
-            type='eva_mm.MasknessFCNMaskHead',
-            maskness_thr=0.5,
-            rescore_by_maskness=True)),
+        mask_head=dict(maskness_thr=0.5, rescore_by_maskness=True)),
     # 1000 proposals per training image, detectron2's RPN post_nms_topk
     # (configs/common/models/mask_rcnn_fpn.py; mmdet's base keeps 2000).
     train_cfg=dict(rpn_proposal=dict(max_per_img=1000)),

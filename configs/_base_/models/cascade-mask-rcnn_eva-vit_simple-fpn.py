@@ -103,8 +103,15 @@ model = dict(
             _cascade_stage([0.05, 0.05, 0.1, 0.1]),
             _cascade_stage([1 / 30, 1 / 30, 1 / 15, 1 / 15]),
         ],
-        # One mask head (a dict), not one per stage.
-        mask_head=dict(norm_cfg=norm_cfg)),
+        # One mask head (a dict), not one per stage. eva_mm's FCN mask head
+        # for detectron2's predictor init, normal(0, 0.001) with zero bias
+        # (official roi_heads/mask_head.py:265-269; mmdet's FCNMaskHead
+        # draws it Kaiming normal); ViTDet has no maskness rescoring.
+        mask_head=dict(
+            type='eva_mm.MasknessFCNMaskHead',
+            norm_cfg=norm_cfg,
+            predictor_std=0.001,
+            rescore_by_maskness=False)),
     train_cfg=dict(
         rpn=dict(
             # Matcher([0.3, 0.7], [0, -1, 1], allow_low_quality_matches=True)

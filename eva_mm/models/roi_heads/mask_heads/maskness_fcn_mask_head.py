@@ -1,7 +1,8 @@
 """FCN mask head that rescores detections by their mask quality (maskness)."""
-from typing import Any, List
+from typing import Any, List, Optional
 
 import torch
+import torch.nn as nn
 from mmdet.models.roi_heads.mask_heads import FCNMaskHead
 from mmdet.utils import InstanceList
 from mmengine.config import ConfigDict
@@ -25,25 +26,49 @@ class MasknessFCNMaskHead(FCNMaskHead):
     Cascade Mask R-CNN (the stages' mask probabilities are averaged first and
     arrive with ``activate_map=True``).
 
+    The mask predictor (``conv_logits``) starts as detectron2's
+    ``MaskRCNNConvUpsampleHead`` predictor (EVA-01/det/detectron2/modeling/
+    roi_heads/mask_head.py:265-269): normal(0, ``predictor_std``), bias 0.
+    mmdet's ``FCNMaskHead`` draws it Kaiming normal (fan_out), std
+    sqrt(2 / num_classes), about 0.16 for COCO's 80 classes. The convs and
+    the deconvolution are initialised alike in both (detectron2's
+    ``c2_msra_fill`` is Kaiming normal, fan_out, bias 0).
+
     Args:
         maskness_thr: Probability above which a mask pixel counts as
             foreground for the maskness (EVA: 0.5).
         rescore_by_maskness: Rescore the detections; with False the head
-            behaves exactly like ``FCNMaskHead``.
+            predicts exactly like ``FCNMaskHead``.
+        predictor_std: Std of the mask predictor's normal initialisation
+            (detectron2: 0.001); ``None`` keeps mmdet's Kaiming init.
         **kwargs: ``FCNMaskHead`` arguments.
     """
 
     def __init__(self,
                  maskness_thr: float = 0.5,
                  rescore_by_maskness: bool = True,
+                 predictor_std: Optional[float] = 0.001,
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if not 0 <= maskness_thr < 1:
             raise ValueError(
                 f'maskness_thr={maskness_thr} must be a probability in '
                 '[0, 1); EVA uses 0.5.')
+        if predictor_std is not None and predictor_std <= 0:
+            raise ValueError(
+                f'predictor_std={predictor_std} must be positive (detectron2: '
+                "0.001), or None for mmdet's Kaiming initialisation.")
         self.maskness_thr = maskness_thr
         self.rescore_by_maskness = rescore_by_maskness
+        self.predictor_std = predictor_std
+
+    def init_weights(self) -> None:
+        """mmdet's initialisation, then the predictor's as detectron2's."""
+        super().init_weights()
+        if self.predictor_std is not None:
+            nn.init.normal_(self.conv_logits.weight, std=self.predictor_std)
+            if self.conv_logits.bias is not None:
+                nn.init.zeros_(self.conv_logits.bias)
 
     def maskness(self, mask_preds: Tensor, labels: Tensor,
                  activate_map: bool) -> Tensor:

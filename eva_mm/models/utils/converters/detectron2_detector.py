@@ -12,8 +12,13 @@ detection configs (``EVAViT`` + ``SimpleFPN`` + ``RPNHead`` +
   224 px ``pos_embed`` (14 x 14 + cls, EVA-01/det/detectron2/modeling/
   backbone/vit.py:386-388) loses its cls entry and is resized bicubically to
   the training grid, as ``get_abs_pos`` (modeling/backbone/utils.py:166-189)
-  does at every forward; global blocks' ``rel_pos_h/w`` are resized to that
-  grid when it differs from the checkpoint's;
+  does at every forward; global blocks' ``rel_pos_h/w`` that do not fit that
+  grid become zeros, as in the official fine-tuning (detectron2's loader
+  skips tensors of another shape, checkpoint/c2_model_loading.py:263-275,
+  and the tables keep their zero init, ``rel_pos_zero_init=True``,
+  vit.py:110-118, 333), or, with ``--rel-pos-resize`` or a config whose
+  backbone sets ``rel_pos_resize`` (the 1536 px evaluation configs), are
+  resized as the official evaluation does at run time;
 - ``backbone.simfp_<stage>.<i>`` (vit.py:513-546; the last two layers are
   the 1x1 and 3x3 ``Conv2d`` with a ``.norm``, the ones before the
   up/down-sampling) -> ``neck.rescales.<level>.<i>``,
@@ -80,9 +85,11 @@ def add_detector_arguments(parser: argparse.ArgumentParser) -> None:
         parser,
         '--rel-pos-resize',
         choices=('linear', 'beit'),
-        help="official-det: how global blocks' relative position tables "
-        'are resized when --img-size differs from the training size '
-        "(default: the config's backbone.rel_pos_resize, else 'linear').")
+        help="official-det: resize global blocks' relative position tables "
+        "that do not fit the target grid this way (default: the config's "
+        'backbone.rel_pos_resize, set by the 1536 px evaluation configs). '
+        'Without either they become zeros, as the official fine-tuning '
+        'starts them (its loader skips tensors of another shape).')
 
 
 def _config_backbone(config: Optional[str]) -> Dict[str, object]:
@@ -120,12 +127,14 @@ def _target_grid(args: argparse.Namespace, patch_size: int,
 
 
 def _convert_backbone(source: StateDict, grid: Tuple[int, int],
-                      rel_pos_mode: str,
+                      rel_pos_mode: Optional[str],
                       report: List[str]) -> StateDict:
     """``backbone.net.*`` as EVAViT weights for a ``grid`` of patches.
 
     Sizes are fitted by the one resizing path of every EVAViT load,
-    :func:`fit_state_dict`, told the checkpoint's layout explicitly.
+    :func:`fit_state_dict`, told the checkpoint's layout explicitly. Global
+    rel-pos tables of another grid are resized (``rel_pos_mode``) or, with
+    ``None``, replaced by zeros.
     """
     weights = rename_prefix(source, _BACKBONE, 'backbone.')
     extra = 0
@@ -155,16 +164,34 @@ def _convert_backbone(source: StateDict, grid: Tuple[int, int],
         key: 2 * (grid[0] if key.endswith('_h') else grid[1]) - 1
         for key, length in tables.items() if length != window_len
     }
-    resized = sum(global_lengths[key] != tables[key] for key in global_lengths)
+    mismatched = sorted(key for key, length in global_lengths.items()
+                        if length != tables[key])
+    if mismatched and rel_pos_mode is None:
+        # What the official fine-tuning starts from: detectron2's loader
+        # skips tensors whose shape differs from the model's
+        # (EVA-01/det/detectron2/checkpoint/c2_model_loading.py:263-275),
+        # so these keep their zero init (rel_pos_zero_init=True,
+        # modeling/backbone/vit.py:110-118, 333).
+        for key in mismatched:
+            table = weights['backbone.' + key]
+            weights['backbone.' + key] = table.new_zeros(
+                global_lengths[key], table.shape[1])
+        blocks = sorted({int(key.split('.')[1]) for key in mismatched})
+        report.append(
+            f're-initialised to zeros: rel_pos_h/w of global blocks {blocks} '
+            f'({sorted({tables[key] for key in mismatched})} rows do not fit '
+            f'the {grid[0]}x{grid[1]} grid), as the official fine-tuning '
+            'starts them; --rel-pos-resize resizes them instead')
     fit_state_dict(
         weights,
         TargetSizes(pos_grid=grid, with_cls_token=False,
                     rel_pos_lengths=global_lengths,
-                    rel_pos_resize=rel_pos_mode),
+                    # Zeroed tables fit already: no mode is used for them.
+                    rel_pos_resize=rel_pos_mode or 'linear'),
         prefix='backbone.',
         src_extra_tokens=extra)
-    if resized:
-        report.append(f'{resized} global rel-pos tables resized '
+    if mismatched and rel_pos_mode is not None:
+        report.append(f'{len(mismatched)} global rel-pos tables resized '
                       f'({rel_pos_mode}) to the {grid[0]}x{grid[1]} grid')
     return weights
 
@@ -352,8 +379,11 @@ def convert_detector(source: StateDict, args: argparse.Namespace,
     backbone_cfg = _config_backbone(config)
     patch_size = int(source[_BACKBONE + 'patch_embed.proj.weight'].shape[-1])
     grid = _target_grid(args, patch_size, backbone_cfg)
+    # None: global tables of another grid become zeros (the official
+    # fine-tuning); a mode: they are resized (the official evaluation at
+    # another size, which the 1536 px configs set).
     rel_pos_mode = (getattr(args, 'rel_pos_resize', None)
-                    or backbone_cfg.get('rel_pos_resize') or 'linear')
+                    or backbone_cfg.get('rel_pos_resize'))
     report: List[str] = []
     weights = _convert_backbone(source, grid, rel_pos_mode, report)
     weights.update(_convert_neck(source))

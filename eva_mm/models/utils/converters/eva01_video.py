@@ -2,14 +2,16 @@
 
 The released video models (``eva_video_k722.pth``, ``eva_video_k400.pth``,
 ``_k600``, ``_k700``) are state dicts of the official ``VisionTransformer``
-of ``EVA-01/video/models/beit.py:386-570`` (built by
-``models/clip_mae.py:244-250``: EVA-g/14, mean pooling), saved under
-``'model'`` by ``utils/tools.py:49-61``:
+of ``EVA-01/video/models/beit.py:392-540`` (built by
+``models/clip_mae.py:222-228``: EVA-g/14, mean pooling), saved under
+``'model'`` by ``utils/tools.py:49-57`` (``epoch_saving``'s
+``save_state``):
 
 - ``cls_token`` (1, 1, C); ``pos_embed`` (1, 1 + T*H'*W', C), one position
   per token of the (T, H', W') grid in that order, T = 8 for K-722 and 16
-  for K-400/600/700 (``beit.py:423-428``);
-- ``patch_embed.proj`` a Conv3d of kernel (1, 14, 14) (``beit.py:268-296``);
+  for K-400/600/700 (``beit.py:418-425``);
+- ``patch_embed.proj`` a Conv3d of kernel (1, 14, 14) (``PatchEmbed3D``,
+  ``beit.py:274-305``);
 - ``blocks.N.{norm1, attn.{q_bias, v_bias, qkv.weight, proj}, norm2,
   mlp.{fc1, fc2}}``;
 - ``fc_norm`` (``norm`` is an Identity under mean pooling, no weights);
