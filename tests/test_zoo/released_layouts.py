@@ -27,12 +27,14 @@ from test_eva02_converter import official_mim_layout  # noqa: E402
 from test_eva02_det import RECIPES as EVA02_DET  # noqa: E402
 from test_eva02_det import official_eva02_shapes  # noqa: E402
 from test_official_clip import official_eva_clip  # noqa: E402
-from test_official_det_converter import official_shapes as eva01_det  # noqa: E402,E501
+from test_official_det_converter import (  # noqa: E402
+    official_shapes as eva01_det)
 from test_seg.official_seg_layout import (  # noqa: E402
     beit_adapter_shapes, mask2former_head_shapes)
 from test_seg.test_eva02_seg import RECIPES as EVA02_SEG  # noqa: E402
 from test_seg.test_eva02_seg import official_shapes as eva02_seg  # noqa: E402
-from test_video.test_video_converter import official_video_layout  # noqa: E402,E501
+from test_video.test_video_converter import (  # noqa: E402
+    official_video_layout)
 
 Shapes = Dict[str, Tuple[int, ...]]
 
@@ -136,22 +138,24 @@ RELEASED: Dict[str, Released] = {
 }
 
 
-def eva01_vit_shapes(released: Released) -> Shapes:
+def eva01_vit_shapes(width: int, depth: int, mlp: int, patch: int,
+                     grid: int, classes: Optional[int] = None) -> Shapes:
     """An official EVA-01 image ViT: the MIM model (EVA-01/eva/
     modeling_pretrain.py:38-72: cls and mask tokens, final norm, lm_head
     onto the 768-d CLIP-L features) or, with classes, the fine-tuned one
     (modeling_finetune.py:372-417: use_mean_pooling, so fc_norm and no
-    final norm, a linear head). Blocks: qkv without bias plus q/v biases,
-    GELU MLP, no layer scale (ls=0.0)."""
-    width, depth, _, mlp = ARCHS[released.arch]
-    shapes: Shapes = {
-        'cls_token': (1, 1, width),
-        'pos_embed': (1, 1 + released.grid**2, width),
-        'patch_embed.proj.weight': (width, 3, released.patch,
-                                    released.patch),
-        'patch_embed.proj.bias': (width, ),
-    }
-    if released.classes is None:
+    final norm, a linear head). Its blocks (qkv without bias plus q/v
+    biases, GELU MLP, no layer scale: ls=0.0) are those of the official
+    video ViT, which is this ViT with a 3-D patch kernel: one frame of
+    official_video_layout with a 2-D kernel."""
+    video = official_video_layout(width, depth, mlp, 1, grid, classes or 1,
+                                  device='meta')
+    shapes = {key: tuple(value.shape) for key, value in video.items()}
+    shapes['patch_embed.proj.weight'] = (width, 3, patch, patch)
+    if classes is None:
+        for key in ('fc_norm.weight', 'fc_norm.bias', 'head.weight',
+                    'head.bias'):
+            del shapes[key]
         shapes.update({
             'mask_token': (1, 1, width),
             'norm.weight': (width, ),
@@ -159,29 +163,20 @@ def eva01_vit_shapes(released: Released) -> Shapes:
             'lm_head.weight': (768, width),
             'lm_head.bias': (768, ),
         })
-    else:
-        shapes.update({
-            'fc_norm.weight': (width, ),
-            'fc_norm.bias': (width, ),
-            'head.weight': (released.classes, width),
-            'head.bias': (released.classes, ),
-        })
-    for i in range(depth):
-        for name, shape in (('norm1.weight', (width, )),
-                            ('norm1.bias', (width, )),
-                            ('attn.qkv.weight', (3 * width, width)),
-                            ('attn.q_bias', (width, )),
-                            ('attn.v_bias', (width, )),
-                            ('attn.proj.weight', (width, width)),
-                            ('attn.proj.bias', (width, )),
-                            ('norm2.weight', (width, )),
-                            ('norm2.bias', (width, )),
-                            ('mlp.fc1.weight', (mlp, width)),
-                            ('mlp.fc1.bias', (mlp, )),
-                            ('mlp.fc2.weight', (width, mlp)),
-                            ('mlp.fc2.bias', (width, ))):
-            shapes[f'blocks.{i}.{name}'] = shape
     return shapes
+
+
+def tiny_official_eva01() -> Dict[str, torch.Tensor]:
+    """A tiny EVA-01 MIM file in the official layout (width 16, one block,
+    2 x 2 patches of 14), random values, weights under 'module' as
+    DeepSpeed saves them."""
+    generator = torch.Generator().manual_seed(0)
+    return {
+        'module': {
+            key: torch.randn(shape, generator=generator)
+            for key, shape in eva01_vit_shapes(16, 1, 32, 14, 2).items()
+        }
+    }
 
 
 def eva02_vit_shapes(released: Released) -> Shapes:
@@ -223,7 +218,8 @@ def official_layout(src_format: str, file_name: str,
     released = RELEASED[file_name]
     width, depth, heads, mlp = ARCHS[released.arch]
     if src_format == 'official':
-        shapes = eva01_vit_shapes(released)
+        shapes = eva01_vit_shapes(width, depth, mlp, released.patch,
+                                  released.grid, released.classes)
     elif src_format == 'official-eva02':
         shapes = eva02_vit_shapes(released)
     elif src_format == 'official-det':

@@ -20,6 +20,7 @@ from eva_mm.checkpoints.download import (DownloadError,
                                          checkpoint_cache_dir,
                                          download_checkpoint, download_file)
 from file_server import FileServer
+from released_layouts import tiny_official_eva01
 
 
 def checkpoint_bytes(state: Dict[str, torch.Tensor], **save_options) -> bytes:
@@ -29,41 +30,6 @@ def checkpoint_bytes(state: Dict[str, torch.Tensor], **save_options) -> bytes:
     return buffer.getvalue()
 
 
-def official_eva02_mim() -> Dict[str, torch.Tensor]:
-    """A tiny file in the official EVA-02 MIM layout (EVA-02/asuka/
-    modeling_pretrain.py names: separate q/k/v, SwiGLU w1/w2/ffn_ln/w3,
-    the MIM lm_head), weights under 'module' as DeepSpeed saves them."""
-    torch.manual_seed(0)
-    dim, hidden = 16, 24
-    weights = {
-        'cls_token': torch.randn(1, 1, dim),
-        'mask_token': torch.randn(1, 1, dim),
-        'pos_embed': torch.randn(1, 5, dim),
-        'patch_embed.proj.weight': torch.randn(dim, 3, 14, 14),
-        'patch_embed.proj.bias': torch.randn(dim),
-        'lm_head.weight': torch.randn(8, dim),
-        'lm_head.bias': torch.randn(8),
-    }
-    for name, shape in (('norm1.weight', (dim, )), ('norm1.bias', (dim, )),
-                        ('attn.q_proj.weight', (dim, dim)),
-                        ('attn.k_proj.weight', (dim, dim)),
-                        ('attn.v_proj.weight', (dim, dim)),
-                        ('attn.q_bias', (dim, )), ('attn.v_bias', (dim, )),
-                        ('attn.proj.weight', (dim, dim)),
-                        ('attn.proj.bias', (dim, )),
-                        ('norm2.weight', (dim, )), ('norm2.bias', (dim, )),
-                        ('mlp.w1.weight', (hidden, dim)),
-                        ('mlp.w1.bias', (hidden, )),
-                        ('mlp.w2.weight', (hidden, dim)),
-                        ('mlp.w2.bias', (hidden, )),
-                        ('mlp.ffn_ln.weight', (hidden, )),
-                        ('mlp.ffn_ln.bias', (hidden, )),
-                        ('mlp.w3.weight', (dim, hidden)),
-                        ('mlp.w3.bias', (dim, ))):
-        weights[f'blocks.0.{name}'] = torch.randn(shape)
-    return {'module': weights}
-
-
 def assert_only(folder: Path, *names: str) -> None:
     """``folder`` holds exactly these files: no temporary leftovers."""
     assert sorted(p.name for p in folder.iterdir()) == sorted(names)
@@ -71,23 +37,23 @@ def assert_only(folder: Path, *names: str) -> None:
 
 def test_download_then_cache_hit_without_a_request(file_server: FileServer,
                                                    tmp_path: Path) -> None:
-    source = official_eva02_mim()
+    source = tiny_official_eva01()
     data = checkpoint_bytes(source)
-    url = file_server.add('/eva02/pt/eva02_tiny.pt', data)
+    url = file_server.add('/BAAI/EVA/resolve/main/eva_tiny.pt', data)
 
     path = download_checkpoint(url, cache_dir=tmp_path, progress=False)
-    assert path == tmp_path / 'eva02_tiny.pt'
+    assert path == tmp_path / 'eva_tiny.pt'
     assert path.read_bytes() == data
     loaded = torch.load(path, weights_only=True)
     assert loaded.keys() == source.keys()
     for key, value in source['module'].items():
         assert torch.equal(loaded['module'][key], value), key
-    assert file_server.requests['/eva02/pt/eva02_tiny.pt'] == 1
-    assert_only(tmp_path, 'eva02_tiny.pt')
+    assert file_server.requests['/BAAI/EVA/resolve/main/eva_tiny.pt'] == 1
+    assert_only(tmp_path, 'eva_tiny.pt')
 
     # Cached: no request, the same file.
     assert download_checkpoint(url, cache_dir=tmp_path) == path
-    assert file_server.requests['/eva02/pt/eva02_tiny.pt'] == 1
+    assert file_server.requests['/BAAI/EVA/resolve/main/eva_tiny.pt'] == 1
 
 
 def test_default_cache_is_the_one_mmengine_and_torch_hub_read(
@@ -176,7 +142,7 @@ def test_error_page_and_http_errors_are_refused(file_server: FileServer,
 
 def test_offline_a_cached_file_is_used(tmp_path: Path) -> None:
     closed = FileServer()
-    url = closed.url('/eva02_tiny.pt')
+    url = closed.url('/eva_tiny.pt')
     closed.close()  # nothing listens there any more
     with pytest.raises(DownloadError) as error:
         download_checkpoint(url, cache_dir=tmp_path, progress=False)
@@ -184,10 +150,10 @@ def test_offline_a_cached_file_is_used(tmp_path: Path) -> None:
         error.value)
     assert_only(tmp_path)
 
-    data = checkpoint_bytes(official_eva02_mim())
-    (tmp_path / 'eva02_tiny.pt').write_bytes(data)
+    data = checkpoint_bytes(tiny_official_eva01())
+    (tmp_path / 'eva_tiny.pt').write_bytes(data)
     assert download_checkpoint(url, cache_dir=tmp_path) == (
-        tmp_path / 'eva02_tiny.pt')
+        tmp_path / 'eva_tiny.pt')
 
 
 def test_truncated_cached_file_gets_a_clear_error(tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ from eva_mm.checkpoints.zoo import (MODEL_INDEX, ModelInfo, ModelZooError,
                                     get_model_info, list_models,
                                     load_model_index)
 from file_server import FileServer
-from released_layouts import RELEASED, official_layout
+from released_layouts import RELEASED, official_layout, tiny_official_eva01
 
 ROOT = Path(__file__).resolve().parents[2]
 MODELS_BY_NAME = load_model_index()
@@ -156,7 +156,8 @@ def test_mismatched_pairing_is_caught() -> None:
     info = get_model_info('eva02_B_coco_bsl')
     source = official_layout(info.src_format, info.file_name,
                              'eva02-b-p16_cascade-mask-rcnn_lsj-1024_coco')
-    large = ROOT / 'configs/detection/eva02-l-p16_cascade-mask-rcnn_lsj-1024_coco.py'  # noqa: E501
+    large = (ROOT / 'configs/detection/'
+             'eva02-l-p16_cascade-mask-rcnn_lsj-1024_coco.py')
     args = convert_eva.parse_args(
         ['--src-format', info.src_format, 'src', 'dst', '--config',
          str(large)])
@@ -261,39 +262,6 @@ def test_broken_metafiles_are_refused_with_the_place(tmp_path: Path) -> None:
         load_model_index(index)
 
 
-def tiny_official_eva01(path: Path) -> Dict[str, torch.Tensor]:
-    """A tiny EVA-01 MIM file in the official layout (EVA-01/eva/
-    modeling_pretrain.py names, weights under 'module'); returns them."""
-    torch.manual_seed(0)
-    dim, mlp = 16, 32
-    weights = {
-        'cls_token': torch.randn(1, 1, dim),
-        'mask_token': torch.randn(1, 1, dim),
-        'pos_embed': torch.randn(1, 5, dim),
-        'patch_embed.proj.weight': torch.randn(dim, 3, 14, 14),
-        'patch_embed.proj.bias': torch.randn(dim),
-        'norm.weight': torch.randn(dim),
-        'norm.bias': torch.randn(dim),
-        'lm_head.weight': torch.randn(8, dim),
-        'lm_head.bias': torch.randn(8),
-        'blocks.0.norm1.weight': torch.randn(dim),
-        'blocks.0.norm1.bias': torch.randn(dim),
-        'blocks.0.attn.qkv.weight': torch.randn(3 * dim, dim),
-        'blocks.0.attn.q_bias': torch.randn(dim),
-        'blocks.0.attn.v_bias': torch.randn(dim),
-        'blocks.0.attn.proj.weight': torch.randn(dim, dim),
-        'blocks.0.attn.proj.bias': torch.randn(dim),
-        'blocks.0.norm2.weight': torch.randn(dim),
-        'blocks.0.norm2.bias': torch.randn(dim),
-        'blocks.0.mlp.fc1.weight': torch.randn(mlp, dim),
-        'blocks.0.mlp.fc1.bias': torch.randn(mlp),
-        'blocks.0.mlp.fc2.weight': torch.randn(dim, mlp),
-        'blocks.0.mlp.fc2.bias': torch.randn(dim),
-    }
-    torch.save({'module': weights}, path)
-    return weights
-
-
 def test_tool_lists_and_downloads(file_server: FileServer, tmp_path: Path,
                                   capsys: pytest.CaptureFixture) -> None:
     assert model_zoo.main(['list', 'lvis-v1_test']) == 0
@@ -303,7 +271,7 @@ def test_tool_lists_and_downloads(file_server: FileServer, tmp_path: Path,
     assert row[0] == 'eva-g-p16_cascade-mask-rcnn_lsj-1280_lvis-v1_test-1536'
     assert row[-2:] == ['AP', '55.0'] and 'configs/detection/' in row[3]
 
-    tiny_official_eva01(tmp_path / 'tiny.pt')
+    torch.save(tiny_official_eva01(), tmp_path / 'tiny.pt')
     data = (tmp_path / 'tiny.pt').read_bytes()
     url = file_server.add('/BAAI/EVA/resolve/main/tiny.pt', data)
     index = write_index(tmp_path, TINY_ENTRY.format(
@@ -324,7 +292,9 @@ def test_tool_converts_with_the_entry_format(file_server: FileServer,
     """``convert NAME DST`` downloads the official file and runs
     convert_eva.py with the entry's --src-format: the EVAViT weights of the
     tiny EVA-01 MIM file, every tensor unchanged, the MIM head dropped."""
-    weights = tiny_official_eva01(tmp_path / 'tiny.pt')
+    weights = tiny_official_eva01()
+    torch.save(weights, tmp_path / 'tiny.pt')
+    weights = weights['module']
     url = file_server.add('/tiny.pt', (tmp_path / 'tiny.pt').read_bytes())
     index = write_index(tmp_path, TINY_ENTRY.format(
         name='tiny', file='tiny.pt', url=url))
