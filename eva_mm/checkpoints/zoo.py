@@ -152,6 +152,11 @@ def _model_info(entry: Mapping[str, Any], collections: Mapping[str, Any],
 def _load_index(index_file: Path) -> Dict[str, ModelInfo]:
     import yaml  # here: importing eva_mm.checkpoints stays light
 
+    if not index_file.is_file():
+        raise ModelZooError(
+            f'No model index at {index_file}: the model zoo reads the '
+            "checkout's model-index.yml (and the metafiles it imports); run "
+            'from a checkout or pass the file (index_file, --index).')
     with open(index_file, encoding='utf-8') as file:
         index = yaml.safe_load(file) or {}
     models: Dict[str, ModelInfo] = {}

@@ -242,6 +242,8 @@ TINY_ENTRY = """\
 
 
 def test_broken_metafiles_are_refused_with_the_place(tmp_path: Path) -> None:
+    with pytest.raises(ModelZooError, match='No model index at'):
+        load_model_index(tmp_path / 'model-index.yml')
     entry = TINY_ENTRY.format(name='tiny', file='other.pt',
                               url='https://x/tiny.pt')
     index = write_index(tmp_path, entry)
