@@ -1,9 +1,12 @@
 """Shared test set-up: makes tests/ importable (for the helpers shared by
-several test folders) and gives each test its own registry scope."""
+several test folders), gives each test its own registry scope, and serves
+files over HTTP on 127.0.0.1 (``file_server``)."""
 from typing import Iterator
 
 import pytest
 from mmengine.registry import DefaultScope
+
+from file_server import FileServer
 
 
 @pytest.fixture(autouse=True)
@@ -23,3 +26,12 @@ def registry_scope(request: pytest.FixtureRequest) -> Iterator[None]:
         return
     with DefaultScope.overwrite_default_scope(marker.args[0]):
         yield
+
+
+@pytest.fixture
+def file_server() -> Iterator[FileServer]:
+    """A :class:`~file_server.FileServer` on 127.0.0.1 for this test: the
+    stand-in for the Hugging Face hub (no internet needed)."""
+    server = FileServer()
+    yield server
+    server.close()
