@@ -11,10 +11,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from mmengine.registry import init_default_scope
 from mmpretrain.registry import MODELS
 
 from eva_mm.models import EVAViT
+
+# Builds mmpretrain models by unscoped names; the scope is dropped after.
+pytestmark = pytest.mark.registry_scope('mmpretrain')
 
 ROOT = Path(__file__).resolve().parents[2]
 ARCH = dict(embed_dims=32, num_layers=2, num_heads=2, mlp_hidden_dim=64)
@@ -38,7 +40,6 @@ def test_exported_mim_backbone_initialises_the_classifier(tmp_path) -> None:
     spec.loader.exec_module(export_mim)
     export_mim.export(str(tmp_path / 'mim.pth'), str(tmp_path / 'eva.pth'))
 
-    init_default_scope('mmpretrain')
     model = MODELS.build(
         dict(
             type='ImageClassifier',

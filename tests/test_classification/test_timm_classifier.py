@@ -14,7 +14,6 @@ import pytest
 import torch
 from mmengine.config import Config
 from mmengine.fileio import load
-from mmengine.registry import init_default_scope
 from mmengine.runner import Runner, load_checkpoint
 from mmpretrain.registry import MODELS
 from PIL import Image
@@ -22,6 +21,9 @@ from timm.layers import resample_abs_pos_embed
 from timm.models.eva import Eva
 
 import eva_mm  # noqa: F401  (registers eva_mm.EVAViT)
+
+# Builds mmpretrain models by unscoped names; the scope is dropped after.
+pytestmark = pytest.mark.registry_scope('mmpretrain')
 
 ROOT = Path(__file__).resolve().parents[2]
 ARCH = dict(embed_dims=48, num_layers=2, num_heads=3, mlp_hidden_dim=96)
@@ -59,7 +61,6 @@ def timm_classifier(img_size: int = 32) -> Eva:
 
 
 def mmpretrain_classifier(img_size: int = 32) -> torch.nn.Module:
-    init_default_scope('mmpretrain')
     return MODELS.build(
         dict(
             type='ImageClassifier',
