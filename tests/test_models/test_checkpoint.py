@@ -18,7 +18,8 @@ from timm.layers import resample_abs_pos_embed
 from timm.models.eva import Eva
 
 from eva_mm.models.backbones import EVAViT
-from eva_mm.models.utils import (CheckpointError, CheckpointMismatchError,
+from eva_mm.checkpoints.loading import (
+    CheckpointError, CheckpointMismatchError,
                                  convert_official_eva, convert_timm_eva,
                                  load_backbone_checkpoint,
                                  load_state_dict_file, resize_checkpoint,

@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
-from eva_mm.models.utils.checkpoint import CheckpointError
-from eva_mm.models.utils.converters import SRC_FORMATS, check_fits_config
+from eva_mm.checkpoints.loading import CheckpointError
+from eva_mm.checkpoints.converters import SRC_FORMATS, check_fits_config
 
 ROOT = Path(__file__).parents[2]
 K722 = str(ROOT / 'configs/video/eva-g-p14_k722-intermediate-ft_8x224.py')

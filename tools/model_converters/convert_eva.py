@@ -26,9 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from eva_mm.engine.safe_checkpoint import (  # noqa: E402
     register_mmengine_safe_globals)
-from eva_mm.models.utils.checkpoint import (  # noqa: E402
+from eva_mm.checkpoints.loading import (  # noqa: E402
     CheckpointError, load_state_dict_file)
-from eva_mm.models.utils.converters import (  # noqa: E402
+from eva_mm.checkpoints.converters import (  # noqa: E402
     SRC_FORMATS, check_fits_config, save_converted)
 
 # Sources written by mmengine's runner hold more than tensors.

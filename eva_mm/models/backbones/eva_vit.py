@@ -434,7 +434,7 @@ class EVAViT(BaseModule):
         all; keys a task does not use (``mask_token``, heads) are dropped.
         """
         if self.init_cfg and self.init_cfg.get('type') == 'Pretrained':
-            from ..utils.checkpoint import load_backbone_checkpoint
+            from eva_mm.checkpoints.loading import load_backbone_checkpoint
             load_backbone_checkpoint(
                 self,
                 self.init_cfg['checkpoint'],

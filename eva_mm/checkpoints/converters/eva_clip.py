@@ -26,10 +26,10 @@ from typing import List
 
 import torch
 
-from ..checkpoint import (CheckpointError, StateDict, convert_official_eva,
+from ..loading import (CheckpointError, StateDict, convert_official_eva,
                           unwrap_state_dict)
 from .eva01_backbone import add_backbone_arguments, backbone_conversion
-from .registry import Conversion, add_argument_once, register_src_format
+from ..registry import Conversion, add_argument_once, register_src_format
 
 # Keys every official EVA-CLIP file has (EVA-01/clip/vit_model.py:261-287,
 # eva_model.py:190-198).

@@ -13,7 +13,7 @@ from . import eva02_detector  # noqa: F401  (official-eva02-det)
 from . import eva02_segmentor  # noqa: F401  (official-eva02-seg)
 from . import eva_clip  # noqa: F401  (official-clip)
 from . import mmseg_segmentor  # noqa: F401  (official-seg)
-from .registry import (SRC_FORMATS, Conversion, SourceFormat,
+from ..registry import (SRC_FORMATS, Conversion, SourceFormat,
                        add_argument_once, check_fits_config, rename_prefix,
                        register_src_format, require_keys, save_converted)
 

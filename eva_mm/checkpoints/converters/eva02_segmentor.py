@@ -28,9 +28,9 @@ import argparse
 import re
 from typing import Dict, List
 
-from ..checkpoint import CheckpointError, StateDict
+from ..loading import CheckpointError, StateDict
 from .eva02_backbone import _fp32, convert_eva02_keys
-from .registry import Conversion, register_src_format
+from ..registry import Conversion, register_src_format
 
 # eva2.py's fpn1/fpn2 -> Feature2Pyramid's upsample_4x/upsample_2x.
 _NECK = re.compile(r'^backbone\.fpn([12])\.(\d+)\.(.+)$')

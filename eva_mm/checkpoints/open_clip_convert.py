@@ -17,7 +17,7 @@ from typing import List, Mapping, Optional, Tuple
 
 import torch
 
-from .checkpoint import (CheckpointError, StateDict, convert_timm_eva,
+from .loading import (CheckpointError, StateDict, convert_timm_eva,
                          rename_prefix, resize_checkpoint, unwrap_state_dict)
 
 TRUNK_PREFIX = 'visual.trunk.'

@@ -9,10 +9,10 @@ import argparse
 import math
 from typing import Dict, Optional
 
-from ..checkpoint import (CheckpointError, StateDict, convert_official_eva,
+from ..loading import (CheckpointError, StateDict, convert_official_eva,
                           convert_timm_eva, resize_checkpoint,
                           to_image_classifier)
-from .registry import Conversion, add_argument_once, register_src_format
+from ..registry import Conversion, add_argument_once, register_src_format
 
 
 def _positive_int(text: str) -> int:

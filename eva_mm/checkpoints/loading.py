@@ -24,10 +24,10 @@ import torch
 from mmengine.logging import print_log
 from torch.nn.modules.utils import _pair
 
-from ..layers.pos_embed import TargetSizes, fit_state_dict
+from eva_mm.models.layers.pos_embed import TargetSizes, fit_state_dict
 
 if TYPE_CHECKING:
-    from ..backbones.eva_vit import EVAViT
+    from eva_mm.models.backbones.eva_vit import EVAViT
 
 StateDict = Dict[str, torch.Tensor]
 PathLike = Union[str, os.PathLike]

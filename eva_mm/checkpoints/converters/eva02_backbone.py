@@ -30,9 +30,9 @@ from typing import Dict, List, Mapping, Tuple
 
 import torch
 
-from ..checkpoint import CheckpointError, StateDict, unwrap_state_dict
+from ..loading import CheckpointError, StateDict, unwrap_state_dict
 from .eva01_backbone import add_backbone_arguments, backbone_conversion
-from .registry import Conversion, register_src_format
+from ..registry import Conversion, register_src_format
 
 # Keys with no EVAViT counterpart that a backbone file may hold.
 _DROPPED = re.compile(r'^(lm_head|head)\.|(^|\.)rope\.'

@@ -26,8 +26,8 @@ from typing import Dict, List, Tuple
 
 import torch
 
-from ..checkpoint import CheckpointError, StateDict
-from .registry import Conversion, register_src_format, require_keys
+from ..loading import CheckpointError, StateDict
+from ..registry import Conversion, register_src_format, require_keys
 
 # (pattern, replacement) of the mmcv 1.x layer lists, in the order tried.
 _HEAD_RENAMES: Tuple[Tuple[re.Pattern, str], ...] = (

@@ -4,7 +4,7 @@ Every ``--src-format`` of ``tools/model_converters/convert_eva.py`` is a
 :class:`SourceFormat` registered here by the module of its source family
 (``eva01_backbone``: official EVA-01 and timm ViT weights, and so on). A
 format reads nothing and writes nothing itself: the tool reads the file with
-:func:`~eva_mm.models.utils.checkpoint.load_state_dict_file`, hands the flat
+:func:`~eva_mm.checkpoints.loading.load_state_dict_file`, hands the flat
 state dict to ``convert``, optionally checks the result against a model
 config (:func:`check_fits_config`), and only then writes it with
 :func:`save_converted`, so a file of the wrong kind never leaves a
@@ -19,7 +19,7 @@ import torch
 
 # rename_prefix, one of the converters' helpers, is defined beside the other
 # state dict helpers.
-from ..checkpoint import (  # noqa: F401
+from .loading import (  # noqa: F401
     CheckpointError, CheckpointMismatchError, StateDict, rename_prefix)
 
 CONVERTER = 'tools/model_converters/convert_eva.py'
@@ -57,7 +57,7 @@ class SourceFormat:
         help: One sentence on which files it reads and what it writes.
         convert: ``convert(state_dict, args) -> Conversion``; ``args`` is the
             tool's parsed command line. Raises
-            :class:`~eva_mm.models.utils.checkpoint.CheckpointError` with the
+            :class:`~eva_mm.checkpoints.loading.CheckpointError` with the
             problem and the fix for a file of another kind.
         add_arguments: Adds the format's own command-line options to the
             tool's parser (called once per format; options shared by several

@@ -25,8 +25,8 @@ and the K-400/600/700 files into the matching 16-frame configs.
 """
 import argparse
 
-from ..checkpoint import CheckpointError, StateDict, convert_official_eva
-from .registry import Conversion, register_src_format, require_keys
+from ..loading import CheckpointError, StateDict, convert_official_eva
+from ..registry import Conversion, register_src_format, require_keys
 
 HEAD = 'cls_head.fc_cls.'
 BACKBONE = 'backbone.'

@@ -47,10 +47,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from ...layers.pos_embed import TargetSizes, fit_state_dict
-from ..checkpoint import CheckpointError, StateDict, rename_prefix
+from eva_mm.models.layers.pos_embed import TargetSizes, fit_state_dict
+from ..loading import CheckpointError, StateDict, rename_prefix
 from .eva01_backbone import add_backbone_arguments
-from .registry import Conversion, add_argument_once, register_src_format
+from ..registry import Conversion, add_argument_once, register_src_format
 
 _BACKBONE = 'backbone.net.'
 _RPN = 'proposal_generator.rpn_head.'

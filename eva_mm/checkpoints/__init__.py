@@ -1,0 +1,1 @@
+"""Checkpoints: reading, converting and loading EVA weights."""
