@@ -23,8 +23,8 @@ from tiny_eva_clip import CLIP_NAME, EMBED_DIM, EVA_ARCH, IMG_SIZE
 from eva_mm.engine.cli import build_runner
 from eva_mm.models import EVAViT
 from eva_mm.models.classifiers.open_clip_zero_shot import openai_mean_std
-from eva_mm.checkpoints.loading import (load_backbone_checkpoint,
-                                            load_state_dict_file)
+from eva_mm.checkpoints.loading import load_backbone_checkpoint
+from eva_mm.checkpoints.reading import load_state_dict_file
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / 'tools' / 'model_converters'))

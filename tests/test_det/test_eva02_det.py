@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from mmdet.registry import MODELS
 from mmengine.config import Config
 
-from eva_mm.checkpoints.loading import CheckpointError
+from eva_mm.checkpoints.errors import CheckpointError
 from eva_mm.checkpoints.converters import check_fits_config
 from eva02_official import (fused_value_sums, official_attention,
                             official_rope, official_swiglu_branch)

@@ -18,12 +18,11 @@ from timm.layers import resample_abs_pos_embed
 from timm.models.eva import Eva
 
 from eva_mm.models.backbones import EVAViT
-from eva_mm.checkpoints.loading import (
-    CheckpointError, CheckpointMismatchError,
-                                 convert_official_eva, convert_timm_eva,
-                                 load_backbone_checkpoint,
-                                 load_state_dict_file, resize_checkpoint,
-                                 unwrap_state_dict)
+from eva_mm.checkpoints.errors import CheckpointError, CheckpointMismatchError
+from eva_mm.checkpoints.eva01 import convert_official_eva, convert_timm_eva
+from eva_mm.checkpoints.loading import load_backbone_checkpoint
+from eva_mm.checkpoints.reading import load_state_dict_file, unwrap_state_dict
+from eva_mm.checkpoints.resizing import resize_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 CONVERTER = REPO / 'tools' / 'model_converters' / 'convert_eva.py'

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
-from eva_mm.checkpoints.loading import CheckpointError
+from eva_mm.checkpoints.errors import CheckpointError
 from eva_mm.checkpoints.converters import SRC_FORMATS, check_fits_config
 
 ROOT = Path(__file__).parents[2]

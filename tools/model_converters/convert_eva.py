@@ -1,7 +1,7 @@
 """Convert EVA checkpoints of every released kind for eva_mm.
 
 One command for every source format; ``--help`` lists them (each is a
-module of ``eva_mm/models/utils/converters/``). The output,
+module of ``eva_mm/checkpoints/converters/``). The output,
 ``{'state_dict': ..., 'meta': ...}`` of plain tensors, loads with
 ``mmengine.runner.load_checkpoint``, ``load_from`` or
 ``init_cfg=dict(type='Pretrained', checkpoint=DST)``. Example, the EVA-01
@@ -26,10 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from eva_mm.engine.safe_checkpoint import (  # noqa: E402
     register_mmengine_safe_globals)
-from eva_mm.checkpoints.loading import (  # noqa: E402
-    CheckpointError, load_state_dict_file)
 from eva_mm.checkpoints.converters import (  # noqa: E402
     SRC_FORMATS, check_fits_config, save_converted)
+from eva_mm.checkpoints.errors import CheckpointError  # noqa: E402
+from eva_mm.checkpoints.reading import load_state_dict_file  # noqa: E402
 
 # Sources written by mmengine's runner hold more than tensors.
 register_mmengine_safe_globals()

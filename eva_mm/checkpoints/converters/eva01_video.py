@@ -25,8 +25,10 @@ and the K-400/600/700 files into the matching 16-frame configs.
 """
 import argparse
 
-from ..loading import CheckpointError, StateDict, convert_official_eva
-from ..registry import Conversion, register_src_format, require_keys
+from ..errors import CheckpointError
+from ..registry import Conversion, register_src_format
+from ..state_dict import StateDict, require_keys, to_fp32
+from ..eva01 import convert_official_eva
 
 HEAD = 'cls_head.fc_cls.'
 BACKBONE = 'backbone.'
@@ -71,10 +73,10 @@ def official_video(source: StateDict, args: argparse.Namespace) -> Conversion:
         k: v
         for k, v in source.items() if not k.startswith('head.')
     })
-    head = {
-        HEAD + 'weight': source['head.weight'].float(),
-        HEAD + 'bias': source['head.bias'].float(),
-    }
+    head = to_fp32({
+        HEAD + 'weight': source['head.weight'],
+        HEAD + 'bias': source['head.bias'],
+    })
     weights = {BACKBONE + k: v for k, v in backbone.items()}
     weights.update(head)
     # convert_official_eva drops derived buffers and a MIM lm_head, which

@@ -30,9 +30,11 @@ from typing import Dict, List, Mapping, Tuple
 
 import torch
 
-from ..loading import CheckpointError, StateDict, unwrap_state_dict
-from .eva01_backbone import add_backbone_arguments, backbone_conversion
+from ..errors import CheckpointError
+from ..reading import unwrap_state_dict
 from ..registry import Conversion, register_src_format
+from ..state_dict import StateDict, to_fp32
+from .backbone import add_backbone_arguments, backbone_conversion
 
 # Keys with no EVAViT counterpart that a backbone file may hold.
 _DROPPED = re.compile(r'^(lm_head|head)\.|(^|\.)rope\.'
@@ -56,11 +58,6 @@ _RENAMES = (('.mlp.w1.', '.mlp.fc1_g.'), ('.mlp.w2.', '.mlp.fc1_x.'),
 
 _QKV = re.compile(r'^(blocks\.\d+\.attn\.)([qkv])_proj\.(weight|bias)$')
 _PACKED = re.compile(r'^(blocks\.\d+\.mlp\.)(w12|fc1)\.(weight|bias)$')
-
-
-def _fp32(value: torch.Tensor) -> torch.Tensor:
-    # DeepSpeed saves fp16/bf16; EVAViT's parameters are fp32.
-    return value.float() if value.is_floating_point() else value
 
 
 def _fuse_qkv(weights: StateDict, projections: Dict[str, Dict[str,
@@ -133,8 +130,7 @@ def convert_eva02_keys(state_dict: Mapping[str, torch.Tensor]
     dropped: List[str] = []
     unknown: List[str] = []
     projections: Dict[str, Dict[str, torch.Tensor]] = {}
-    for key, value in state_dict.items():
-        value = _fp32(value)
+    for key, value in to_fp32(state_dict).items():
         if _DROPPED.search(key):
             dropped.append(key)
             continue

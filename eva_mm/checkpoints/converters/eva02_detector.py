@@ -23,10 +23,11 @@ same modules again under every ``blocks.N.attn.rope.``, vit.py:370-379,
 import argparse
 import re
 
-from ..loading import CheckpointError, StateDict
+from ..errors import CheckpointError
+from ..registry import Conversion, register_src_format
+from ..state_dict import StateDict
 from .detectron2_detector import add_detector_arguments, convert_detector
 from .eva02_backbone import convert_eva02_keys
-from ..registry import Conversion, register_src_format
 
 _BACKBONE = 'backbone.net.'
 # vit.py's two shared rotary embeddings, saved at the ViT level.

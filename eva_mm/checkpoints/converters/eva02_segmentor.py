@@ -28,9 +28,10 @@ import argparse
 import re
 from typing import Dict, List
 
-from ..loading import CheckpointError, StateDict
-from .eva02_backbone import _fp32, convert_eva02_keys
+from ..errors import CheckpointError
 from ..registry import Conversion, register_src_format
+from ..state_dict import StateDict, to_fp32
+from .eva02_backbone import convert_eva02_keys
 
 # eva2.py's fpn1/fpn2 -> Feature2Pyramid's upsample_4x/upsample_2x.
 _NECK = re.compile(r'^backbone\.fpn([12])\.(\d+)\.(.+)$')
@@ -74,11 +75,11 @@ def official_eva02_seg(source: StateDict,
         neck = _NECK.match(key)
         if neck:
             name = _NECK_NAMES[neck[1]]
-            weights[f'neck.{name}.{neck[2]}.{neck[3]}'] = _fp32(value)
+            weights[f'neck.{name}.{neck[2]}.{neck[3]}'] = value
         elif key.startswith('backbone.'):
             vit[key[len('backbone.'):]] = value
         elif key.startswith(_HEADS):
-            weights[key] = _fp32(value)
+            weights[key] = value
         else:
             unknown.append(key)
     if unknown:
@@ -86,6 +87,7 @@ def official_eva02_seg(source: StateDict,
             f'{len(unknown)} key(s) of the segmentor have no counterpart in '
             f'the eva_mm model: {sorted(unknown)[:20]}.')
     backbone, dropped = convert_eva02_keys(vit)
+    weights = to_fp32(weights)
     weights.update({'backbone.' + k: v for k, v in backbone.items()})
     meta: Dict[str, object] = dict(
         num_classes=int(source['decode_head.conv_seg.weight'].shape[0]),

@@ -24,10 +24,10 @@ import argparse
 import re
 from typing import Dict, List, Tuple
 
-import torch
 
-from ..loading import CheckpointError, StateDict
-from ..registry import Conversion, register_src_format, require_keys
+from ..errors import CheckpointError
+from ..registry import Conversion, register_src_format
+from ..state_dict import StateDict, require_keys, to_fp32
 
 # (pattern, replacement) of the mmcv 1.x layer lists, in the order tried.
 _HEAD_RENAMES: Tuple[Tuple[re.Pattern, str], ...] = (
@@ -143,10 +143,10 @@ def official_seg(source: StateDict, args: argparse.Namespace) -> Conversion:
             continue
         new_key = _rename(key)
         renamed += new_key != key
-        # Released files are fp32; a half-precision copy is cast so that
-        # the model and its optimiser start in fp32.
-        weights[new_key] = value.float() if value.is_floating_point() \
-            and value.dtype != torch.float32 else value
+        weights[new_key] = value
+    # Released files are fp32; a half-precision copy is cast so that the
+    # model and its optimiser start in fp32.
+    weights = to_fp32(weights)
     info = _describe(weights)
     report = [
         f'{info["num_layers"]} blocks of width {info["embed_dims"]}, '

@@ -146,8 +146,8 @@ class OpenCLIPTeacher(nn.Module):
             model_cfg['embed_dim'], vision_cfg, quick_gelu=quick_gelu)
 
     def _load_tower_file(self, path: str) -> None:
-        from eva_mm.checkpoints.loading import (load_state_dict_file,
-                                                    rename_prefix)
+        from eva_mm.checkpoints.reading import load_state_dict_file
+        from eva_mm.checkpoints.state_dict import rename_prefix
         if not os.path.isfile(path):
             raise FileNotFoundError(
                 f'No teacher weights at {path!r}: with model_cfg, pretrained '
