@@ -13,20 +13,23 @@ from typing import Mapping
 
 import torch
 
+from eva_mm.models.backbones.eva_vit import EVAViT
 from .errors import CheckpointError
 from .reading import unwrap_state_dict
+from .registry import src_format_hint
 from .state_dict import StateDict, to_fp32
 
-# Every parameter name EVAViT can have; anything else in a converted file is
-# a different architecture and must not be loaded silently.
-_EVA01_KEY = re.compile(
+# Every parameter name an EVA-01 EVAViT can have; anything else in a
+# converted file is a different architecture and must not be loaded
+# silently. The names of the optional parts come from the model.
+EVA01_KEY = re.compile(
     r'^(cls_token|mask_token|pos_embed'
     r'|patch_embed\.proj\.(weight|bias)'
     r'|blocks\.\d+\.(norm1|norm2)\.(weight|bias)'
     r'|blocks\.\d+\.attn\.(qkv\.weight|q_bias|v_bias|proj\.(weight|bias)'
-    r'|rel_pos_h|rel_pos_w|relative_position_bias_table)'
+    rf'|{"|".join(EVAViT.REL_POS_TABLES)})'
     r'|blocks\.\d+\.mlp\.(fc1|fc2)\.(weight|bias)'
-    r'|blocks\.\d+\.gamma_[12]'
+    rf'|blocks\.\d+\.({"|".join(EVAViT.LAYER_SCALES)})'
     r'|(norm|fc_norm)\.(weight|bias))$')
 
 # Parts of timm's EVA-02 (rotary embeddings, separate q/k/v, SwiGLU, sub-LN)
@@ -34,8 +37,8 @@ _EVA01_KEY = re.compile(
 EVA02_KEY = re.compile(r'(^rope\.|\.attn\.[qkv]_proj\.|\.attn\.norm\.'
                         r'|\.mlp\.fc1_[gx]\.|\.mlp\.norm\.)')
 
-_HEAD_KEY = re.compile(r'^(lm_head|head)\.')
-_DERIVED_KEY = re.compile(r'relative_position_index$')
+HEAD_KEY = re.compile(r'^(lm_head|head)\.')
+DERIVED_KEY = re.compile(r'relative_position_index$')
 
 
 def _check_eva01_keys(state_dict: Mapping[str, torch.Tensor],
@@ -44,20 +47,20 @@ def _check_eva01_keys(state_dict: Mapping[str, torch.Tensor],
     if eva02:
         raise CheckpointError(
             f'This looks like an EVA-02 checkpoint ({len(eva02)} keys such '
-            f'as {eva02[:4]}): convert it with --src-format timm-eva02 '
-            '(timm eva02_* models) or official-eva02 (BAAI EVA-02 files), '
-            'which fuse q/k/v and map the SwiGLU MLPs for an eva02-* '
-            'EVAViT.')
-    unknown = sorted(k for k in state_dict if not _EVA01_KEY.match(k))
+            f'as {eva02[:4]}): convert it with '
+            f'{src_format_hint("timm-eva02", "official-eva02")} (timm '
+            'eva02_* models or BAAI EVA-02 files), which fuse q/k/v and map '
+            'the SwiGLU MLPs for an eva02-* EVAViT.')
+    unknown = sorted(k for k in state_dict if not EVA01_KEY.match(k))
     if not unknown:
         return
-    hint = (f' Is --src-format {src_format} right for this file? The '
-            "'official' format has the BAAI EVA-01 names "
-            "(blocks.N.attn.qkv.weight, ...), 'timm' the names of timm's "
-            'eva_* models.')
+    hint = (f' Is {src_format_hint(src_format)} right for this file? Of '
+            f'{src_format_hint("official", "timm")}, the first reads the '
+            'BAAI EVA-01 names (blocks.N.attn.qkv.weight, ...), the second '
+            "those of timm's eva_* models.")
     nested = Counter(
         key.split('.', 1)[0] + '.' for key in unknown
-        if '.' in key and _EVA01_KEY.match(key.split('.', 1)[1]))
+        if '.' in key and EVA01_KEY.match(key.split('.', 1)[1]))
     if nested:
         # An eva_mm detector or segmentor: its backbone is already EVAViT.
         hint = (f' The keys look like a whole model with the backbone under '
@@ -89,7 +92,7 @@ def convert_official_eva(state_dict: Mapping) -> StateDict:
     weights = {
         key: value
         for key, value in weights.items()
-        if not (_HEAD_KEY.match(key) or _DERIVED_KEY.search(key))
+        if not (HEAD_KEY.match(key) or DERIVED_KEY.search(key))
     }
     _check_eva01_keys(weights, 'official')
     return to_fp32(weights)

@@ -10,37 +10,28 @@ import logging
 import os
 import re
 from collections import Counter
-from typing import (TYPE_CHECKING, Iterable, List, Mapping, NamedTuple,
-                    Optional, Sequence, Tuple)
+from typing import (Iterable, List, Mapping, NamedTuple, Optional, Sequence,
+                    Tuple)
 
 import torch
 from mmengine.logging import print_log
 
+from eva_mm.models.backbones.eva_vit import EVAViT
 from eva_mm.models.layers.pos_embed import fit_state_dict
+from eva_mm.registry import WEIGHT_INITIALIZERS
 from .errors import CONVERTER, CheckpointMismatchError
-from .eva01 import EVA02_KEY
+from .eva01 import DERIVED_KEY, EVA02_KEY, HEAD_KEY
 from .model_check import compare_with_model
 from .reading import PathLike, load_state_dict_file
+from .registry import src_format_hint
 from .state_dict import KeyReport, StateDict, select_prefix
 
-if TYPE_CHECKING:
-    from eva_mm.models.backbones.eva_vit import EVAViT
-
-# Parameters a plain pretrained checkpoint never holds because the task adds
-# them: relative positions (zero-initialised), the MIM mask token, the pooled
-# LayerNorm and layer scale. Missing, they keep the model's initialisation.
-_FRESH_KEY = re.compile(
-    r'^(mask_token|fc_norm\.(weight|bias)|blocks\.\d+\.gamma_[12]'
-    r'|blocks\.\d+\.attn\.(rel_pos_h|rel_pos_w|relative_position_bias_table))$'
-)
-
-# Checkpoint entries a backbone may lack without harm when the model does not
-# have them: heads, the unused mask token, norms of the other pooling, relative
-# positions of another task, and BEiT's derived index buffers.
-_UNUSED_KEY = re.compile(
-    r'^(lm_head\.|head\.)|^(mask_token|pos_embed)$|^(norm|fc_norm)\.'
-    r'|\.attn\.(rel_pos_h|rel_pos_w|relative_position_bias_table)$'
-    r'|relative_position_index$')
+# Checkpoint entries besides heads and derived buffers that a backbone may
+# lack without harm when the model does not have them: the unused mask
+# token, norms of the other pooling, relative positions of another task.
+_OPTIONAL_KEY = re.compile(
+    r'^(mask_token|pos_embed)$|^(norm|fc_norm)\.'
+    rf'|\.attn\.({"|".join(EVAViT.REL_POS_TABLES)})$')
 _BLOCK_KEY = re.compile(r'^blocks\.(\d+)\.')
 
 
@@ -80,8 +71,8 @@ def _mismatch_hints(model_shapes: Mapping[str, Tuple[int, ...]],
     if any(EVA02_KEY.search(key) for key in unexpected):
         hints.append('Keys such as rope/q_proj/fc1_g are EVA-02\'s: build '
                      'EVAViT with an eva02-* arch, and convert raw EVA-02 '
-                     'files first (--src-format official-eva02 or '
-                     'timm-eva02).')
+                     'files first '
+                     f'({src_format_hint("official-eva02", "timm-eva02")}).')
     ckpt_blocks, model_blocks = _block_count(checkpoint), _block_count(
         model_shapes)
     # Without any block the keys are foreign, not another size of EVA.
@@ -94,10 +85,10 @@ def _mismatch_hints(model_shapes: Mapping[str, Tuple[int, ...]],
             f'the model {model_blocks} of width {model_width}: build EVAViT '
             'with the checkpoint\'s arch (embed_dims, num_layers, num_heads, '
             'mlp_hidden_dim) and its pooling (final_norm / use_fc_norm).')
-    hints.append(f'Convert and check official BAAI EVA-01 or timm eva_* '
-                 f'weights with: python {CONVERTER} --src-format '
-                 '{official,timm} SRC DST [--patch-size 16] '
-                 '[--img-size 1024].')
+    hints.append('Convert and check official BAAI EVA-01 or timm eva_* '
+                 f'weights with python {CONVERTER} '
+                 f'({src_format_hint("official", "timm")}; --patch-size and '
+                 '--img-size resize them).')
     return hints
 
 
@@ -121,7 +112,7 @@ def read_backbone_checkpoint(path: str,
     return select_prefix(checkpoint, prefix, path) if prefix else checkpoint
 
 
-def adapt_to_model(model: 'EVAViT',
+def adapt_to_model(model: EVAViT,
                    checkpoint: StateDict) -> Tuple[StateDict, List[str]]:
     """Drop the entries ``model`` does not use and fit the rest to its sizes.
 
@@ -139,8 +130,9 @@ def adapt_to_model(model: 'EVAViT',
     """
     model_keys = set(model.state_dict())
     ignored = [
-        key for key in checkpoint
-        if key not in model_keys and _UNUSED_KEY.search(key)
+        key for key in checkpoint if key not in model_keys and (
+            HEAD_KEY.match(key) or DERIVED_KEY.search(key)
+            or _OPTIONAL_KEY.search(key))
     ]
     weights = {k: v for k, v in checkpoint.items() if k not in ignored}
     # The fit reads the cls token to know the checkpoint's cls position.
@@ -152,20 +144,14 @@ def adapt_to_model(model: 'EVAViT',
     return weights, sorted(ignored)
 
 
-def _task_modules(model: 'EVAViT') -> Tuple[str, ...]:
-    # Modules a backbone adds around the ViT (e.g. ViT-Adapter's) are never
-    # in a pre-trained ViT file.
-    return tuple(f'{name}.' for name in getattr(model, 'task_modules', ()))
-
-
-def classify_keys(model: 'EVAViT',
+def classify_keys(model: EVAViT,
                   weights: StateDict) -> Tuple[KeyReport, Tuple[str, ...]]:
     """Compare adapted weights with ``model``, sparing fresh parameters.
 
-    Parameters a pretrained file never holds (relative positions,
-    ``mask_token``, ``fc_norm``, layer scale, and the modules a subclass
-    names in its ``task_modules``) are not missing: they keep their
-    initialisation.
+    The parameters the model declares a pretrained file never holds
+    (:meth:`EVAViT.fresh_keys`: relative positions, ``mask_token``,
+    ``fc_norm``, layer scale and the modules a subclass names in its
+    ``task_modules``) are not missing: they keep their initialisation.
 
     Args:
         model: The EVAViT to load into.
@@ -175,15 +161,13 @@ def classify_keys(model: 'EVAViT',
         The comparison without the fresh keys, and the fresh keys.
     """
     report = compare_with_model(model, weights)
-    task_modules = _task_modules(model)
-    fresh = tuple(
-        key for key in report.missing
-        if _FRESH_KEY.match(key) or f'{key}.'.startswith(task_modules))
+    declared = model.fresh_keys()
+    fresh = tuple(key for key in report.missing if key in declared)
     return report._replace(
         missing=tuple(k for k in report.missing if k not in fresh)), fresh
 
 
-def _mismatch_message(model: 'EVAViT', report: KeyReport,
+def _mismatch_message(model: EVAViT, report: KeyReport,
                       original_shapes: Mapping[str, Tuple[int, ...]],
                       weights: StateDict, source: str,
                       prefix: Optional[str]) -> str:
@@ -217,15 +201,14 @@ def _mismatch_message(model: 'EVAViT', report: KeyReport,
     return '\n'.join(lines)
 
 
-def _log_load(model: 'EVAViT', source: str, num_loaded: int,
+def _log_load(model: EVAViT, source: str, num_loaded: int,
               fresh: Sequence[str], ignored: Sequence[str]) -> None:
-    task_modules = _task_modules(model)
     message = f'Loaded {num_loaded} tensors from {source}'
     if fresh:
         # One entry per task module rather than each of its parameters.
         named = sorted({
-            next((m[:-1] for m in task_modules
-                  if f'{key}.'.startswith(m)), key)
+            key.split('.', 1)[0]
+            if key.split('.', 1)[0] in model.task_modules else key
             for key in fresh
         })
         message += f'; initialised fresh: {", ".join(named)}'
@@ -234,7 +217,7 @@ def _log_load(model: 'EVAViT', source: str, num_loaded: int,
     print_log(message, logger='current', level=logging.INFO)
 
 
-def load_backbone_checkpoint(model: 'EVAViT',
+def load_backbone_checkpoint(model: EVAViT,
                              path: PathLike,
                              prefix: Optional[str] = None) -> LoadResult:
     """Load a checkpoint into an :class:`EVAViT`, strictly but helpfully.
@@ -280,3 +263,31 @@ def load_backbone_checkpoint(model: 'EVAViT',
     model.load_state_dict(weights, strict=False)
     _log_load(model, source, len(weights), fresh, ignored)
     return LoadResult(fresh, tuple(ignored))
+
+
+@WEIGHT_INITIALIZERS.register_module(name='PretrainedBackbone')
+class PretrainedBackboneInit:
+    """``init_cfg=dict(type='Pretrained', ...)`` of :class:`EVAViT`.
+
+    mmengine's ``Pretrained`` loads non-strictly; EVAViT builds this
+    initializer instead (see :meth:`EVAViT.init_weights`), which loads
+    through :func:`load_backbone_checkpoint`.
+
+    Args:
+        checkpoint: The checkpoint file.
+        prefix: Load only the keys under this prefix (e.g. ``'backbone.'``).
+        map_location: Taken for the signature of mmengine's ``Pretrained``;
+            the file is read on the CPU and copied into the model wherever
+            it is, which gives the same weights for any value.
+    """
+
+    def __init__(self,
+                 checkpoint: PathLike,
+                 prefix: Optional[str] = None,
+                 map_location: Optional[str] = None) -> None:
+        self.checkpoint = checkpoint
+        self.prefix = prefix
+
+    def __call__(self, module: EVAViT) -> None:
+        """Load the checkpoint into ``module``."""
+        load_backbone_checkpoint(module, self.checkpoint, prefix=self.prefix)

@@ -7,6 +7,7 @@ from mmengine.logging import print_log
 
 from .errors import CONVERTER, CheckpointMismatchError
 from .reading import PathLike, load_state_dict_file
+from .registry import src_format_hint
 from .state_dict import KeyReport, StateDict, compare_state_dicts
 
 
@@ -73,8 +74,9 @@ def check_whole_model_checkpoint(model: torch.nn.Module,
             lines += [f'  {key}' for key in report.unexpected]
         lines.append(
             'Use the checkpoint of this config\'s model (official EVA-01 '
-            f'files are converted with {CONVERTER}, e.g. --src-format '
-            f'official-seg), or pass {option} to run with those weights at '
+            f'files are converted with {CONVERTER}, e.g. '
+            f'{src_format_hint("official-seg")}), or pass {option} to run '
+            'with those weights at '
             'their initialisation.')
         raise CheckpointMismatchError('\n'.join(lines))
     if left:

@@ -17,9 +17,11 @@ from typing import List, Mapping, Optional, Tuple
 
 import torch
 
-from .errors import CheckpointError
+from eva_mm.models.backbones.eva_vit import EVAViT
+from .errors import CONVERTER, CheckpointError
 from .eva01 import convert_timm_eva
 from .reading import unwrap_state_dict
+from .registry import src_format_hint
 from .resizing import resize_checkpoint
 from .state_dict import StateDict, compare_state_dicts, rename_prefix
 
@@ -87,8 +89,8 @@ def open_clip_to_eva_vit(
             + (' but one with open_clip\'s own VisionTransformer '
                '(visual.conv1, ...), which is not EVA.' if plain else
                ' but the BAAI EVA-CLIP release layout (visual.blocks.*): '
-               'convert it with tools/model_converters/convert_eva.py '
-               '--src-format official-clip [--vision-only].'
+               f'convert it with {CONVERTER} '
+               f'{src_format_hint("official-clip")} [--vision-only].'
                if official else '.'))
     projection = {
         key.rsplit('.', 1)[1]: state[key].float()
@@ -279,8 +281,9 @@ def to_open_clip_vision_transformer(
     """
     weights = convert_timm_eva(backbone)
     weights.pop('mask_token', None)
-    problems = sorted(key for key in weights if '.gamma_' in key or
-                      '.rel_pos' in key or 'relative_position' in key)
+    problems = sorted(
+        key for key in weights if key.rsplit('.', 1)[-1] in
+        EVAViT.LAYER_SCALES + EVAViT.REL_POS_TABLES)
     problems += [
         f'no {key}' for key in ('cls_token', 'pos_embed', 'norm.weight')
         if key not in weights

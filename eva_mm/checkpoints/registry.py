@@ -13,6 +13,7 @@ half-written output behind.
 import argparse
 import os
 from dataclasses import dataclass, field
+from importlib import import_module
 from typing import Callable, Dict, List, Mapping, Optional
 
 import torch
@@ -67,6 +68,10 @@ class SourceFormat:
 
 
 SRC_FORMATS: Dict[str, SourceFormat] = {}
+# The package whose modules register the formats. The hints below import it
+# on first use, as an mmengine registry imports its ``locations``: its
+# modules import this one, so this one cannot import them at the top.
+_LOCATION = 'eva_mm.checkpoints.converters'
 
 
 def register_src_format(
@@ -92,6 +97,35 @@ def register_src_format(
         return convert
 
     return register
+
+
+def src_format_hint(*names: str) -> str:
+    """The ``--src-format`` option naming registered formats, for errors.
+
+    Errors about a file of another kind say which format fits it; building
+    that text here checks every name against the registry, so a renamed or
+    removed format cannot leave a stale hint behind.
+
+    Args:
+        *names: Registered format names, in the order to suggest them.
+
+    Returns:
+        ``--src-format official-det`` for one name, ``--src-format
+        'official' or 'timm'`` for several (quoted, to stand apart from the
+        sentence around them).
+
+    Raises:
+        KeyError: If a name is not a registered format.
+    """
+    import_module(_LOCATION)
+    unknown = [name for name in names if name not in SRC_FORMATS]
+    if unknown or not names:
+        raise KeyError(f'No source format {unknown} is registered; known: '
+                       f'{sorted(SRC_FORMATS)}.')
+    if len(names) == 1:
+        return f'--src-format {names[0]}'
+    quoted = [f"'{name}'" for name in names]
+    return f'--src-format {", ".join(quoted[:-1])} or {quoted[-1]}'
 
 
 def add_argument_once(parser: argparse.ArgumentParser, flag: str,

@@ -49,7 +49,8 @@ import torch
 
 from eva_mm.models.layers.pos_embed import TargetSizes, fit_state_dict
 from ..errors import CheckpointError
-from ..registry import Conversion, add_argument_once, register_src_format
+from ..registry import (Conversion, add_argument_once, register_src_format,
+                        src_format_hint)
 from ..state_dict import StateDict, rename_prefix, require_keys, to_fp32
 from .backbone import add_backbone_arguments
 
@@ -313,9 +314,9 @@ def official_det(source: StateDict, args: argparse.Namespace) -> Conversion:
     require_keys(
         source, _REQUIRED, 'an EVA-01 detectron2 detector (eva_o365.pth, '
         'eva_coco_det.pth, eva_coco_seg.pth or eva_lvis.pth)',
-        "For EVA-01 MIM or backbone weights use --src-format official (and "
-        'model.backbone.init_cfg); segmentation checkpoints are not '
-        'detectors.')
+        'For EVA-01 MIM or backbone weights use '
+        f'{src_format_hint("official")} (and model.backbone.init_cfg); '
+        'segmentation checkpoints are not detectors.')
     return convert_detector(source, args)
 
 

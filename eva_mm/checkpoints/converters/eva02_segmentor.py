@@ -29,8 +29,8 @@ import re
 from typing import Dict, List
 
 from ..errors import CheckpointError
-from ..registry import Conversion, register_src_format
-from ..state_dict import StateDict, to_fp32
+from ..registry import Conversion, register_src_format, src_format_hint
+from ..state_dict import StateDict, require_keys, to_fp32
 from .eva02_backbone import convert_eva02_keys
 
 # eva2.py's fpn1/fpn2 -> Feature2Pyramid's upsample_4x/upsample_2x.
@@ -61,13 +61,12 @@ def official_eva02_seg(source: StateDict,
         CheckpointError: For a file of another kind or keys without a
             counterpart.
     """
-    absent = [key for key in _REQUIRED if key not in source]
-    if absent:
-        raise CheckpointError(
-            'This is not an EVA-02 UperNet segmentor '
-            f'(eva02_*_ade_seg_upernet_*.pth): it lacks {absent}. EVA-01 '
-            'Mask2Former segmentors use --src-format official-seg, EVA-02 '
-            'backbones official-eva02.')
+    require_keys(
+        source, _REQUIRED,
+        'an EVA-02 UperNet segmentor (eva02_*_ade_seg_upernet_*.pth)',
+        'EVA-01 Mask2Former segmentors use '
+        f'{src_format_hint("official-seg")}, EVA-02 backbones '
+        f'{src_format_hint("official-eva02")}.')
     vit: StateDict = {}
     weights: StateDict = {}
     unknown: List[str] = []

@@ -30,7 +30,8 @@ from ..errors import CheckpointError
 from ..eva01 import convert_official_eva
 from ..open_clip_convert import TRUNK_PREFIX, VISUAL_PREFIX
 from ..reading import unwrap_state_dict
-from ..registry import Conversion, add_argument_once, register_src_format
+from ..registry import (Conversion, add_argument_once, register_src_format,
+                        src_format_hint)
 from ..state_dict import (StateDict, compare_state_dicts, rename_prefix,
                           require_keys, to_fp32)
 from .backbone import add_backbone_arguments, backbone_conversion
@@ -67,8 +68,8 @@ def _check_kind(source: StateDict) -> None:
                 'in the layout this format writes: load it as it is, or take '
                 'its tower out with tools/model_converters/eva_clip.py import')
     elif 'blocks.0.attn.qkv.weight' in source:
-        kind = ('an EVA-01 ViT without CLIP text tower: use --src-format '
-                'official')
+        kind = ('an EVA-01 ViT without CLIP text tower: use '
+                f'{src_format_hint("official")}')
     elif any(key.startswith(VISUAL_PREFIX + 'conv1.') for key in source):
         kind = ('an OpenAI-architecture CLIP (visual.conv1, ...), not '
                 'EVA-CLIP')
