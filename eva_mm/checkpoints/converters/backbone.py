@@ -8,7 +8,7 @@ path and describes the result.
 """
 import argparse
 import math
-from typing import Dict, Mapping, Optional
+from typing import Dict, Mapping, Optional, Tuple
 
 import torch
 
@@ -26,6 +26,35 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def image_size(text: str) -> Tuple[int, int]:
+    """``--img-size``: ``SIZE`` (a square image) or ``HxW``.
+
+    The option takes one token, so that it never swallows the positional
+    ``SRC DST`` after it; the tool joins ``--img-size H W`` into ``HxW``.
+
+    Args:
+        text: The option's value.
+
+    Returns:
+        (height, width).
+
+    Raises:
+        argparse.ArgumentTypeError: For anything else.
+    """
+    parts = text.lower().split('x')
+    if len(parts) > 2:
+        raise argparse.ArgumentTypeError(
+            f'{text!r} is not an image size: give SIZE or HxW (e.g. 1024 or '
+            '1024x768).')
+    try:
+        sizes = [_positive_int(part) for part in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f'{text!r} is not an image size: give SIZE or HxW (e.g. 1024 or '
+            '1024x768).') from None
+    return sizes[0], sizes[-1]
+
+
 def add_backbone_arguments(parser: argparse.ArgumentParser) -> None:
     """The resizing and classifier options of the backbone formats.
 
@@ -41,11 +70,10 @@ def add_backbone_arguments(parser: argparse.ArgumentParser) -> None:
     add_argument_once(
         parser,
         '--img-size',
-        type=_positive_int,
-        nargs='+',
-        metavar='SIZE',
-        help='Resize the position embedding to the grid of this image size '
-        '(one value, or height and width).')
+        type=image_size,
+        metavar='SIZE|HxW',
+        help='Resize the position embedding to the grid of this image size: '
+        'one value for a square image, or HxW (also written H W).')
     add_argument_once(
         parser,
         '--classifier',
@@ -97,8 +125,8 @@ def backbone_conversion(source: StateDict, weights: StateDict,
         source: The source state dict (for the classifier head and the list
             of dropped keys).
         weights: EVAViT weights converted from ``source``.
-        args: ``patch_size``, ``img_size`` and ``classifier`` options (absent
-            ones count as not given).
+        args: ``patch_size``, ``img_size`` ((height, width)) and
+            ``classifier`` options (absent ones count as not given).
 
     Returns:
         The conversion, as a backbone or an ImageClassifier checkpoint.
@@ -113,8 +141,7 @@ def backbone_conversion(source: StateDict, weights: StateDict,
     weights = resize_checkpoint(
         weights,
         patch_size=patch_size,
-        # One value is a square image, two are (height, width).
-        img_size=None if img_size is None else (img_size[0], img_size[-1]),
+        img_size=img_size,
         num_extra_tokens=int('cls_token' in weights))
     info = describe_backbone(weights)
     report = [
