@@ -10,6 +10,7 @@ never run code, and unwrapped to the flat dict of tensors.
 import argparse
 import os
 import zipfile
+from collections import OrderedDict
 from typing import Mapping, Union
 
 import torch
@@ -23,6 +24,19 @@ PathLike = Union[str, os.PathLike]
 # / BEiT training code ('model', 'model_ema') and DeepSpeed ('module'). The raw
 # weights win over the EMA copy when a file holds both.
 _CONTAINER_KEYS = ('state_dict', 'model', 'module', 'model_ema')
+
+# What the official training scripts save beside the weights, allowed for
+# weights_only loads:
+# - the image code's argparse arguments (a Namespace only holds
+#   attributes);
+# - the video code's whole yacs config (EVA-01/video/utils/tools.py:49-57,
+#   ``'config': config``, a ``yacs.config.CfgNode``, which is a dict
+#   subclass). Its pickle name is mapped to a plain OrderedDict, which takes
+#   the node's items and its four flags (``__immutable__`` and the like,
+#   set as attributes) and can run nothing else: yacs need not be installed
+#   and no other name of it is allowed.
+_TRAINING_SCRIPT_GLOBALS = (argparse.Namespace,
+                            (OrderedDict, 'yacs.config.CfgNode'))
 
 
 def unwrap_state_dict(checkpoint: Mapping) -> StateDict:
@@ -110,9 +124,8 @@ def load_state_dict_file(path: PathLike, mmap: bool = False) -> StateDict:
             from safetensors.torch import load_file
             checkpoint = load_file(path, device='cpu')
         else:
-            # The official EVA training code saves its argparse arguments
-            # next to the weights; a Namespace only holds attributes.
-            with torch.serialization.safe_globals([argparse.Namespace]):
+            with torch.serialization.safe_globals(
+                    list(_TRAINING_SCRIPT_GLOBALS)):
                 checkpoint = _torch_load(path, mmap)
     # Readers fail in many ways (bad zip, bad pickle, refused global, bad
     # header); each means the same to the user: not a usable checkpoint.
