@@ -256,7 +256,7 @@ def load_backbone_checkpoint(model: EVAViT,
     }
     weights, ignored = adapt_to_model(model, checkpoint)
     report, fresh = classify_keys(model, weights)
-    if report.missing or report.unexpected or report.mismatched_keys:
+    if not report.fits:
         raise CheckpointMismatchError(
             _mismatch_message(model, report, original_shapes, weights,
                               source, prefix))
