@@ -16,6 +16,8 @@ from mmengine.registry import \
 from mmengine.registry import OPTIM_WRAPPERS as MMENGINE_OPTIM_WRAPPERS
 from mmengine.registry import TRANSFORMS as MMENGINE_TRANSFORMS
 from mmengine.registry import STRATEGIES as MMENGINE_STRATEGIES
+from mmengine.registry import \
+    WEIGHT_INITIALIZERS as MMENGINE_WEIGHT_INITIALIZERS
 from mmengine.registry import Registry
 
 MODELS = Registry(
@@ -46,3 +48,8 @@ OPTIM_WRAPPERS = Registry(
 STRATEGIES = Registry(
     'strategy', parent=MMENGINE_STRATEGIES, scope='eva_mm',
     locations=['eva_mm.engine'])
+# The strict pretrained loader: EVAViT reaches it by name, so that the
+# models never import eva_mm.checkpoints (which imports the models).
+WEIGHT_INITIALIZERS = Registry(
+    'weight initializer', parent=MMENGINE_WEIGHT_INITIALIZERS,
+    scope='eva_mm', locations=['eva_mm.checkpoints.loading'])

@@ -30,7 +30,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 import eva_mm  # noqa: E402,F401  (the eva_mm scope for custom_imports)
 from eva_mm.apis import (class_names, draw_result, inference,  # noqa: E402
                          init_model, result_to_json, task_scope)
-from eva_mm.models.utils.checkpoint import CheckpointError  # noqa: E402
+from eva_mm.checkpoints.errors import CheckpointError  # noqa: E402
 
 IMAGE_EXTENSIONS = ('.bmp', '.jpeg', '.jpg', '.png', '.tif', '.tiff', '.webp')
 

@@ -4,12 +4,15 @@
 # reads the rank, world size and master address from Slurm's variables).
 # Environment: GPUS (tasks in all, default 8), GPUS_PER_NODE (default 8, at most
 # GPUS), CPUS_PER_TASK (default 5), SRUN_ARGS (extra srun options, e.g. "-w node1"),
-# PYTHON (default python).
+# PYTHON (default: the checkout's .venv/bin/python if there is one, else
+# python).
 set -euo pipefail
 SCRIPT=$1
 PARTITION=$2
 JOB_NAME=$3
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=tools/default_python.sh
+source "$ROOT/tools/default_python.sh"
 positive() {
     if ! [[ ${!1} =~ ^[1-9][0-9]*$ ]]; then
         echo "slurm: $1 must be a positive integer, got '${!1}'." >&2
@@ -36,4 +39,4 @@ PYTHONPATH="$ROOT:${PYTHONPATH:-}" exec srun -p "$PARTITION" \
     --cpus-per-task="$CPUS_PER_TASK" \
     --kill-on-bad-exit=1 \
     ${SRUN_ARGS:-} \
-    "${PYTHON:-python}" -u "$ROOT/tools/$SCRIPT" "${@:4}" --launcher slurm
+    "$PYTHON" -u "$ROOT/tools/$SCRIPT" "${@:4}" --launcher slurm

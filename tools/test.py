@@ -25,8 +25,9 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 import eva_mm  # noqa: E402,F401  (the eva_mm scope for custom_imports)
 from eva_mm.engine.cli import (add_common_args, build_runner,  # noqa: E402
                                   finish_distributed, load_config)
-from eva_mm.models.utils.checkpoint import (  # noqa: E402
-    CheckpointError, check_whole_model_checkpoint)
+from eva_mm.checkpoints.errors import CheckpointError  # noqa: E402
+from eva_mm.checkpoints.model_check import (  # noqa: E402
+    check_whole_model_checkpoint)
 
 
 def parse_args() -> argparse.Namespace:

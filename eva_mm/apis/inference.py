@@ -118,8 +118,7 @@ def init_model(config: Union[str, Config],
     register_mmengine_safe_globals()
     model = init_task_model(cfg, checkpoint, device=device)
     if checkpoint is not None:
-        from eva_mm.models.utils.checkpoint import \
-            check_whole_model_checkpoint
+        from eva_mm.checkpoints.model_check import check_whole_model_checkpoint
         check_whole_model_checkpoint(
             model,
             checkpoint,

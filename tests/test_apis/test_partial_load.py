@@ -17,7 +17,7 @@ import torch
 import eva_mm  # noqa: F401  (registers eva_mm.* in the mmengine registries)
 from eva_mm.apis import init_model
 from eva_mm.datasets.synthetic import DEMO_SHAPES_CLASSES, DEMO_SHAPES_PALETTE
-from eva_mm.models.utils.checkpoint import CheckpointMismatchError
+from eva_mm.checkpoints.errors import CheckpointMismatchError
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DET_CONFIG = osp.join(ROOT, 'configs', 'demo',
@@ -114,7 +114,7 @@ def test_check_reads_names_and_shapes_of_every_format(tmp_path) -> None:
     """The check on a small model: legacy (non-zip) torch files, which
     cannot be memory-mapped, are read; mis-shaped weights count as
     unloaded; unexpected entries and a missing BN step counter do not."""
-    from eva_mm.models.utils.checkpoint import check_whole_model_checkpoint
+    from eva_mm.checkpoints.model_check import check_whole_model_checkpoint
     model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
     state = model.state_dict()
     legacy = tmp_path / 'legacy.pth'

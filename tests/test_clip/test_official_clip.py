@@ -23,8 +23,8 @@ from tiny_eva_clip import CLIP_NAME, EMBED_DIM, EVA_ARCH, IMG_SIZE
 from eva_mm.engine.cli import build_runner
 from eva_mm.models import EVAViT
 from eva_mm.models.classifiers.open_clip_zero_shot import openai_mean_std
-from eva_mm.models.utils.checkpoint import (load_backbone_checkpoint,
-                                            load_state_dict_file)
+from eva_mm.checkpoints.loading import load_backbone_checkpoint
+from eva_mm.checkpoints.reading import load_state_dict_file
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / 'tools' / 'model_converters'))
@@ -227,7 +227,7 @@ def test_vision_only_is_an_eva_vit_checkpoint(tmp_path):
 def test_full_size_layout_matches_open_clip_and_eva_vit_giant(tmp_path):
     """EVA_CLIP_g_14.json sizes on the meta device: open_clip EVA01-g-14
     and the EVAViT giant take the converted names and shapes strictly."""
-    from eva_mm.models.utils.converters import SRC_FORMATS
+    from eva_mm.checkpoints.converters import SRC_FORMATS
     # EVA_CLIP_g_14.json: width 1408, 40 layers, mlp_ratio 4.3637
     # (int(1408 * 4.3637) = 6144), patch 14, 224 px, embed 1024; text
     # width 768, 12 layers.

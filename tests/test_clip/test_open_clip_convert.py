@@ -9,8 +9,10 @@ import torch
 from tiny_eva_clip import CLIP_NAME, EMBED_DIM, EVA_ARCH, IMG_SIZE
 
 from eva_mm.models import EVAViT, OpenCLIPTeacher
-from eva_mm.models.utils import (CheckpointError, eva_vit_to_open_clip,
-                                 open_clip_to_eva_vit, resize_checkpoint)
+from eva_mm.checkpoints.errors import CheckpointError
+from eva_mm.checkpoints.resizing import resize_checkpoint
+from eva_mm.checkpoints.open_clip_convert import (eva_vit_to_open_clip,
+                                                  open_clip_to_eva_vit)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] /
                        'tools' / 'model_converters'))

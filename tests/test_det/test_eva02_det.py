@@ -27,8 +27,8 @@ import torch.nn.functional as F
 from mmdet.registry import MODELS
 from mmengine.config import Config
 
-from eva_mm.models.utils.checkpoint import CheckpointError
-from eva_mm.models.utils.converters import check_fits_config
+from eva_mm.checkpoints.errors import CheckpointError
+from eva_mm.checkpoints.converters import check_fits_config
 from eva02_official import (fused_value_sums, official_attention,
                             official_rope, official_swiglu_branch)
 from paper_config_utils import build_on_meta, load_config

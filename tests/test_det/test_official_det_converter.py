@@ -23,9 +23,8 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
 import eva_mm  # noqa: F401  (registers eva_mm.* for the configs)
-from eva_mm.models.utils.checkpoint import (CheckpointError,
-                                            CheckpointMismatchError)
-from eva_mm.models.utils.converters import SRC_FORMATS, check_fits_config
+from eva_mm.checkpoints.errors import CheckpointError, CheckpointMismatchError
+from eva_mm.checkpoints.converters import SRC_FORMATS, check_fits_config
 
 ROOT = Path(__file__).resolve().parents[2]
 # The converter tool, loaded from its file (tools/ is no package).

@@ -118,3 +118,54 @@ def test_slurm_bad_arguments_fail_before_srun(fake_srun, script, args, extra,
     assert run.returncode == 2
     assert message in run.stderr
     assert not record.exists()
+
+
+def _recording_python(path: Path, record: Path) -> None:
+    """An executable at ``path`` that writes its arguments to ``record``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {record}\n')
+    path.chmod(path.stat().st_mode | stat.S_IEXEC)
+
+
+@pytest.mark.parametrize('with_venv', [True, False])
+def test_launchers_default_to_the_checkout_venv(tmp_path, fake_srun,
+                                                with_venv):
+    """Without PYTHON, dist_*.sh and slurm_*.sh run the checkout's
+    .venv/bin/python if it exists, else python from PATH."""
+    env, srun_record = fake_srun
+    env = dict(env)
+    del env['PYTHON']
+    checkout = tmp_path / 'checkout'
+    (checkout / 'tools').mkdir(parents=True)
+    for name in ('dist_launch.sh', 'dist_train.sh', 'dist_test.sh',
+                 'slurm_launch.sh', 'slurm_train.sh', 'slurm_test.sh',
+                 'default_python.sh'):
+        (checkout / 'tools' / name).write_text(
+            (ROOT / 'tools' / name).read_text())
+    record = tmp_path / 'python_args.txt'
+    venv_python = checkout / '.venv' / 'bin' / 'python'
+    path_python = tmp_path / 'bin' / 'python'  # the fake srun's bin dir
+    _recording_python(venv_python if with_venv else path_python, record)
+    expected = str(venv_python) if with_venv else 'python'
+
+    def launch(script: str, *args: str, **extra: str) -> None:
+        run = subprocess.run(['bash', str(checkout / 'tools' / script), *args],
+                             env=dict(env, **extra), capture_output=True,
+                             text=True, timeout=60)
+        assert run.returncode == 0, run.stderr
+
+    launch('slurm_test.sh', 'p', 'j', 'c.py', 'ckpt.pth', GPUS='1')
+    assert srun_record.read_text().splitlines()[8] == expected
+    launch('slurm_train.sh', 'p', 'j', 'c.py', 'w', GPUS='1')
+    assert srun_record.read_text().splitlines()[8] == expected
+    for script, args, tool in (
+            ('dist_train.sh', ['c.py', '2'], 'train.py'),
+            ('dist_test.sh', ['c.py', 'ckpt.pth', '2'], 'test.py')):
+        launch(script, *args)
+        recorded = record.read_text().splitlines()
+        assert recorded[:2] == ['-m', 'torch.distributed.run']
+        assert str(checkout / 'tools' / tool) in recorded
+    # PYTHON set wins.
+    launch('slurm_test.sh', 'p', 'j', 'c.py', 'ckpt.pth', GPUS='1',
+           PYTHON='python3.11')
+    assert srun_record.read_text().splitlines()[8] == 'python3.11'

@@ -239,3 +239,44 @@ def test_layer_zero_prefixes_must_match() -> None:
               layer_zero_prefixes=['decode_head.query_embeds'])
     with pytest.raises(TypeError, match='sequence'):
         build(TinySegmentor(), layer_zero_prefixes='decode_head.query_embed')
+
+
+def test_weight_decay_follows_the_backbone_declaration() -> None:
+    """Without no_decay_names the constructor exempts exactly what the
+    backbone's no_weight_decay() names (and the 1-D parameters): a
+    parameter declared there loses its decay, whatever its name."""
+    model = TinyClassifier()
+    declared = model.backbone.no_weight_decay()
+    assert declared == {'cls_token', 'pos_embed', 'mask_token'} | {
+        f'blocks.{i}.attn.relative_position_bias_table'
+        for i in range(DEPTH)}
+    model.backbone.no_weight_decay = lambda: declared | {
+        'blocks.1.mlp.fc1.weight'}
+    settings = settings_by_name(build(model))
+    assert settings['backbone.blocks.1.mlp.fc1.weight'][1] == 0
+    assert settings['backbone.blocks.0.mlp.fc1.weight'][1] == WD
+    # Decomposed rel-pos tables are declared too.
+    decomposed = EVAViT(
+        arch=dict(embed_dims=32, num_layers=2, num_heads=2, mlp_hidden_dim=64),
+        img_size=32, patch_size=8, rel_pos='decomposed', window_size=2,
+        with_cls_token=False, out_type='featmap')
+    assert decomposed.no_weight_decay() == {'pos_embed'} | {
+        f'blocks.{i}.attn.rel_pos_{axis}' for i in range(2)
+        for axis in 'hw'}
+
+
+def test_backbone_without_declaration_needs_names() -> None:
+
+    class Undeclared(nn.Module):
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.pos_embed = nn.Parameter(torch.zeros(1, 4, 8))
+
+        def get_layer_depth(self, name: str, prefix: str = ''):
+            return 0, 2
+
+    with pytest.raises(TypeError, match='no_decay_names'):
+        build(Undeclared())
+    settings = settings_by_name(build(Undeclared(), no_decay_names=()))
+    assert settings['pos_embed'][1] == WD

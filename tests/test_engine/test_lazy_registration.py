@@ -30,6 +30,7 @@ NAMES = {
         'EVABlockMaskGenerator', 'VideoInit', 'VideoDecode', 'TSNSample',
         'RandomGrayscale', 'ColorJitter', 'Detectron2RandomCrop'
     ],
+    'WEIGHT_INITIALIZERS': ['PretrainedBackbone'],
 }
 SCRIPT = '''
 import json, sys

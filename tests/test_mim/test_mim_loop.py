@@ -19,7 +19,7 @@ from eva_mm.engine import DeepSpeedStrategy, NonFiniteLossError
 from eva_mm.engine.strategies.deepspeed import check_mmengine_version
 from eva_mm.models import EVAViT
 from eva_mm.models.layers.pos_embed import resize_patch_kernel
-from eva_mm.models.utils.checkpoint import load_backbone_checkpoint
+from eva_mm.checkpoints.loading import load_backbone_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location(

@@ -22,8 +22,8 @@ from train_runs import read_losses, train_cmd
 import eva_mm  # noqa: F401  (allow-lists mmengine's pickles)
 from eva_mm.datasets.synthetic import generate_demo_shapes
 from eva_mm.models import EVAViT
-from eva_mm.models.utils.checkpoint import (load_backbone_checkpoint,
-                                            load_state_dict_file)
+from eva_mm.checkpoints.loading import load_backbone_checkpoint
+from eva_mm.checkpoints.reading import load_state_dict_file
 
 # Runs tools or trains in subprocesses: left out of `pytest -m 'not slow'`.
 pytestmark = pytest.mark.slow

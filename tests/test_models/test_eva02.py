@@ -16,8 +16,8 @@ from timm.models.eva import Eva
 
 import eva_mm  # noqa: F401  (registers eva_mm.* in the mmengine registries)
 from eva_mm.models import EVAViT
+from eva_mm.checkpoints.converters.eva02_backbone import convert_eva02_keys
 from eva_mm.models.layers import EVAAttention, TokenPositions
-from eva_mm.models.utils.converters.eva02_backbone import convert_eva02_keys
 
 TINY = dict(embed_dims=32, num_layers=2, num_heads=2, mlp_hidden_dim=48)
 EVA02_TINY = dict(TINY, swiglu_mlp=True, use_rot_pos_emb=True,

@@ -22,8 +22,9 @@ from mmengine.runner import load_checkpoint
 from timm.models.eva import Eva, checkpoint_filter_fn
 
 from eva_mm.models import EVAViT
-from eva_mm.models.utils import CheckpointError, load_backbone_checkpoint
-from eva_mm.models.utils.converters.eva02_backbone import convert_eva02_keys
+from eva_mm.checkpoints.errors import CheckpointError
+from eva_mm.checkpoints.loading import load_backbone_checkpoint
+from eva_mm.checkpoints.converters.eva02_backbone import convert_eva02_keys
 
 CONVERTER = (Path(__file__).resolve().parents[2] / 'tools' /
              'model_converters' / 'convert_eva.py')

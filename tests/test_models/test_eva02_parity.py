@@ -17,7 +17,7 @@ import torch
 from mmengine.runner import load_checkpoint
 
 from eva_mm.models import EVAViT
-from eva_mm.models.utils.converters.eva02_backbone import convert_eva02_keys
+from eva_mm.checkpoints.converters.eva02_backbone import convert_eva02_keys
 
 CONVERTER = (Path(__file__).resolve().parents[2] / 'tools' /
              'model_converters' / 'convert_eva.py')

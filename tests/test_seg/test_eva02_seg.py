@@ -27,8 +27,8 @@ from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
 
 from eva_mm.datasets.synthetic import generate_demo_ade
-from eva_mm.models.utils.checkpoint import CheckpointError
-from eva_mm.models.utils.converters import SRC_FORMATS, check_fits_config
+from eva_mm.checkpoints.errors import CheckpointError
+from eva_mm.checkpoints.converters import SRC_FORMATS, check_fits_config
 from eva02_official import (fused_value_sums, official_attention,
                             official_rope, official_swiglu_branch)
 from paper_config_utils import load_config

@@ -20,8 +20,8 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
 import eva_mm  # noqa: F401  (registers eva_mm.* for the configs)
-from eva_mm.models.utils.checkpoint import CheckpointError
-from eva_mm.models.utils.converters import SRC_FORMATS, check_fits_config
+from eva_mm.checkpoints.errors import CheckpointError
+from eva_mm.checkpoints.converters import SRC_FORMATS, check_fits_config
 from test_seg.official_seg_layout import (beit_adapter_shapes,
                                                 mask2former_head_shapes,
                                                 random_state_dict)

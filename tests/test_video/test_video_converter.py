@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
-from eva_mm.models.utils.checkpoint import CheckpointError
-from eva_mm.models.utils.converters import SRC_FORMATS, check_fits_config
+from eva_mm.checkpoints.errors import CheckpointError
+from eva_mm.checkpoints.converters import SRC_FORMATS, check_fits_config
 
 ROOT = Path(__file__).parents[2]
 K722 = str(ROOT / 'configs/video/eva-g-p14_k722-intermediate-ft_8x224.py')
@@ -199,3 +199,130 @@ def test_converted_file_of_another_config_is_refused(tmp_path):
     with pytest.raises(CheckpointError, match='pos_embed') as err:
         check_fits_config(conversion.state_dict, K400)
     assert 'cls_head.fc_cls.weight' in str(err.value)
+
+
+def _yacs_cfg_node_class() -> type:
+    """``yacs.config.CfgNode``: the real one if yacs is installed, else a
+    class of that module path and that pickled state (a dict subclass with
+    the flags in its ``__dict__``, as yacs/config.py defines it)."""
+    try:
+        from yacs.config import CfgNode
+        return CfgNode
+    except ImportError:
+        pass
+
+    class CfgNode(dict):
+
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            self.__dict__['__immutable__'] = False
+            self.__dict__['__deprecated_keys__'] = set()
+            self.__dict__['__renamed_keys__'] = {}
+
+    CfgNode.__module__ = 'yacs.config'
+    CfgNode.__qualname__ = 'CfgNode'
+    return CfgNode
+
+
+def _save_with_fake_yacs(obj: object, path: Path, cfg_node: type) -> None:
+    """torch.save with ``cfg_node`` importable as yacs.config.CfgNode, as
+    pickle needs; the fake modules are gone afterwards."""
+    import sys
+    import types
+    if cfg_node.__module__ in sys.modules:
+        torch.save(obj, path)
+        return
+    config = types.ModuleType('yacs.config')
+    config.CfgNode = cfg_node
+    sys.modules.update({'yacs': types.ModuleType('yacs'),
+                        'yacs.config': config})
+    try:
+        torch.save(obj, path)
+    finally:
+        del sys.modules['yacs'], sys.modules['yacs.config']
+
+
+def test_official_epoch_saving_file_loads_weights_only(tmp_path):
+    """EVA-01/video/utils/tools.py:49-61 saves the whole training state:
+    weights, optimizer, timm scheduler, apex amp state and the yacs config
+    (frozen, nested). It loads with weights_only=True through the stand-in
+    for CfgNode alone and converts like a plain file."""
+    import pickle
+
+    from timm.scheduler import CosineLRScheduler
+
+    from eva_mm.checkpoints.reading import load_state_dict_file
+    cfg_node = _yacs_cfg_node_class()
+    config = cfg_node({
+        'MODEL': cfg_node({'ARCH': 'eva-g/14', 'DROP_PATH_RATE': 0.4}),
+        'DATA': cfg_node({'NUM_FRAMES': 8, 'INPUT_SIZE': 224,
+                          'LABEL_LIST': 'labels/k722.csv'}),
+        'TRAIN': cfg_node({'LR': 8e-6, 'EPOCHS': 40, 'OPT_LEVEL': 'O1'}),
+        'SEED': 1024,
+    })
+    config.__dict__['__immutable__'] = True  # config.freeze()
+    source = official_video_layout(32, 2, 64, frames=8, grid=2, classes=722)
+    head = torch.nn.Parameter(source['head.weight'].clone())
+    optimizer = torch.optim.AdamW([head], lr=8e-6)
+    head.grad = torch.ones_like(head)
+    optimizer.step()
+    scheduler = CosineLRScheduler(optimizer, t_initial=100, lr_min=8e-8,
+                                  warmup_lr_init=0, warmup_t=10,
+                                  cycle_limit=1, t_in_epochs=False)
+    save_state = {'model': source,
+                  'optimizer': optimizer.state_dict(),
+                  'lr_scheduler': scheduler.state_dict(),
+                  'max_accuracy': 83.2,
+                  'epoch': 39,
+                  'amp': {'loss_scaler0': {'loss_scale': 65536.0,
+                                           'unskipped': 12}},
+                  'config': config}
+    src, dst = tmp_path / 'ckpt_epoch_39.pth', tmp_path / 'k722.pth'
+    _save_with_fake_yacs(save_state, src, cfg_node)
+
+    # Plain weights_only refuses the yacs global...
+    with pytest.raises(pickle.UnpicklingError, match='yacs.config.CfgNode'):
+        torch.load(src, weights_only=True)
+    # ...the reader's stand-in takes it, and the weights come out whole.
+    weights = load_state_dict_file(src)
+    assert weights.keys() == source.keys()
+    for key, value in source.items():
+        assert torch.equal(weights[key], value), key
+    convert_eva.main(['--src-format', 'official-video', str(src), str(dst)])
+    converted = torch.load(dst, weights_only=True)['state_dict']
+    assert torch.equal(converted['cls_head.fc_cls.weight'],
+                       source['head.weight'])
+
+
+def test_other_yacs_globals_stay_refused(tmp_path):
+    """The stand-in admits the one class name: a function of the same
+    module (here one that would write a file) is still refused."""
+    import sys
+    import types
+
+    from eva_mm.checkpoints.reading import load_state_dict_file
+    marker = tmp_path / 'ran'
+
+    def load_cfg(path: str) -> dict:
+        Path(path).write_text('code ran')
+        return {}
+
+    load_cfg.__module__, load_cfg.__qualname__ = 'yacs.config', 'load_cfg'
+
+    class Payload:
+
+        def __reduce__(self):
+            return load_cfg, (str(marker), )
+
+    config = types.ModuleType('yacs.config')
+    config.load_cfg = load_cfg
+    sys.modules.update({'yacs': types.ModuleType('yacs'),
+                        'yacs.config': config})
+    try:
+        torch.save({'model': {'w': torch.zeros(1)}, 'config': Payload()},
+                   tmp_path / 'evil.pth')
+    finally:
+        del sys.modules['yacs'], sys.modules['yacs.config']
+    with pytest.raises(CheckpointError, match='yacs.config.load_cfg'):
+        load_state_dict_file(tmp_path / 'evil.pth')
+    assert not marker.exists()

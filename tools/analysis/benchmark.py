@@ -60,7 +60,7 @@ from common import REPO_ROOT, peak_memory, synchronize
 
 sys.path.insert(0, str(REPO_ROOT))
 from eva_mm.models import EVAViT  # noqa: E402
-from eva_mm.models.utils.converters.eva02_backbone import (  # noqa: E402
+from eva_mm.checkpoints.converters.eva02_backbone import (  # noqa: E402
     convert_eva02_keys)
 
 IMPLS = ('timm', 'eva_mm')

@@ -1,7 +1,7 @@
 """Convert EVA checkpoints of every released kind for eva_mm.
 
 One command for every source format; ``--help`` lists them (each is a
-module of ``eva_mm/models/utils/converters/``). The output,
+module of ``eva_mm/checkpoints/converters/``). The output,
 ``{'state_dict': ..., 'meta': ...}`` of plain tensors, loads with
 ``mmengine.runner.load_checkpoint``, ``load_from`` or
 ``init_cfg=dict(type='Pretrained', checkpoint=DST)``. Example, the EVA-01
@@ -9,6 +9,9 @@ giant MIM weights at patch 16 for 1024x1024 detection::
 
     python tools/model_converters/convert_eva.py --src-format official \\
         eva_psz14.pt eva_psz14to16_1024.pth --patch-size 16 --img-size 1024
+
+``--img-size`` takes ``SIZE``, ``HxW`` or ``H W``, before or after the
+paths.
 
 ``--config CONFIG`` checks the result against the model of a config before
 writing it: a checkpoint that would not load strictly (another model size,
@@ -26,13 +29,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from eva_mm.engine.safe_checkpoint import (  # noqa: E402
     register_mmengine_safe_globals)
-from eva_mm.models.utils.checkpoint import (  # noqa: E402
-    CheckpointError, load_state_dict_file)
-from eva_mm.models.utils.converters import (  # noqa: E402
+from eva_mm.checkpoints.converters import (  # noqa: E402
     SRC_FORMATS, check_fits_config, save_converted)
+from eva_mm.checkpoints.errors import CheckpointError  # noqa: E402
+from eva_mm.checkpoints.reading import load_state_dict_file  # noqa: E402
 
 # Sources written by mmengine's runner hold more than tensors.
 register_mmengine_safe_globals()
+
+# Options written with two values (``--img-size H W``). Every option takes
+# one token, so that none swallows the positional SRC DST after it (argparse
+# gives nargs='+' every following non-option); the two values are joined
+# into the one ``HxW`` token first.
+PAIR_OPTIONS = ('--img-size', )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,11 +77,27 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     Returns:
         The parsed arguments.
     """
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if getattr(args, 'img_size', None) and len(args.img_size) > 2:
-        parser.error('--img-size takes one value or two (height width).')
-    return args
+    argv = list(sys.argv[1:] if argv is None else argv)
+    return build_parser().parse_args(join_pairs(argv))
+
+
+def join_pairs(argv: Sequence[str]) -> list:
+    """``--img-size H W`` (two numbers) rewritten as ``--img-size HxW``.
+
+    Args:
+        argv: Arguments without the program name.
+
+    Returns:
+        The arguments with each pair option's two numbers joined.
+    """
+    joined, rest = [], list(argv)
+    while rest:
+        arg = rest.pop(0)
+        joined.append(arg)
+        if arg in PAIR_OPTIONS and len(rest) >= 2 and \
+                rest[0].isdigit() and rest[1].isdigit():
+            joined.append(f'{rest.pop(0)}x{rest.pop(0)}')
+    return joined
 
 
 def convert(args: argparse.Namespace) -> None:

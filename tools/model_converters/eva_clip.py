@@ -47,14 +47,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from eva_mm.engine.safe_checkpoint import (  # noqa: E402
     register_mmengine_safe_globals)
-from eva_mm.models.utils.checkpoint import (  # noqa: E402
-    CheckpointError, StateDict, load_state_dict_file, resize_checkpoint,
-    select_prefix)
-from eva_mm.models.utils.converters import (  # noqa: E402
+from eva_mm.checkpoints.converters import (  # noqa: E402
     Conversion, save_converted)
-from eva_mm.models.utils.open_clip_convert import (  # noqa: E402
+from eva_mm.checkpoints.errors import CheckpointError  # noqa: E402
+from eva_mm.checkpoints.open_clip_convert import (  # noqa: E402
     copy_text_tower, eva_vit_to_open_clip, open_clip_to_eva_vit,
     to_open_clip_vision_transformer)
+from eva_mm.checkpoints.reading import load_state_dict_file  # noqa: E402
+from eva_mm.checkpoints.resizing import resize_checkpoint  # noqa: E402
+from eva_mm.checkpoints.state_dict import (  # noqa: E402
+    StateDict, select_prefix)
 
 # Checkpoints written by mmengine's runner hold more than tensors.
 register_mmengine_safe_globals()

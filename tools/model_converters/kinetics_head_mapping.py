@@ -43,10 +43,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from eva_mm.engine.safe_checkpoint import (  # noqa: E402
     register_mmengine_safe_globals)
-from eva_mm.models.utils.checkpoint import (  # noqa: E402
-    CheckpointError, StateDict, load_state_dict_file)
-from eva_mm.models.utils.converters import (  # noqa: E402
+from eva_mm.checkpoints.converters import (  # noqa: E402
     Conversion, save_converted)
+from eva_mm.checkpoints.errors import CheckpointError  # noqa: E402
+from eva_mm.checkpoints.reading import load_state_dict_file  # noqa: E402
+from eva_mm.checkpoints.state_dict import StateDict  # noqa: E402
 
 # Checkpoints written by mmengine's runner hold more than tensors.
 register_mmengine_safe_globals()

@@ -1,16 +1,11 @@
 """Layer-wise learning-rate decay for EVAViT, the BEiT/EVA fine-tuning rule."""
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, FrozenSet, List, Optional, Sequence, Tuple
 
 import torch.nn as nn
 from mmengine.logging import print_log
 from mmengine.optim import DefaultOptimWrapperConstructor
 
 from eva_mm.registry import OPTIM_WRAPPER_CONSTRUCTORS
-
-DEFAULT_NO_DECAY_NAMES: Tuple[str, ...] = (
-    'pos_embed', 'cls_token', 'mask_token', 'rel_pos_h', 'rel_pos_w',
-    'relative_position_bias_table')
-
 
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module()
 class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
@@ -29,7 +24,10 @@ class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
 
     Weight decay is ``weight_decay`` of the optimizer config except for
     1-D parameters (norms, layer scales, ``q_bias``/``v_bias``), biases and
-    the parameters named in ``no_decay_names``, which get 0. The official
+    the parameters the backbone declares in ``no_weight_decay()`` (timm's
+    API; :meth:`eva_mm.models.EVAViT.no_weight_decay`: position embedding,
+    cls and mask tokens, relative position tables), or instead those named
+    in ``no_decay_names``, which get 0. The official
     EVA-g detection configs decay every parameter
     (``weight_decay_norm=None, overrides={}`` in EVA-01
     ``det/projects/ViTDet/configs/COCO/cascade_mask_rcnn_vitdet_eva.py``):
@@ -49,8 +47,9 @@ class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
       ``get_layer_depth`` itself, the model is the backbone and the prefix
       is ``''``.
     - ``no_decay_names`` (sequence of str): parameter names (the last
-      component of the dotted name) without weight decay; default
-      :data:`DEFAULT_NO_DECAY_NAMES`.
+      component of the dotted name, anywhere in the model) without weight
+      decay, instead of the backbone's ``no_weight_decay()``; default
+      unset.
     - ``no_decay_1d`` (bool): exempt 1-D parameters and biases from weight
       decay; default ``True``.
     - ``layer_zero_prefixes`` (sequence of str): full dotted names of
@@ -95,8 +94,9 @@ class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
                              f'{self.layer_decay_rate}.')
         self.backbone_prefix: str = self.paramwise_cfg.get(
             'backbone_prefix', 'backbone.')
-        self.no_decay_names = frozenset(
-            self.paramwise_cfg.get('no_decay_names', DEFAULT_NO_DECAY_NAMES))
+        names = self.paramwise_cfg.get('no_decay_names')
+        self.no_decay_names: Optional[FrozenSet[str]] = (
+            None if names is None else frozenset(names))
         self.no_decay_1d = bool(self.paramwise_cfg.get('no_decay_1d', True))
         prefixes = self.paramwise_cfg.get('layer_zero_prefixes', ())
         if isinstance(prefixes, str):
@@ -128,11 +128,25 @@ class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
         return any(name == prefix or name.startswith(prefix + '.')
                    for prefix in self.layer_zero_prefixes)
 
-    def _no_decay(self, name: str, ndim: int) -> bool:
+    def _declared_no_decay(self, backbone: nn.Module,
+                           prefix: str) -> FrozenSet[str]:
+        """The full names of the parameters the backbone exempts."""
+        if not hasattr(backbone, 'no_weight_decay'):
+            raise TypeError(
+                f'{type(backbone).__name__} does not declare its parameters '
+                'without weight decay (no_weight_decay()); name them in '
+                "paramwise_cfg.no_decay_names, e.g. ('pos_embed', "
+                "'cls_token'), or () for none.")
+        return frozenset(prefix + name for name in backbone.no_weight_decay())
+
+    def _no_decay(self, name: str, ndim: int,
+                  declared: FrozenSet[str]) -> bool:
         leaf = name.rsplit('.', 1)[-1]
         if self.no_decay_1d and (ndim <= 1 or leaf == 'bias'):
             return True
-        return leaf in self.no_decay_names
+        if self.no_decay_names is not None:
+            return leaf in self.no_decay_names
+        return name in declared
 
     def add_params(self,
                    params: List[dict],
@@ -149,6 +163,8 @@ class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
             is_dcn_module: Unused; part of the parent's signature.
         """
         backbone, backbone_prefix = self._find_backbone(module)
+        declared = frozenset() if self.no_decay_names is not None else \
+            self._declared_no_decay(backbone, backbone_prefix)
         names = [name for name, _ in module.named_parameters()]
         unmatched = [
             prefix for prefix in self.layer_zero_prefixes
@@ -170,7 +186,7 @@ class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
                 name, backbone_prefix)
             if self._at_layer_zero(name):
                 layer_id = 0
-            no_decay = self._no_decay(name, param.ndim)
+            no_decay = self._no_decay(name, param.ndim, declared)
             group = groups.get((layer_id, no_decay))
             if group is None:
                 scale = self.layer_decay_rate**(num_layers - 1 - layer_id)

@@ -1,7 +1,7 @@
 """EVAViT: the one EVA (EVA-01 and EVA-02) vision transformer behind every task
 of eva_mm."""
 import math
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Set, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -10,7 +10,7 @@ from timm.layers import build_rotary_pos_embed
 from torch.nn.modules.utils import _pair
 from torch.utils.checkpoint import checkpoint
 
-from eva_mm.registry import MODELS
+from eva_mm.registry import MODELS, WEIGHT_INITIALIZERS
 from ..layers.pos_embed import (TargetSizes, fit_state_dict,
                                 resize_pos_embed, resize_pos_embed_3d)
 from ..layers.attention import TokenPositions
@@ -460,13 +460,14 @@ class EVAViT(BaseModule):
 
         Missing, unexpected or mis-shaped keys raise one error naming them
         all; keys a task does not use (``mask_token``, heads) are dropped.
+        The loader is eva_mm's weight initializer ``PretrainedBackbone``
+        (:func:`eva_mm.checkpoints.loading.load_backbone_checkpoint`),
+        found by name as mmengine finds its own ``Pretrained``:
+        ``eva_mm.checkpoints`` imports the models, never the reverse.
         """
         if self.init_cfg and self.init_cfg.get('type') == 'Pretrained':
-            from ..utils.checkpoint import load_backbone_checkpoint
-            load_backbone_checkpoint(
-                self,
-                self.init_cfg['checkpoint'],
-                prefix=self.init_cfg.get('prefix'))
+            WEIGHT_INITIALIZERS.build(
+                dict(self.init_cfg, type='eva_mm.PretrainedBackbone'))(self)
             self._is_init = True
             return
         super().init_weights()
@@ -491,12 +492,11 @@ class EVAViT(BaseModule):
         lengths, windows = {}, {}
         for i, block in enumerate(self.blocks):
             attn, key = block.attn, f'blocks.{i}.attn.'
-            for name in ('rel_pos_h', 'rel_pos_w'):
+            for name in self.DECOMPOSED_REL_POS:
                 if hasattr(attn, name):
                     lengths[key + name] = getattr(attn, name).shape[0]
-            if hasattr(attn, 'relative_position_bias_table'):
-                windows[key + 'relative_position_bias_table'] = \
-                    attn.rel_pos_size
+            if hasattr(attn, self.REL_POS_BIAS_TABLE):
+                windows[key + self.REL_POS_BIAS_TABLE] = attn.rel_pos_size
         return TargetSizes(
             kernel_shape=tuple(self.patch_embed.proj.weight.shape),
             pos_grid=None if self.pos_embed is None else self.pos_grid,
@@ -713,3 +713,62 @@ class EVAViT(BaseModule):
         if name.startswith('blocks.'):
             return int(name.split('.')[1]) + 1, num_layers
         return num_layers - 1, num_layers
+
+    # ------------------------------------------------------------------
+    # Parameter declarations, read by the checkpoint loaders, the
+    # converters and the optimiser constructor
+    # ------------------------------------------------------------------
+    #: The attention's relative position tables, by parameter name: the
+    #: decomposed ViTDet tables (one per axis, 2 * size - 1 long) and the
+    #: BEiT bias table of a window. Their length follows the window or grid
+    #: (:attr:`target_sizes`).
+    DECOMPOSED_REL_POS: Tuple[str, ...] = ('rel_pos_h', 'rel_pos_w')
+    REL_POS_BIAS_TABLE = 'relative_position_bias_table'
+    REL_POS_TABLES = DECOMPOSED_REL_POS + (REL_POS_BIAS_TABLE, )
+    #: Each block's layer scale.
+    LAYER_SCALES = ('gamma_1', 'gamma_2')
+    #: Modules a subclass adds around the ViT (e.g. ViT-Adapter's), which a
+    #: pre-trained ViT file never holds.
+    task_modules: Tuple[str, ...] = ()
+
+    def no_weight_decay(self) -> Set[str]:
+        """The parameters trained without weight decay (timm's API).
+
+        ``pos_embed`` and ``cls_token``, as the official EVA models declare
+        (EVA-01/eva/modeling_finetune.py:453-454,
+        EVA-02/asuka/modeling_finetune.py:584-585), plus the mask token
+        and the relative position tables (timm's BEiT exempts its
+        ``relative_position_bias_table`` the same way).
+        :class:`~eva_mm.engine.LayerDecayOptimWrapperConstructor` reads
+        this unless its config names the parameters itself.
+
+        Returns:
+            Parameter names relative to this module.
+        """
+        return {
+            name
+            for name, _ in self.named_parameters()
+            if name in ('pos_embed', 'cls_token', 'mask_token')
+            or name.rsplit('.', 1)[-1] in self.REL_POS_TABLES
+        }
+
+    def fresh_keys(self) -> Set[str]:
+        """The state-dict entries a pre-trained ViT file never holds.
+
+        The tasks add them to the pre-trained ViT: relative position tables
+        (zero-initialised), the MIM mask token, the pooled ``fc_norm``,
+        layer scale and the :attr:`task_modules` (with their buffers). A
+        pretrained load keeps them at their initialisation instead of
+        reporting them missing.
+
+        Returns:
+            State-dict keys relative to this module.
+        """
+        return {
+            key
+            for key in self.state_dict(keep_vars=True)
+            if key == 'mask_token' or key.startswith('fc_norm.')
+            or key.split('.', 1)[0] in self.task_modules
+            or key.rsplit('.', 1)[-1] in self.REL_POS_TABLES +
+            self.LAYER_SCALES
+        }

@@ -146,15 +146,20 @@ class OpenCLIPTeacher(nn.Module):
             model_cfg['embed_dim'], vision_cfg, quick_gelu=quick_gelu)
 
     def _load_tower_file(self, path: str) -> None:
-        from eva_mm.models.utils.checkpoint import (load_state_dict_file,
-                                                    rename_prefix)
+        # open_clip's own reader (weights_only, safetensors, 'state_dict'
+        # and DDP's 'module.' unwrapped) for its own tower.
+        from open_clip.factory import load_state_dict
         if not os.path.isfile(path):
             raise FileNotFoundError(
                 f'No teacher weights at {path!r}: with model_cfg, pretrained '
                 'must be a local file.')
-        state = load_state_dict_file(path)
+        state = load_state_dict(path)
+        # A whole CLIP model's file holds the tower under 'visual.'.
         if any(key.startswith('visual.') for key in state):
-            state = rename_prefix(state, 'visual.')
+            state = {
+                key[len('visual.'):]: value
+                for key, value in state.items() if key.startswith('visual.')
+            }
         self.visual.load_state_dict(state, strict=True)
 
     @property

@@ -30,24 +30,20 @@ from typing import Dict, List, Mapping, Tuple
 
 import torch
 
-from ..checkpoint import CheckpointError, StateDict, unwrap_state_dict
-from .eva01_backbone import add_backbone_arguments, backbone_conversion
-from .registry import Conversion, register_src_format
+from ..errors import CheckpointError
+from ..eva01 import DERIVED_KEY, EVA01_KEY, HEAD_KEY
+from ..reading import unwrap_state_dict
+from ..registry import Conversion, register_src_format, src_format_hint
+from ..state_dict import StateDict, to_fp32
+from .backbone import add_backbone_arguments, backbone_conversion
 
-# Keys with no EVAViT counterpart that a backbone file may hold.
-_DROPPED = re.compile(r'^(lm_head|head)\.|(^|\.)rope\.'
-                      r'|\.attn\.k_bias$|relative_position_index$')
+# Keys with no EVAViT counterpart that a backbone file may hold, besides
+# heads and derived index buffers: the RoPE tables and timm's zero k_bias.
+_DROPPED = re.compile(r'(^|\.)rope\.|\.attn\.k_bias$')
 
-# Keys that keep their name (EVA-01's plus timm's EVA-02 names).
-_KEPT = re.compile(
-    r'^(cls_token|mask_token|pos_embed'
-    r'|patch_embed\.proj\.(weight|bias)'
-    r'|(norm|fc_norm)\.(weight|bias))$'
-    r'|^blocks\.\d+\.('
-    r'(norm1|norm2)\.(weight|bias)|gamma_[12]'
-    r'|attn\.(qkv\.weight|q_bias|v_bias|(proj|norm)\.(weight|bias)'
-    r'|rel_pos_h|rel_pos_w|relative_position_bias_table)'
-    r'|mlp\.(fc1_g|fc1_x|fc1|fc2|norm)\.(weight|bias))$')
+# The names EVA-02 adds to EVA-01's (timm's, which EVAViT keeps).
+_EVA02_ONLY = re.compile(
+    r'^blocks\.\d+\.(attn\.norm|mlp\.(fc1_g|fc1_x|norm))\.(weight|bias)$')
 
 # Official (and EVA-CLIP) names -> timm's, within a block.
 _RENAMES = (('.mlp.w1.', '.mlp.fc1_g.'), ('.mlp.w2.', '.mlp.fc1_x.'),
@@ -56,11 +52,6 @@ _RENAMES = (('.mlp.w1.', '.mlp.fc1_g.'), ('.mlp.w2.', '.mlp.fc1_x.'),
 
 _QKV = re.compile(r'^(blocks\.\d+\.attn\.)([qkv])_proj\.(weight|bias)$')
 _PACKED = re.compile(r'^(blocks\.\d+\.mlp\.)(w12|fc1)\.(weight|bias)$')
-
-
-def _fp32(value: torch.Tensor) -> torch.Tensor:
-    # DeepSpeed saves fp16/bf16; EVAViT's parameters are fp32.
-    return value.float() if value.is_floating_point() else value
 
 
 def _fuse_qkv(weights: StateDict, projections: Dict[str, Dict[str,
@@ -133,9 +124,9 @@ def convert_eva02_keys(state_dict: Mapping[str, torch.Tensor]
     dropped: List[str] = []
     unknown: List[str] = []
     projections: Dict[str, Dict[str, torch.Tensor]] = {}
-    for key, value in state_dict.items():
-        value = _fp32(value)
-        if _DROPPED.search(key):
+    for key, value in to_fp32(state_dict).items():
+        if HEAD_KEY.match(key) or DERIVED_KEY.search(key) or \
+                _DROPPED.search(key):
             dropped.append(key)
             continue
         qkv = _QKV.match(key)
@@ -157,7 +148,7 @@ def convert_eva02_keys(state_dict: Mapping[str, torch.Tensor]
             continue
         for old, new in _RENAMES:
             key = key.replace(old, new)
-        if _KEPT.match(key):
+        if EVA01_KEY.match(key) or _EVA02_ONLY.match(key):
             weights[key] = value
         else:
             unknown.append(key)
@@ -176,15 +167,16 @@ def _conversion(source: Mapping, args: argparse.Namespace,
     state = unwrap_state_dict(source)
     if 'patch_embed.proj.weight' not in state:
         raise CheckpointError(
-            f'The file has no patch_embed.proj.weight: not {what} (a whole '
-            'detector or segmentor has its own --src-format, official-det / '
-            'official-seg).')
+            f'The file has no patch_embed.proj.weight: not {what} (whole '
+            'detectors and segmentors have their own formats: '
+            + src_format_hint('official-eva02-det', 'official-eva02-seg',
+                              'official-det', 'official-seg') + ').')
     weights, dropped = convert_eva02_keys(state)
     if not any(key.endswith('.fc1_g.weight') for key in weights):
         # Every EVA-02 ViT has SwiGLU MLPs.
         raise CheckpointError(
             f'No SwiGLU MLP: this is not {what} but an EVA-01 ViT; use '
-            "--src-format 'official' or 'timm'.")
+            f'{src_format_hint("official", "timm")}.')
     conversion = backbone_conversion(state, weights, args)
     classifier = getattr(args, 'classifier', False)
     conversion.dropped = [

@@ -52,10 +52,12 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from ...layers.pos_embed import TargetSizes, fit_state_dict
-from ..checkpoint import CheckpointError, StateDict, rename_prefix
-from .eva01_backbone import add_backbone_arguments
-from .registry import Conversion, add_argument_once, register_src_format
+from eva_mm.models.layers.pos_embed import TargetSizes, fit_state_dict
+from ..errors import CheckpointError
+from ..registry import (Conversion, add_argument_once, register_src_format,
+                        src_format_hint)
+from ..state_dict import StateDict, rename_prefix, require_keys, to_fp32
+from .backbone import add_backbone_arguments
 
 _BACKBONE = 'backbone.net.'
 _RPN = 'proposal_generator.rpn_head.'
@@ -336,20 +338,12 @@ def official_det(source: StateDict, args: argparse.Namespace) -> Conversion:
             segmentation checkpoint), keys without a counterpart, or a class
             count that does not fit ``--config``.
     """
-    absent = [
-        key for key in _REQUIRED
-        if not (key in source or (key.endswith(('.', '_')) and any(
-            name.startswith(key) for name in source)))
-    ]
-    if absent:
-        prefixes = sorted({name.split('.', 1)[0] for name in source})
-        raise CheckpointError(
-            'This is not an EVA-01 detectron2 detector (eva_o365.pth, '
-            'eva_coco_det.pth, eva_coco_seg.pth or eva_lvis.pth): it lacks '
-            f'{absent} (its top-level names are {prefixes[:12]}). For EVA-01 '
-            "MIM or backbone weights use --src-format official (and "
-            'model.backbone.init_cfg); segmentation checkpoints are not '
-            'detectors.')
+    require_keys(
+        source, _REQUIRED, 'an EVA-01 detectron2 detector (eva_o365.pth, '
+        'eva_coco_det.pth, eva_coco_seg.pth or eva_lvis.pth)',
+        'For EVA-01 MIM or backbone weights use '
+        f'{src_format_hint("official")} (and model.backbone.init_cfg); '
+        'segmentation checkpoints are not detectors.')
     return convert_detector(source, args)
 
 
@@ -388,10 +382,7 @@ def convert_detector(source: StateDict, args: argparse.Namespace,
     weights = _convert_backbone(source, grid, rel_pos_mode, report)
     weights.update(_convert_neck(source))
     weights.update(_convert_heads(source))
-    weights = {
-        key: value.float() if value.is_floating_point() else value
-        for key, value in weights.items()
-    }
+    weights = to_fp32(weights)
     own = [key for key in source if _DROPPED.match(key)]
     leftover = sorted(set(source) - set(own) - _source_keys_mapped(source))
     dropped = sorted([*dropped, *own])

@@ -1,10 +1,10 @@
-"""The registry of checkpoint source formats and the helpers they share.
+"""The registry of checkpoint source formats, and checking and writing results.
 
 Every ``--src-format`` of ``tools/model_converters/convert_eva.py`` is a
 :class:`SourceFormat` registered here by the module of its source family
 (``eva01_backbone``: official EVA-01 and timm ViT weights, and so on). A
 format reads nothing and writes nothing itself: the tool reads the file with
-:func:`~eva_mm.models.utils.checkpoint.load_state_dict_file`, hands the flat
+:func:`~eva_mm.checkpoints.reading.load_state_dict_file`, hands the flat
 state dict to ``convert``, optionally checks the result against a model
 config (:func:`check_fits_config`), and only then writes it with
 :func:`save_converted`, so a file of the wrong kind never leaves a
@@ -13,16 +13,13 @@ half-written output behind.
 import argparse
 import os
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from importlib import import_module
+from typing import Callable, Dict, List, Mapping, Optional
 
 import torch
 
-# rename_prefix, one of the converters' helpers, is defined beside the other
-# state dict helpers.
-from ..checkpoint import (  # noqa: F401
-    CheckpointError, CheckpointMismatchError, StateDict, rename_prefix)
-
-CONVERTER = 'tools/model_converters/convert_eva.py'
+from .errors import CONVERTER, CheckpointMismatchError
+from .state_dict import StateDict, compare_state_dicts
 
 
 @dataclass
@@ -57,7 +54,7 @@ class SourceFormat:
         help: One sentence on which files it reads and what it writes.
         convert: ``convert(state_dict, args) -> Conversion``; ``args`` is the
             tool's parsed command line. Raises
-            :class:`~eva_mm.models.utils.checkpoint.CheckpointError` with the
+            :class:`~eva_mm.checkpoints.errors.CheckpointError` with the
             problem and the fix for a file of another kind.
         add_arguments: Adds the format's own command-line options to the
             tool's parser (called once per format; options shared by several
@@ -71,6 +68,10 @@ class SourceFormat:
 
 
 SRC_FORMATS: Dict[str, SourceFormat] = {}
+# The package whose modules register the formats. The hints below import it
+# on first use, as an mmengine registry imports its ``locations``: its
+# modules import this one, so this one cannot import them at the top.
+_LOCATION = 'eva_mm.checkpoints.converters'
 
 
 def register_src_format(
@@ -98,6 +99,35 @@ def register_src_format(
     return register
 
 
+def src_format_hint(*names: str) -> str:
+    """The ``--src-format`` option naming registered formats, for errors.
+
+    Errors about a file of another kind say which format fits it; building
+    that text here checks every name against the registry, so a renamed or
+    removed format cannot leave a stale hint behind.
+
+    Args:
+        *names: Registered format names, in the order to suggest them.
+
+    Returns:
+        ``--src-format official-det`` for one name, ``--src-format
+        'official' or 'timm'`` for several (quoted, to stand apart from the
+        sentence around them).
+
+    Raises:
+        KeyError: If a name is not a registered format.
+    """
+    import_module(_LOCATION)
+    unknown = [name for name in names if name not in SRC_FORMATS]
+    if unknown or not names:
+        raise KeyError(f'No source format {unknown} is registered; known: '
+                       f'{sorted(SRC_FORMATS)}.')
+    if len(names) == 1:
+        return f'--src-format {names[0]}'
+    quoted = [f"'{name}'" for name in names]
+    return f'--src-format {", ".join(quoted[:-1])} or {quoted[-1]}'
+
+
 def add_argument_once(parser: argparse.ArgumentParser, flag: str,
                       **kwargs) -> None:
     """``parser.add_argument(flag, **kwargs)`` unless ``flag`` exists.
@@ -109,10 +139,6 @@ def add_argument_once(parser: argparse.ArgumentParser, flag: str,
     """
     if flag not in parser._option_string_actions:
         parser.add_argument(flag, **kwargs)
-
-
-def _shapes(state_dict: Mapping[str, torch.Tensor]) -> Dict[str, Tuple]:
-    return {key: tuple(value.shape) for key, value in state_dict.items()}
 
 
 def check_fits_config(state_dict: Mapping[str, torch.Tensor],
@@ -154,19 +180,12 @@ def check_fits_config(state_dict: Mapping[str, torch.Tensor],
         preprocessor.pop('blending', None)
     with torch.device('meta'):
         model = MODELS.build(model_cfg)
-    expected = _shapes(model.state_dict())
-    given = _shapes(state_dict)
-    missing = sorted(set(expected) - set(given))
-    unexpected = sorted(set(given) - set(expected))
-    mismatched = [
-        f'{key}: checkpoint {list(given[key])}, model {list(expected[key])}'
-        for key in sorted(set(given) & set(expected))
-        if given[key] != expected[key]
-    ]
-    if missing or unexpected or mismatched:
+    report = compare_state_dicts(model.state_dict(), state_dict)
+    if not report.fits:
         lines = [f'The converted weights do not fit the model of {config}:']
-        for title, keys in (('missing', missing), ('unexpected', unexpected),
-                            ('mis-shaped', mismatched)):
+        for title, keys in (('missing', report.missing),
+                            ('unexpected', report.unexpected),
+                            ('mis-shaped', report.mismatched)):
             if keys:
                 lines.append(f'  {len(keys)} {title}: ' + ', '.join(keys))
         lines.append('Nothing was written. Check that the config is the one '
@@ -207,30 +226,3 @@ def save_converted(conversion: Conversion,
     os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
     torch.save({'state_dict': weights, 'meta': meta}, dst)
     return meta
-
-
-def require_keys(state_dict: Mapping[str, torch.Tensor],
-                 keys: Sequence[str], what: str, fix: str) -> None:
-    """Raise one clear error when a source lacks the keys of its kind.
-
-    Args:
-        state_dict: The source weights.
-        keys: Keys (or key prefixes ending in ``'.'``) a file of this kind
-            always has.
-        what: The kind of file expected, e.g. ``'an EVA-01 detectron2
-            detector'``.
-        fix: What to do instead, e.g. which ``--src-format`` fits.
-
-    Raises:
-        CheckpointError: If any of ``keys`` is absent.
-    """
-    absent = [
-        key for key in keys
-        if not (key in state_dict or (key.endswith('.') and any(
-            name.startswith(key) for name in state_dict)))
-    ]
-    if absent:
-        prefixes = sorted({name.split('.', 1)[0] for name in state_dict})
-        raise CheckpointError(
-            f'This is not {what}: it lacks {absent} (its top-level names are '
-            f'{prefixes[:12]}). {fix}')

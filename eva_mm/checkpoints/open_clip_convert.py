@@ -17,14 +17,23 @@ from typing import List, Mapping, Optional, Tuple
 
 import torch
 
-from .checkpoint import (CheckpointError, StateDict, convert_timm_eva,
-                         rename_prefix, resize_checkpoint, unwrap_state_dict)
+from eva_mm.models.backbones.eva_vit import EVAViT
+from .errors import CONVERTER, CheckpointError
+from .eva01 import convert_timm_eva
+from .reading import unwrap_state_dict
+from .registry import src_format_hint
+from .resizing import resize_checkpoint
+from .state_dict import StateDict, compare_state_dicts, rename_prefix
 
-TRUNK_PREFIX = 'visual.trunk.'
+# Where a CLIP model keeps its image tower: the BAAI EVA-CLIP release and
+# open_clip's own VisionTransformer under 'visual.', open_clip's timm
+# towers (EVA01-g-14) one level down, in the timm model 'trunk'.
+VISUAL_PREFIX = 'visual.'
+TRUNK_PREFIX = VISUAL_PREFIX + 'trunk.'
 # The projection of a timm tower: the trunk's classifier when the config has
 # no extra projection (EVA01-g-14), else the head open_clip adds.
-_TRUNK_PROJ = 'visual.trunk.head.'
-_LINEAR_PROJ = 'visual.head.proj.'
+_TRUNK_PROJ = TRUNK_PREFIX + 'head.'
+_LINEAR_PROJ = VISUAL_PREFIX + 'head.proj.'
 # The text tower of open_clip's CLIP class (CustomTextCLIP nests it in text.).
 _CLIP_TEXT_KEY = re.compile(
     r'^(text_projection|positional_embedding|token_embedding\.|transformer\.'
@@ -37,7 +46,7 @@ def _clip_weights(clip_state: Mapping) -> StateDict:
     # open_clip's create_model(pretrained_image_path=...) takes the tower
     # alone, with keys relative to ``visual``.
     if any(key.startswith('trunk.') for key in state):
-        state = {f'visual.{key}': value for key, value in state.items()}
+        state = {VISUAL_PREFIX + key: value for key, value in state.items()}
     return state
 
 
@@ -71,16 +80,17 @@ def open_clip_to_eva_vit(
     state = _clip_weights(clip_state)
     trunk = rename_prefix(state, TRUNK_PREFIX)
     if not trunk:
-        plain = any(key.startswith('visual.conv1.') for key in state)
-        official = any(key.startswith('visual.blocks.') for key in state)
+        plain = any(key.startswith(VISUAL_PREFIX + 'conv1.') for key in state)
+        official = any(
+            key.startswith(VISUAL_PREFIX + 'blocks.') for key in state)
         raise CheckpointError(
             'No visual.trunk.* weights: this is not an open_clip model with '
             'a timm (EVA) vision tower'
             + (' but one with open_clip\'s own VisionTransformer '
                '(visual.conv1, ...), which is not EVA.' if plain else
                ' but the BAAI EVA-CLIP release layout (visual.blocks.*): '
-               'convert it with tools/model_converters/convert_eva.py '
-               '--src-format official-clip [--vision-only].'
+               f'convert it with {CONVERTER} '
+               f'{src_format_hint("official-clip")} [--vision-only].'
                if official else '.'))
     projection = {
         key.rsplit('.', 1)[1]: state[key].float()
@@ -140,35 +150,31 @@ def eva_vit_to_open_clip(
     weights.pop('mask_token', None)
     target = _clip_weights(clip_state)
     trunk = {
-        key[len(TRUNK_PREFIX):]: value
-        for key, value in target.items()
-        if key.startswith(TRUNK_PREFIX) and
-        not key.startswith(_TRUNK_PROJ)
+        key: value
+        for key, value in rename_prefix(target, TRUNK_PREFIX).items()
+        if not (TRUNK_PREFIX + key).startswith(_TRUNK_PROJ)
     }
     if not trunk:
         raise CheckpointError(
             'The target open_clip model has no timm vision tower '
             '(visual.trunk.*): export to an EVA config such as EVA01-g-14.')
     weights = _fit_grid(weights, trunk)
-    missing = sorted(set(trunk) - set(weights))
-    unexpected = sorted(set(weights) - set(trunk))
-    mismatched = sorted(
-        f'{key}: {list(weights[key].shape)} vs {list(trunk[key].shape)}'
-        for key in set(weights) & set(trunk)
-        if weights[key].shape != trunk[key].shape)
-    if missing or unexpected or mismatched:
+    report = compare_state_dicts(trunk, weights)
+    if not report.fits:
         hints = []
-        if 'fc_norm.weight' in unexpected or 'norm.weight' in missing:
+        if 'fc_norm.weight' in report.unexpected or \
+                'norm.weight' in report.missing:
             hints.append('EVA CLIP towers pool the cls token after the final '
                          'norm; this backbone was built for average pooling '
                          '(fc_norm): export one with final_norm=True.')
-        if mismatched:
+        if report.mismatched:
             hints.append('Pick the open_clip config of the backbone\'s size '
                          '(EVA01-g-14 for EVA-g) or write one whose '
                          'timm_model_name has this width and depth.')
         raise CheckpointError(
-            f'The backbone does not fit the open_clip tower: missing '
-            f'{missing}, unexpected {unexpected}, mis-shaped {mismatched}.'
+            'The backbone does not fit the open_clip tower: missing '
+            f'{list(report.missing)}, unexpected {list(report.unexpected)}, '
+            f'mis-shaped {list(report.mismatched)}.'
             + ''.join(f' {hint}' for hint in hints))
 
     exported = dict(target)
@@ -275,8 +281,9 @@ def to_open_clip_vision_transformer(
     """
     weights = convert_timm_eva(backbone)
     weights.pop('mask_token', None)
-    problems = sorted(key for key in weights if '.gamma_' in key or
-                      '.rel_pos' in key or 'relative_position' in key)
+    problems = sorted(
+        key for key in weights if key.rsplit('.', 1)[-1] in
+        EVAViT.LAYER_SCALES + EVAViT.REL_POS_TABLES)
     problems += [
         f'no {key}' for key in ('cls_token', 'pos_embed', 'norm.weight')
         if key not in weights

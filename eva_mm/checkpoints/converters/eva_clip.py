@@ -26,10 +26,15 @@ from typing import List
 
 import torch
 
-from ..checkpoint import (CheckpointError, StateDict, convert_official_eva,
-                          unwrap_state_dict)
-from .eva01_backbone import add_backbone_arguments, backbone_conversion
-from .registry import Conversion, add_argument_once, register_src_format
+from ..errors import CheckpointError
+from ..eva01 import convert_official_eva
+from ..open_clip_convert import TRUNK_PREFIX, VISUAL_PREFIX
+from ..reading import unwrap_state_dict
+from ..registry import (Conversion, add_argument_once, register_src_format,
+                        src_format_hint)
+from ..state_dict import (StateDict, compare_state_dicts, rename_prefix,
+                          require_keys, to_fp32)
+from .backbone import add_backbone_arguments, backbone_conversion
 
 # Keys every official EVA-CLIP file has (EVA-01/clip/vit_model.py:261-287,
 # eva_model.py:190-198).
@@ -58,29 +63,22 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _check_kind(source: StateDict) -> None:
     """One clear error for a file that is not an official EVA-CLIP."""
-    absent = [key for key in _OFFICIAL_KEYS if key not in source]
-    if not absent:
-        return
-    if any(key.startswith('visual.trunk.') for key in source):
+    if any(key.startswith(TRUNK_PREFIX) for key in source):
         kind = ("an open_clip EVA CLIP checkpoint (visual.trunk.*), already "
                 'in the layout this format writes: load it as it is, or take '
                 'its tower out with tools/model_converters/eva_clip.py import')
     elif 'blocks.0.attn.qkv.weight' in source:
-        kind = ('an EVA-01 ViT without CLIP text tower: use --src-format '
-                'official')
-    elif any(key.startswith('visual.conv1.') for key in source):
+        kind = ('an EVA-01 ViT without CLIP text tower: use '
+                f'{src_format_hint("official")}')
+    elif any(key.startswith(VISUAL_PREFIX + 'conv1.') for key in source):
         kind = ('an OpenAI-architecture CLIP (visual.conv1, ...), not '
                 'EVA-CLIP')
     else:
         prefixes = sorted({key.split('.', 1)[0] for key in source})
         kind = f'another kind of file (top-level names {prefixes[:12]})'
-    raise CheckpointError(
-        f'This is not the BAAI EVA-CLIP (eva_clip_psz14.pt) layout: it lacks '
-        f'{absent}. It looks like {kind}.')
-
-
-def _to_float(value: torch.Tensor) -> torch.Tensor:
-    return value.float() if value.is_floating_point() else value
+    require_keys(source, _OFFICIAL_KEYS,
+                 'the BAAI EVA-CLIP (eva_clip_psz14.pt) layout',
+                 f'It looks like {kind}.')
 
 
 def _fits_open_clip(weights: StateDict, model_name: str) -> None:
@@ -95,19 +93,14 @@ def _fits_open_clip(weights: StateDict, model_name: str) -> None:
         raise CheckpointError(
             f'open_clip has no model {model_name!r} ({err}); pass '
             '--clip-model with an open_clip EVA CLIP name.') from err
-    missing = sorted(set(expected) - set(weights))
-    unexpected = sorted(set(weights) - set(expected))
-    mismatched = [
-        f'{key}: file {list(weights[key].shape)}, model '
-        f'{list(expected[key].shape)}'
-        for key in sorted(set(weights) & set(expected))
-        if weights[key].shape != expected[key].shape
-    ]
-    if missing or unexpected or mismatched:
+    report = compare_state_dicts(expected, weights)
+    if not report.fits:
         raise CheckpointError(
             f'The converted EVA-CLIP does not fit open_clip {model_name!r}: '
-            f'missing {missing}, unexpected {unexpected}, mis-shaped '
-            f'{mismatched}. Nothing was written; pick the --clip-model of '
+            f'missing {list(report.missing)}, unexpected '
+            f'{list(report.unexpected)}, mis-shaped '
+            f'{list(report.mismatched)}. Nothing was written; pick the '
+            '--clip-model of '
             "this checkpoint's size (EVA01-g-14 for eva_clip_psz14.pt).")
 
 
@@ -124,13 +117,11 @@ def official_clip(source: StateDict, args: argparse.Namespace) -> Conversion:
         raise CheckpointError(
             '--classifier does not apply to official-clip: visual.head is '
             "CLIP's image projection, not an ImageNet classifier.")
-    visual = {
-        key[len('visual.'):]: value
-        for key, value in source.items() if key.startswith('visual.')
-    }
+    visual = rename_prefix(source, VISUAL_PREFIX)
     text = {key: value for key, value in source.items()
             if key.startswith('text.')}
-    others = sorted(set(source) - set(text) - {f'visual.{k}' for k in visual})
+    others = sorted(
+        set(source) - set(text) - {VISUAL_PREFIX + k for k in visual})
     if others:
         raise CheckpointError(
             f'Keys outside the visual and text towers: {others}. This is not '
@@ -139,7 +130,9 @@ def official_clip(source: StateDict, args: argparse.Namespace) -> Conversion:
     tower = convert_official_eva(visual)
     if getattr(args, 'vision_only', False):
         conversion = backbone_conversion(visual, tower, args)
-        dropped: List[str] = [f'visual.{key}' for key in conversion.dropped]
+        dropped: List[str] = [
+            VISUAL_PREFIX + key for key in conversion.dropped
+        ]
         conversion.dropped = dropped + sorted(text)
         conversion.meta['src_layout'] = 'official EVA-CLIP, vision tower'
         return conversion
@@ -147,12 +140,13 @@ def official_clip(source: StateDict, args: argparse.Namespace) -> Conversion:
         raise CheckpointError(
             '--patch-size / --img-size resize the EVAViT output: use them '
             'with --vision-only (open_clip EVA01-g-14 is 224 px, patch 14).')
-    weights = {f'visual.trunk.{key}': value for key, value in tower.items()}
-    weights['visual.trunk.head.weight'] = _to_float(visual['head.weight'])
-    weights['visual.trunk.head.bias'] = _to_float(visual['head.bias'])
+    weights = {TRUNK_PREFIX + key: value for key, value in tower.items()}
+    weights[TRUNK_PREFIX + 'head.weight'] = visual['head.weight']
+    weights[TRUNK_PREFIX + 'head.bias'] = visual['head.bias']
     for key, value in text.items():
         name = 'logit_scale' if key == 'text.logit_scale' else key
-        weights[name] = _to_float(value)
+        weights[name] = value
+    weights = to_fp32(weights)
     model_name = getattr(args, 'clip_model', 'EVA01-g-14')
     _fits_open_clip(weights, model_name)
     report = [

@@ -28,9 +28,10 @@ import argparse
 import re
 from typing import Dict, List
 
-from ..checkpoint import CheckpointError, StateDict
-from .eva02_backbone import _fp32, convert_eva02_keys
-from .registry import Conversion, register_src_format
+from ..errors import CheckpointError
+from ..registry import Conversion, register_src_format, src_format_hint
+from ..state_dict import StateDict, require_keys, to_fp32
+from .eva02_backbone import convert_eva02_keys
 
 # eva2.py's fpn1/fpn2 -> Feature2Pyramid's upsample_4x/upsample_2x.
 _NECK = re.compile(r'^backbone\.fpn([12])\.(\d+)\.(.+)$')
@@ -60,13 +61,12 @@ def official_eva02_seg(source: StateDict,
         CheckpointError: For a file of another kind or keys without a
             counterpart.
     """
-    absent = [key for key in _REQUIRED if key not in source]
-    if absent:
-        raise CheckpointError(
-            'This is not an EVA-02 UperNet segmentor '
-            f'(eva02_*_ade_seg_upernet_*.pth): it lacks {absent}. EVA-01 '
-            'Mask2Former segmentors use --src-format official-seg, EVA-02 '
-            'backbones official-eva02.')
+    require_keys(
+        source, _REQUIRED,
+        'an EVA-02 UperNet segmentor (eva02_*_ade_seg_upernet_*.pth)',
+        'EVA-01 Mask2Former segmentors use '
+        f'{src_format_hint("official-seg")}, EVA-02 backbones '
+        f'{src_format_hint("official-eva02")}.')
     vit: StateDict = {}
     weights: StateDict = {}
     unknown: List[str] = []
@@ -74,11 +74,11 @@ def official_eva02_seg(source: StateDict,
         neck = _NECK.match(key)
         if neck:
             name = _NECK_NAMES[neck[1]]
-            weights[f'neck.{name}.{neck[2]}.{neck[3]}'] = _fp32(value)
+            weights[f'neck.{name}.{neck[2]}.{neck[3]}'] = value
         elif key.startswith('backbone.'):
             vit[key[len('backbone.'):]] = value
         elif key.startswith(_HEADS):
-            weights[key] = _fp32(value)
+            weights[key] = value
         else:
             unknown.append(key)
     if unknown:
@@ -86,6 +86,7 @@ def official_eva02_seg(source: StateDict,
             f'{len(unknown)} key(s) of the segmentor have no counterpart in '
             f'the eva_mm model: {sorted(unknown)[:20]}.')
     backbone, dropped = convert_eva02_keys(vit)
+    weights = to_fp32(weights)
     weights.update({'backbone.' + k: v for k, v in backbone.items()})
     meta: Dict[str, object] = dict(
         num_classes=int(source['decode_head.conv_seg.weight'].shape[0]),

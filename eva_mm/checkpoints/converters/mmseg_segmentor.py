@@ -24,10 +24,10 @@ import argparse
 import re
 from typing import Dict, List, Tuple
 
-import torch
 
-from ..checkpoint import CheckpointError, StateDict
-from .registry import Conversion, register_src_format, require_keys
+from ..errors import CheckpointError
+from ..registry import Conversion, register_src_format, src_format_hint
+from ..state_dict import StateDict, require_keys, to_fp32
 
 # (pattern, replacement) of the mmcv 1.x layer lists, in the order tried.
 _HEAD_RENAMES: Tuple[Tuple[re.Pattern, str], ...] = (
@@ -66,13 +66,14 @@ def _check_kind(source: StateDict) -> None:
            for key in ('patch_embed.proj.weight', 'blocks.0.norm1.weight')):
         raise CheckpointError(
             'This is a bare EVA-01 ViT, not a segmentation model: convert it '
-            'with --src-format official (it initialises the backbone of a '
-            'segmentation config through init_cfg).')
+            f'with {src_format_hint("official")} (it initialises the backbone '
+            'of a segmentation config through init_cfg).')
     require_keys(
         source, _REQUIRED, 'an EVA-01 ViT-Adapter + Mask2Former segmentation '
         'checkpoint (eva_sem_seg_mask2former_*.pth)',
         'Give one of the released EVA-01 segmentation files; detectors use '
-        '--src-format official-det, bare ViTs --src-format official.')
+        f'{src_format_hint("official-det")}, bare ViTs '
+        f'{src_format_hint("official")}.')
     converted = sorted(k for k in source if _MMSEG1_NAME.search(k))
     if converted:
         raise CheckpointError(
@@ -143,10 +144,10 @@ def official_seg(source: StateDict, args: argparse.Namespace) -> Conversion:
             continue
         new_key = _rename(key)
         renamed += new_key != key
-        # Released files are fp32; a half-precision copy is cast so that
-        # the model and its optimiser start in fp32.
-        weights[new_key] = value.float() if value.is_floating_point() \
-            and value.dtype != torch.float32 else value
+        weights[new_key] = value
+    # Released files are fp32; a half-precision copy is cast so that the
+    # model and its optimiser start in fp32.
+    weights = to_fp32(weights)
     info = _describe(weights)
     report = [
         f'{info["num_layers"]} blocks of width {info["embed_dims"]}, '

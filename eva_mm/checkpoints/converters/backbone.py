@@ -1,18 +1,22 @@
-"""EVA-01 ViT weights: the official BAAI files and timm ``eva_*`` models.
+"""What the ViT backbone formats share: size options, resizing, the report.
 
-Both keep the EVA-01 parameter names, which are :class:`EVAViT`'s; the
-result is a backbone checkpoint (or, with ``--classifier``, an mmpretrain
-``ImageClassifier``), optionally with the patch kernel and the position
-embedding resized for another patch or image size.
+Every format that writes :class:`~eva_mm.models.EVAViT` weights (the EVA-01
+and EVA-02 ViT files, the EVA-CLIP vision tower) takes the same
+``--patch-size`` / ``--img-size`` / ``--classifier`` options and ends in
+:func:`backbone_conversion`, which resizes through the model's resizing
+path and describes the result.
 """
 import argparse
 import math
-from typing import Dict, Optional
+from typing import Dict, Mapping, Optional, Tuple
 
-from ..checkpoint import (CheckpointError, StateDict, convert_official_eva,
-                          convert_timm_eva, resize_checkpoint,
-                          to_image_classifier)
-from .registry import Conversion, add_argument_once, register_src_format
+import torch
+
+from ..errors import CheckpointError
+from ..reading import unwrap_state_dict
+from ..registry import Conversion, add_argument_once
+from ..resizing import resize_checkpoint
+from ..state_dict import StateDict, to_fp32
 
 
 def _positive_int(text: str) -> int:
@@ -20,6 +24,35 @@ def _positive_int(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f'{text} is not a positive size')
     return value
+
+
+def image_size(text: str) -> Tuple[int, int]:
+    """``--img-size``: ``SIZE`` (a square image) or ``HxW``.
+
+    The option takes one token, so that it never swallows the positional
+    ``SRC DST`` after it; the tool joins ``--img-size H W`` into ``HxW``.
+
+    Args:
+        text: The option's value.
+
+    Returns:
+        (height, width).
+
+    Raises:
+        argparse.ArgumentTypeError: For anything else.
+    """
+    parts = text.lower().split('x')
+    if len(parts) > 2:
+        raise argparse.ArgumentTypeError(
+            f'{text!r} is not an image size: give SIZE or HxW (e.g. 1024 or '
+            '1024x768).')
+    try:
+        sizes = [_positive_int(part) for part in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f'{text!r} is not an image size: give SIZE or HxW (e.g. 1024 or '
+            '1024x768).') from None
+    return sizes[0], sizes[-1]
 
 
 def add_backbone_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,11 +70,10 @@ def add_backbone_arguments(parser: argparse.ArgumentParser) -> None:
     add_argument_once(
         parser,
         '--img-size',
-        type=_positive_int,
-        nargs='+',
-        metavar='SIZE',
-        help='Resize the position embedding to the grid of this image size '
-        '(one value, or height and width).')
+        type=image_size,
+        metavar='SIZE|HxW',
+        help='Resize the position embedding to the grid of this image size: '
+        'one value for a square image, or HxW (also written H W).')
     add_argument_once(
         parser,
         '--classifier',
@@ -93,8 +125,8 @@ def backbone_conversion(source: StateDict, weights: StateDict,
         source: The source state dict (for the classifier head and the list
             of dropped keys).
         weights: EVAViT weights converted from ``source``.
-        args: ``patch_size``, ``img_size`` and ``classifier`` options (absent
-            ones count as not given).
+        args: ``patch_size``, ``img_size`` ((height, width)) and
+            ``classifier`` options (absent ones count as not given).
 
     Returns:
         The conversion, as a backbone or an ImageClassifier checkpoint.
@@ -109,8 +141,7 @@ def backbone_conversion(source: StateDict, weights: StateDict,
     weights = resize_checkpoint(
         weights,
         patch_size=patch_size,
-        # One value is a square image, two are (height, width).
-        img_size=None if img_size is None else (img_size[0], img_size[-1]),
+        img_size=img_size,
         num_extra_tokens=int('cls_token' in weights))
     info = describe_backbone(weights)
     report = [
@@ -131,19 +162,32 @@ def backbone_conversion(source: StateDict, weights: StateDict,
     return Conversion(weights, info, dropped, report)
 
 
-@register_src_format(
-    'official',
-    "BAAI EVA-01 ViT files (weights under 'model' or 'module', fp16 "
-    'allowed) -> EVAViT backbone.',
-    add_backbone_arguments)
-def official(source: StateDict, args: argparse.Namespace) -> Conversion:
-    """Official EVA-01 MIM / fine-tuned ViT weights (see module doc)."""
-    return backbone_conversion(source, convert_official_eva(source), args)
+def to_image_classifier(backbone: Mapping[str, torch.Tensor],
+                        source: Mapping) -> StateDict:
+    """Weights of an mmpretrain ``ImageClassifier`` with a linear head.
 
+    Official EVA-01 and timm classifiers keep their linear classifier as
+    ``head.weight`` / ``head.bias``, which the backbone converters drop;
+    mmpretrain's ``LinearClsHead`` names it ``head.fc``. The backbone goes
+    under ``backbone.``.
 
-@register_src_format('timm', "timm eva_* state dicts -> EVAViT backbone.",
-                     add_backbone_arguments)
-def timm(source: StateDict, args: argparse.Namespace) -> Conversion:
-    """timm EVA-01 weights (see module doc)."""
-    return backbone_conversion(source, convert_timm_eva(source), args)
+    Args:
+        backbone: Converted (and possibly resized) EVAViT weights.
+        source: The original checkpoint, wrapped or not, holding the head.
 
+    Returns:
+        The classifier state dict.
+
+    Raises:
+        CheckpointError: If the source has no linear ``head``.
+    """
+    weights = unwrap_state_dict(source)
+    missing = [k for k in ('head.weight', 'head.bias') if k not in weights]
+    if missing:
+        raise CheckpointError(
+            f'The checkpoint has no classifier ({missing} missing): convert '
+            'it as a backbone, without --classifier.')
+    classifier = {f'backbone.{key}': value for key, value in backbone.items()}
+    classifier['head.fc.weight'] = weights['head.weight']
+    classifier['head.fc.bias'] = weights['head.bias']
+    return to_fp32(classifier)

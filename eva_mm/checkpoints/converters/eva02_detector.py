@@ -23,10 +23,11 @@ same modules again under every ``blocks.N.attn.rope.``, vit.py:370-379,
 import argparse
 import re
 
-from ..checkpoint import CheckpointError, StateDict
+from ..errors import CheckpointError
+from ..registry import Conversion, register_src_format, src_format_hint
+from ..state_dict import StateDict
 from .detectron2_detector import add_detector_arguments, convert_detector
 from .eva02_backbone import convert_eva02_keys
-from .registry import Conversion, register_src_format
 
 _BACKBONE = 'backbone.net.'
 # vit.py's two shared rotary embeddings, saved at the ViT level.
@@ -60,12 +61,13 @@ def official_eva02_det(source: StateDict,
     """
     absent = [key for key in _EVA02_BLOCK if key not in source]
     if absent or 'backbone.simfp_2.0.weight' not in source:
-        kind = ('an EVA-01 detector: use --src-format official-det'
+        kind = (f'an EVA-01 detector: use {src_format_hint("official-det")}'
                 if _BACKBONE + 'blocks.0.attn.qkv.weight' in source else
                 'a detectron2 detector' if any(
                     key.startswith(_BACKBONE) for key in source) else
-                'no detectron2 detector (a backbone: official-eva02; an '
-                'EVA-02 segmentor: official-eva02-seg)')
+                'no detectron2 detector (a backbone: '
+                f'{src_format_hint("official-eva02")}; an EVA-02 segmentor: '
+                f'{src_format_hint("official-eva02-seg")})')
         missing = absent or ['backbone.simfp_2.0.weight']
         raise CheckpointError(
             'This is not an EVA-02 detectron2 detector (eva02_*_coco_*.pth, '

@@ -27,8 +27,10 @@ and the K-400/600/700 files into the matching 16-frame configs.
 """
 import argparse
 
-from ..checkpoint import CheckpointError, StateDict, convert_official_eva
-from .registry import Conversion, register_src_format, require_keys
+from ..errors import CheckpointError
+from ..registry import Conversion, register_src_format, src_format_hint
+from ..state_dict import StateDict, require_keys, to_fp32
+from ..eva01 import convert_official_eva
 
 HEAD = 'cls_head.fc_cls.'
 BACKBONE = 'backbone.'
@@ -59,24 +61,25 @@ def official_video(source: StateDict, args: argparse.Namespace) -> Conversion:
             'patch_embed.proj.weight', 'pos_embed', 'cls_token', 'blocks.',
             'fc_norm.weight', 'head.weight', 'head.bias'
         ], 'an official EVA-01 video checkpoint (eva_video_k*.pth)',
-        "An image EVA-01 file converts with --src-format 'official' (the "
-        'video configs inflate it on load); a checkpoint that eva_mm wrote '
-        'needs no conversion.')
+        'An image EVA-01 file converts with '
+        f'{src_format_hint("official", "timm")} (the video configs inflate '
+        'it on load); a checkpoint that eva_mm wrote needs no conversion.')
     kernel = source['patch_embed.proj.weight']
     if kernel.dim() != 5:
         raise CheckpointError(
             'This is not an official EVA-01 video checkpoint: its patch '
             f'kernel has shape {list(kernel.shape)}, not the (C, 3, t, p, p) '
-            "Conv3d of the video model. An image EVA-01 file converts with "
-            "--src-format 'official'; the video configs inflate it on load.")
+            'Conv3d of the video model. An image EVA-01 file converts with '
+            f'{src_format_hint("official", "timm")}; the video configs '
+            'inflate it on load.')
     backbone = convert_official_eva({
         k: v
         for k, v in source.items() if not k.startswith('head.')
     })
-    head = {
-        HEAD + 'weight': source['head.weight'].float(),
-        HEAD + 'bias': source['head.bias'].float(),
-    }
+    head = to_fp32({
+        HEAD + 'weight': source['head.weight'],
+        HEAD + 'bias': source['head.bias'],
+    })
     weights = {BACKBONE + k: v for k, v in backbone.items()}
     weights.update(head)
     # convert_official_eva drops derived buffers and a MIM lm_head, which

@@ -1,0 +1,96 @@
+"""Whole-model checks: refuse a checkpoint that leaves weights unloaded."""
+import logging
+import os
+
+import torch
+from mmengine.logging import print_log
+
+from .errors import CONVERTER, CheckpointMismatchError
+from .reading import PathLike, load_state_dict_file
+from .registry import src_format_hint
+from .state_dict import KeyReport, StateDict, compare_state_dicts
+
+
+def compare_with_model(model: torch.nn.Module,
+                       checkpoint: StateDict) -> KeyReport:
+    """Compare a checkpoint's keys and shapes with a model's state dict.
+
+    Args:
+        model: The whole model (not a DDP or TTA wrapper around it).
+        checkpoint: Flat weights, as
+            :func:`~eva_mm.checkpoints.reading.load_state_dict_file` gives.
+
+    Returns:
+        The missing, mis-shaped and unexpected keys, sorted.
+    """
+    return compare_state_dicts(model.state_dict(), checkpoint)
+
+
+def check_whole_model_checkpoint(model: torch.nn.Module,
+                                 path: PathLike,
+                                 allow_partial: bool = False,
+                                 option: str = '--allow-partial-load'
+                                 ) -> KeyReport:
+    """Refuse a checkpoint that would leave weights of ``model`` unloaded.
+
+    mmengine's ``load_checkpoint`` (used by the Runner's ``load_from`` and by
+    mmdet's / mmseg's ``init_model``) loads non-strictly and only warns, so
+    an incomplete or mis-converted checkpoint evaluates random layers without
+    an error. This compares the file's names and shapes (memory-mapped, not
+    read) with the model first.
+
+    Args:
+        model: The whole model (not a DDP or TTA wrapper around it).
+        path: The checkpoint file.
+        allow_partial: Accept missing and mis-shaped weights (they keep
+            their initialisation) and log which ones, instead of raising.
+        option: How the user allows a partial load, named in the error.
+
+    Returns:
+        The comparison; unexpected entries alone are logged, not refused.
+
+    Raises:
+        CheckpointMismatchError: Weights would be left unloaded and
+            ``allow_partial`` is False; it names every one of them.
+    """
+    path = os.fspath(path)
+    report = compare_with_model(model, load_state_dict_file(path, mmap=True))
+    left = report.left_at_init
+    if left and not allow_partial:
+        lines = [
+            f'Checkpoint {path!r} leaves {len(left)} weight(s) of '
+            f'{type(model).__name__} unloaded; they would keep their random '
+            'initialisation.'
+        ]
+        if report.missing:
+            lines.append(f'Missing in the checkpoint ({len(report.missing)}):')
+            lines += [f'  {key}' for key in report.missing]
+        if report.mismatched:
+            lines.append(f'Shape mismatch ({len(report.mismatched)}):')
+            lines += [f'  {line}' for line in report.mismatched]
+        if report.unexpected:
+            lines.append('Unexpected (in the checkpoint, not in the model) '
+                         f'({len(report.unexpected)}):')
+            lines += [f'  {key}' for key in report.unexpected]
+        lines.append(
+            'Use the checkpoint of this config\'s model (official EVA-01 '
+            f'files are converted with {CONVERTER}, e.g. '
+            f'{src_format_hint("official-seg")}), or pass {option} to run '
+            'with those weights at '
+            'their initialisation.')
+        raise CheckpointMismatchError('\n'.join(lines))
+    if left:
+        print_log(
+            f'Partial load ({option}): {len(left)} weight(s) of '
+            f'{type(model).__name__} are not in {path!r} (or have another '
+            f'shape) and are left at their initialisation: '
+            f'{", ".join(left)}',
+            logger='current',
+            level=logging.WARNING)
+    if report.unexpected:
+        print_log(
+            f'{path!r} has {len(report.unexpected)} entries the model does '
+            f'not use: {", ".join(report.unexpected)}',
+            logger='current',
+            level=logging.WARNING)
+    return report
