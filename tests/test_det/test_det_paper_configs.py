@@ -32,7 +32,7 @@ from mmengine.runner import Runner
 import eva_mm  # noqa: F401  (registers eva_mm.* for the configs)
 from eva_mm.datasets.synthetic.shapes import generate_demo_lvis
 from eva_mm.models.backbones import EVAViT
-from eva_mm.models.layers.attention import _decomposed_rel_pos
+from eva_mm.models.layers.rel_pos_attention import _rel_pos_lookup
 from paper_config_utils import build_on_meta, load_config
 from train_runs import read_losses, train_cmd
 
@@ -276,7 +276,7 @@ def test_global_rel_pos_tables_for_input_sizes(train_size: int,
     """
     train_grid, test_grid = train_size // 16, test_size // 16
     table = torch.randn(2 * train_grid - 1, 88)
-    looked_up = _decomposed_rel_pos(table, test_grid)
+    looked_up = _rel_pos_lookup(table, test_grid)
     assert looked_up.shape == (test_grid, test_grid, 88)
     resized = _linear_resize(table.double().numpy(), 2 * test_grid - 1)
     for i, j in ((0, 0), (0, test_grid - 1), (test_grid - 1, 0), (5, 3)):
