@@ -54,6 +54,7 @@ IMAGE_READERS = (LoadImageFromFile, LoadAnnotations)
 VIDEO_READERS = (VideoInit, VideoDecode, DecordInit, DecordDecode,
                  OpenCVInit, OpenCVDecode, PyAVInit, PyAVDecode, PIMSInit,
                  PIMSDecode, RawFrameDecode, LoadRGBFromFile)
+READERS = IMAGE_READERS + VIDEO_READERS
 # EXIF orientations that turn the image by 90 degrees: cv2 (mmcv's default
 # decoder) and detectron2's reader apply them, so width and height swap.
 _TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)
@@ -231,7 +232,7 @@ class GuardedPipeline(Compose):
             try:
                 data = transform(data)
             except Exception as error:
-                if not isinstance(transform, IMAGE_READERS + VIDEO_READERS):
+                if not isinstance(transform, READERS):
                     raise
                 self._unreadable(transform, data, error)
                 return None
@@ -243,7 +244,7 @@ class GuardedPipeline(Compose):
                 raise TypeError(
                     'GuardedPipeline hands skipped files on in the metainfo '
                     "of the sample's data_samples, which this pipeline does "
-                    'not produce: end it with the toolbox\'s Pack*Inputs '
+                    "not produce: end it with the toolbox's Pack*Inputs "
                     'transform.')
             sample.set_metainfo({SKIPPED_KEY: self._pending})
             self._pending = []

@@ -152,22 +152,21 @@ def inspect(sample: dict) -> List[dict]:
         else:
             sizes[role] = size
     image = sizes.get('image')
-    annotated = (sample['width'], sample['height'])
-    if image and None not in annotated and image != annotated:
-        faults.append(
-            dict(
-                kind='size',
-                path=sample['image'],
-                reason=f'decoded {image[0]} x {image[1]}, annotated '
-                f'{annotated[0]} x {annotated[1]}'))
-    label_map = sizes.get('label_map')
-    if image and label_map and label_map != image:
-        faults.append(
-            dict(
-                kind='label_size',
-                path=sample['label_map'],
-                reason=f'label map {label_map[0]} x {label_map[1]}, image '
-                f'{image[0]} x {image[1]}'))
+    # (fault, file, its size, what it should match)
+    comparisons = (
+        ('size', sample['image'], ('decoded', image),
+         ('annotated', (sample['width'], sample['height']))),
+        ('label_size', sample['label_map'],
+         ('label map', sizes.get('label_map')), ('image', image)),
+    )
+    for kind, path, (name, size), (other_name, other) in comparisons:
+        if size and other and None not in other and size != other:
+            faults.append(
+                dict(
+                    kind=kind,
+                    path=path,
+                    reason=f'{name} {size[0]} x {size[1]}, {other_name} '
+                    f'{other[0]} x {other[1]}'))
     if sample['instances'] == 0:
         faults.append(
             dict(

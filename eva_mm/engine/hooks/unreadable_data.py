@@ -41,8 +41,8 @@ class UnreadableDataHook(Hook):
     there the hook logs each (path and reason) and keeps, across ranks, one
     summary, ``WORK_DIR/<summary>``, rewritten when a file is skipped and at
     the end (and kept in the checkpoints, so a resumed run counts on). Past
-    either limit the run stops with one :class:`eva_mm.datasets.
-    UnreadableDataError` that lists the files.
+    either limit the run stops with one ``UnreadableDataError`` that lists
+    the files (:mod:`eva_mm.datasets.unreadable`).
 
     Evaluation (the validation set before training and at each validation,
     the test set before testing): every file the dataset lists is checked
@@ -130,10 +130,11 @@ class UnreadableDataHook(Hook):
         loader_cfg = runner.cfg.get('train_dataloader')
         if not isinstance(loader_cfg, dict):
             print_log(
-                'UnreadableDataHook cannot rebuild a training DataLoader '
-                'passed to the Runner as an object: its workers keep the '
+                'UnreadableDataHook cannot rebuild the training DataLoader: '
+                "the runner's config has no train_dataloader dict (build "
+                'the runner with Runner.from_cfg). Its workers keep the '
                 'unguarded pipeline, and an unreadable file will stop the '
-                'run. Pass the loader as a config dict, or num_workers=0.',
+                'run.',
                 logger='current',
                 level=logging.WARNING)
             return
