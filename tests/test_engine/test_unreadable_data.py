@@ -25,7 +25,8 @@ from train_runs import run_tool, train_cmd, write_classifier_run
 
 from eva_mm.datasets import (GuardedPipeline, RepeatFactorSampler,
                              UnreadableDataError)
-from eva_mm.datasets.synthetic import generate_demo_ade, generate_demo_shapes
+from eva_mm.datasets.synthetic import (DEMO_SHAPES_CLASSES, generate_demo_ade,
+                                       generate_demo_lvis, generate_demo_shapes)
 from eva_mm.datasets.unreadable import (SKIPPED_KEY, check_header,
                                         guard_pipelines, pop_skipped)
 from eva_mm.engine import UnreadableDataHook
@@ -34,6 +35,8 @@ ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / 'configs/demo/eva-demo-p8_cascade-mask-rcnn_shapes.py'
 SEG_DEMO = (ROOT / 'configs/segmentation/demo/'
             'eva-demo-p8_vit-adapter_mask2former_ade-shapes.py')
+LVIS_DATA = ROOT / 'configs/_base_/datasets/lvis-v1-instance_lsj-1024.py'
+MIM_DEMO = ROOT / 'configs/mim/eva-mim_demo-tiny-p8_clip-tiny_shapes.py'
 TINY_SET = dict(num_train=8, num_val=4, img_size=64, seed=3)
 
 
@@ -157,6 +160,40 @@ def test_epochs_keep_their_length_in_worker_processes(shapes, sampler):
     # The sampler's epoch, whole: every bad index was replaced in place.
     assert delivered == len(sampler)
     assert len(skipped) >= drawn_bad
+    assert {entry['path'] for entry in skipped} == bad
+
+
+@pytest.mark.parametrize('task', [
+    pytest.param('lvis', marks=pytest.mark.registry_scope('mmdet')),
+    pytest.param('mim', marks=pytest.mark.registry_scope('mmpretrain'))
+])
+def test_lvis_and_mim_datasets_skip_the_same_way(shapes, task):
+    """eva_mm.LVISV1Dataset with the LVIS data base's LSJ pipeline, and
+    mmpretrain's CustomDataset with the MIM demo's masking pipeline."""
+    bad = {str(shapes / name) for name in BAD}
+    if task == 'lvis':
+        generate_demo_lvis(str(shapes), **TINY_SET)  # adds the LVIS files
+        cfg = Config.fromfile(str(LVIS_DATA))
+        dataset_cfg = cfg.train_dataloader.dataset
+        dataset_cfg.update(
+            data_root=str(shapes),
+            data_prefix=dict(img='train/'),
+            ann_file='annotations/lvis_v1_train.json',
+            metainfo=dict(classes=DEMO_SHAPES_CLASSES))
+    else:
+        cfg = Config.fromfile(str(MIM_DEMO))
+        dataset_cfg = cfg.train_dataloader.dataset
+        dataset_cfg.data_root = str(shapes / 'train')
+        # CustomDataset lists the files it finds: the missing one is gone,
+        # so leave it in place and cut it short instead.
+        generate_demo_shapes(str(shapes / 'again'), **TINY_SET)
+        shutil.copy(shapes / 'again' / BAD[1], shapes / BAD[1])
+        truncate(shapes / BAD[1])
+    dataset = DATASETS.build(dataset_cfg)
+    assert guard_pipelines(dataset, skip=True) == 1
+    np.random.seed(0)
+    delivered, skipped = _draw_all(dataset)
+    assert len(delivered) == 8 and not bad & set(delivered)
     assert {entry['path'] for entry in skipped} == bad
 
 
