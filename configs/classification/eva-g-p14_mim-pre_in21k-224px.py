@@ -59,4 +59,7 @@ train_cfg = dict(by_epoch=True, max_epochs=max_epochs)
 # group's lr linearly to the batch actually used.
 auto_scale_lr = dict(base_batch_size=4096)
 default_hooks = dict(
+    # Skip unreadable training files (logged, counted, summarised; stops
+    # past the limits); check the val/test files first (docs/bad_data.md).
+    unreadable_data=dict(type='eva_mm.UnreadableDataHook'),
     checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=3))

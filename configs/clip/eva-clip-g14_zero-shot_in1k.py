@@ -38,6 +38,9 @@ test_dataloader = dict(
     sampler=dict(type='DefaultSampler', shuffle=False))
 test_evaluator = dict(type='Accuracy', topk=(1, 5))
 test_cfg = dict()
+# Check the test files before evaluating; an unreadable one stops the run
+# with its name (docs/bad_data.md).
+default_hooks = dict(unreadable_data=dict(type='eva_mm.UnreadableDataHook'))
 # Evaluation only, so no learning rate to scale: the official global batch
 # is that of EVA-CLIP's training with open_clip, "41K" (EVA-01/clip/
 # README.md, model card; neither the exact count nor the GPU x per-GPU x

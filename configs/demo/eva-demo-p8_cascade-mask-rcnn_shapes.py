@@ -118,6 +118,9 @@ val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
 
 default_hooks = dict(
+    # Skip unreadable training files (logged, counted, summarised; stops
+    # past the limits); check the val/test files first (docs/bad_data.md).
+    unreadable_data=dict(type='eva_mm.UnreadableDataHook'),
     logger=dict(type='LoggerHook', interval=20),
     # Every 100 iterations, so that a killed demo resumes (run_demo.py
     # passes --resume) instead of starting over.

@@ -42,4 +42,8 @@ optim_wrapper = dict(
 auto_scale_lr = dict(base_batch_size=256 // accumulation)
 param_scheduler = [dict(type='ConstantLR', factor=1.0)]
 train_cfg = dict(max_epochs=1)
-default_hooks = dict(checkpoint=dict(type='CheckpointHook', interval=1))
+default_hooks = dict(
+    # Skip unreadable training files (logged, counted, summarised; stops
+    # past the limits); check the val/test files first (docs/bad_data.md).
+    unreadable_data=dict(type='eva_mm.UnreadableDataHook'),
+    checkpoint=dict(type='CheckpointHook', interval=1))

@@ -1,26 +1,21 @@
-"""Video decoding with decord and an OpenCV fallback, and a video list
-dataset that reports unreadable videos instead of crashing a long run.
+"""Video decoding with decord and an OpenCV fallback.
 
 ``eva_mm.VideoInit`` + ``eva_mm.VideoDecode`` replace mmaction2's
 ``DecordInit`` + ``DecordDecode`` pair in a pipeline: decord is tried first
 and OpenCV takes over when decord is not installed or fails on a file (decord
 0.6 fails, for one, on frames whose width is not a multiple of 32 with some
-FFmpeg builds). ``eva_mm.RobustVideoDataset`` is mmaction2's
-``VideoDataset`` (Kinetics list files ``path label``) that, for evaluation,
-checks every video once when the list is loaded and leaves out, with a
-warning naming them, those that cannot be decoded; in training a video that
-fails is reported and replaced by another one.
+FFmpeg builds). A video that neither can read raises
+:class:`VideoReadError`; ``eva_mm.UnreadableDataHook`` then skips it in
+training and names it in evaluation, as for every other data file
+(:mod:`eva_mm.datasets.unreadable`).
 """
-import logging
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Sequence
 
 import cv2
 import numpy as np
-from mmaction.datasets import VideoDataset
 from mmcv.transforms import BaseTransform
-from mmengine.logging import print_log
 
-from eva_mm.registry import DATASETS, TRANSFORMS
+from eva_mm.registry import TRANSFORMS
 
 BACKENDS = ('auto', 'decord', 'opencv')
 
@@ -206,77 +201,3 @@ class VideoDecode(BaseTransform):
         results['original_shape'] = frames.shape[1:3]
         results['img_shape'] = frames.shape[1:3]
         return results
-
-
-@DATASETS.register_module()
-class RobustVideoDataset(VideoDataset):
-    """mmaction2's ``VideoDataset`` that never crashes on a bad video.
-
-    Args:
-        check_videos: Open every video and decode its first and last frame
-            when the list is loaded, and leave out (with one warning that
-            names them) those that fail, so that evaluation covers the
-            readable videos only. ``None`` checks in test mode only: a
-            training list is large and a failing training video is replaced
-            by another at run time anyway.
-        backend: Decoding backend of the check (see :class:`VideoInit`).
-        **kwargs: Arguments of ``mmaction.datasets.VideoDataset``.
-    """
-
-    def __init__(self,
-                 *args,
-                 check_videos: Optional[bool] = None,
-                 backend: str = 'auto',
-                 **kwargs) -> None:
-        self.check_videos = check_videos
-        self.backend = backend
-        self.unreadable: List[str] = []
-        super().__init__(*args, **kwargs)
-
-    def load_data_list(self) -> List[dict]:
-        """Load the list file, leaving out unreadable videos if checking."""
-        data_list = super().load_data_list()
-        check = self.test_mode if self.check_videos is None \
-            else self.check_videos
-        if not check:
-            return data_list
-        readable = []
-        for info in data_list:
-            error = self._probe(info['filename'])
-            if error is None:
-                readable.append(info)
-            else:
-                self.unreadable.append(info['filename'])
-                print_log(f'Skipping unreadable video: {error}',
-                          logger='current', level=logging.WARNING)
-        if self.unreadable:
-            print_log(
-                f'{len(self.unreadable)} of {len(data_list)} videos in '
-                f'{self.ann_file} are unreadable and left out.',
-                logger='current',
-                level=logging.WARNING)
-        return readable
-
-    def _probe(self, filename: str) -> Optional[str]:
-        try:
-            reader = FallbackReader(filename, self.backend)
-            reader.get_batch([0, len(reader) - 1])
-        except VideoReadError as error:
-            return str(error)
-        return None
-
-    def prepare_data(self, idx: int) -> Optional[dict]:
-        """Run the pipeline; a failing training video returns ``None``.
-
-        mmengine's ``BaseDataset`` then draws another index (train mode);
-        in test mode the checked list should hold readable videos only, so
-        a failure there is raised with the file named.
-        """
-        try:
-            return super().prepare_data(idx)
-        except VideoReadError as error:
-            if self.test_mode:
-                raise
-            print_log(f'Replacing a training video that failed: {error}',
-                      logger='current', level=logging.WARNING)
-            return None

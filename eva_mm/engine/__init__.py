@@ -1,4 +1,5 @@
-from .hooks import NonFiniteLossError, NonFiniteLossHook
+from .hooks import (NonFiniteLossError, NonFiniteLossHook,
+                    UnreadableDataHook)
 from .optim_wrapper import AutocastOptimWrapper
 from .optimizers import LayerDecayOptimWrapperConstructor
 from .safe_checkpoint import register_mmengine_safe_globals
@@ -7,6 +8,6 @@ from .strategies import DeepSpeedStrategy
 __all__ = [
     'AutocastOptimWrapper', 'DeepSpeedStrategy',
     'LayerDecayOptimWrapperConstructor', 'NonFiniteLossError',
-    'NonFiniteLossHook',
+    'NonFiniteLossHook', 'UnreadableDataHook',
     'register_mmengine_safe_globals'
 ]

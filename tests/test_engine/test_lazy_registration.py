@@ -22,9 +22,9 @@ NAMES = {
     'OPTIM_WRAPPER_CONSTRUCTORS': ['LayerDecayOptimWrapperConstructor'],
     'OPTIM_WRAPPERS': ['AutocastOptimWrapper'],
     'STRATEGIES': ['DeepSpeedStrategy'],
-    'HOOKS': ['NonFiniteLossHook'],
+    'HOOKS': ['NonFiniteLossHook', 'UnreadableDataHook'],
     'METRICS': ['LVISMetric', 'ClassSubsetAccuracy', 'ReaLAccuracy'],
-    'DATASETS': ['LVISV1Dataset', 'ImageNetV2', 'RobustVideoDataset'],
+    'DATASETS': ['LVISV1Dataset', 'ImageNetV2'],
     'DATA_SAMPLERS': ['RepeatFactorSampler'],
     'TRANSFORMS': [
         'EVABlockMaskGenerator', 'VideoInit', 'VideoDecode', 'TSNSample',

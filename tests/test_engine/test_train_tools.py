@@ -13,93 +13,23 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
-from train_runs import read_losses, train_cmd
+from train_runs import read_losses, run_tool, train_cmd, write_classifier_run
 
 # Runs tools or trains in subprocesses: left out of `pytest -m 'not slow'`.
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 
-CONFIG = """
-default_scope = 'mmpretrain'
-custom_imports = dict(imports=['eva_mm'], allow_failed_imports=False)
-model = dict(
-    type='ImageClassifier',
-    backbone=dict(
-        type='eva_mm.EVAViT',
-        arch=dict(embed_dims=32, num_layers=2, num_heads=2, mlp_hidden_dim=64),
-        img_size=32,
-        patch_size=8,
-        out_type='avg_featmap',
-        final_norm=False,
-        use_fc_norm=True),
-    head=dict(
-        type='LinearClsHead',
-        num_classes=2,
-        in_channels=32,
-        loss=dict(type='CrossEntropyLoss')))
-data_preprocessor = dict(
-    num_classes=2, mean=[127.5] * 3, std=[127.5] * 3, to_rgb=True)
-pipeline = [dict(type='LoadImageFromFile'), dict(type='PackInputs')]
-train_dataloader = dict(
-    batch_size=4,
-    num_workers=0,
-    dataset=dict(type='CustomDataset', data_root='{data}', pipeline=pipeline),
-    sampler=dict(type='DefaultSampler', shuffle=True))
-val_dataloader = dict(
-    batch_size=4,
-    num_workers=0,
-    dataset=dict(type='CustomDataset', data_root='{data}', pipeline=pipeline),
-    sampler=dict(type='DefaultSampler', shuffle=False))
-val_evaluator = dict(type='Accuracy', topk=(1, ))
-test_dataloader = val_dataloader
-test_evaluator = val_evaluator
-optim_wrapper = dict(optimizer=dict(type='AdamW', lr=1e-3))
-param_scheduler = [dict(type='CosineAnnealingLR', T_max=12, by_epoch=False)]
-train_cfg = dict(by_epoch=False, max_iters=12, val_interval=100)
-val_cfg = dict()
-test_cfg = dict()
-default_hooks = dict(
-    logger=dict(type='LoggerHook', interval=1),
-    checkpoint=dict(type='CheckpointHook', interval=2, by_epoch=False),
-    timer=dict(type='IterTimerHook'),
-    param_scheduler=dict(type='ParamSchedulerHook'),
-    sampler_seed=dict(type='DistSamplerSeedHook'))
-env_cfg = dict(dist_cfg=dict(backend='gloo'))
-randomness = dict(seed=0, deterministic=False)
-log_level = 'INFO'
-"""
-
 
 @pytest.fixture(scope='module')
 def config(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp('train_tools')
-    rng = np.random.default_rng(0)
-    for label, colour in (('dark', 40), ('light', 200)):
-        folder = root / 'data' / label
-        folder.mkdir(parents=True)
-        for i in range(8):
-            pixels = np.clip(
-                colour + rng.normal(0, 30, (32, 32, 3)), 0, 255)
-            Image.fromarray(pixels.astype(np.uint8)).save(folder / f'{i}.png')
-    path = root / 'cfg.py'
-    path.write_text(CONFIG.replace('{data}', str(root / 'data')))
-    return path
-
-
-def _run(args, timeout: int = 300, **env) -> subprocess.CompletedProcess:
-    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=str(ROOT), **env)
-    return subprocess.run(
-        args, cwd=ROOT, env=env, capture_output=True, text=True,
-        timeout=timeout)
+    return write_classifier_run(tmp_path_factory.mktemp('train_tools'))
 
 
 def test_killed_run_resumes_with_identical_losses(config, tmp_path):
     reference_dir = tmp_path / 'reference'
-    done = _run(train_cmd(config, reference_dir))
+    done = run_tool(train_cmd(config, reference_dir))
     assert done.returncode == 0, done.stderr[-3000:]
     reference = read_losses(reference_dir)
     assert sorted(reference) == list(range(1, 13))
@@ -124,7 +54,7 @@ def test_killed_run_resumes_with_identical_losses(config, tmp_path):
         .split('_')[1])
     assert 4 <= resumed_from < 12
 
-    resumed = _run(train_cmd(config, killed_dir, '--resume'))
+    resumed = run_tool(train_cmd(config, killed_dir, '--resume'))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f'resumed epoch: 0, iter: {resumed_from}' in (
         resumed.stdout + resumed.stderr)
@@ -136,7 +66,7 @@ def test_killed_run_resumes_with_identical_losses(config, tmp_path):
 def test_test_tool_evaluates_checkpoint_with_weights_only_load(
         config, tmp_path):
     work_dir = tmp_path / 'train'
-    done = _run(
+    done = run_tool(
         train_cmd(config, work_dir, '--cfg-options',
                    'train_cfg.max_iters=2'))
     assert done.returncode == 0, done.stderr[-3000:]
@@ -145,13 +75,13 @@ def test_test_tool_evaluates_checkpoint_with_weights_only_load(
     # scalars), which weights_only loading refuses without eva_mm's
     # allow-list. A fresh interpreter, since this one may have imported
     # eva_mm already.
-    plain = _run([
+    plain = run_tool([
         sys.executable, '-c',
         f'import torch; torch.load({str(checkpoint)!r}, weights_only=True)'
     ])
     assert plain.returncode != 0
     assert 'HistoryBuffer' in plain.stderr
-    result = _run([
+    result = run_tool([
         sys.executable,
         str(ROOT / 'tools/test.py'),
         str(config),
@@ -164,17 +94,17 @@ def test_test_tool_evaluates_checkpoint_with_weights_only_load(
 
 def test_load_from_and_missing_checkpoint(config, tmp_path):
     work_dir = tmp_path / 'train'
-    assert _run(
+    assert run_tool(
         train_cmd(config, work_dir, '--cfg-options',
                    'train_cfg.max_iters=2')).returncode == 0
-    finetune = _run(
+    finetune = run_tool(
         train_cmd(config, tmp_path / 'finetune', '--cfg-options',
                    'train_cfg.max_iters=1',
                    f'load_from={work_dir / "iter_2.pth"}'))
     assert finetune.returncode == 0, finetune.stderr[-3000:]
     assert 'Load checkpoint from' in finetune.stdout + finetune.stderr
 
-    missing = _run([
+    missing = run_tool([
         sys.executable,
         str(ROOT / 'tools/test.py'),
         str(config),
@@ -186,7 +116,7 @@ def test_load_from_and_missing_checkpoint(config, tmp_path):
 
 def test_dist_train_and_test_two_cpu_processes(config, tmp_path):
     work_dir = tmp_path / 'dist'
-    result = _run([
+    result = run_tool([
         'bash',
         str(ROOT / 'tools/dist_train.sh'),
         str(config), '2', '--work-dir',
@@ -202,7 +132,7 @@ def test_dist_train_and_test_two_cpu_processes(config, tmp_path):
     assert 'Distributed training: True' in log
     assert 'GPU number: 2' in log
 
-    tested = _run([
+    tested = run_tool([
         'bash',
         str(ROOT / 'tools/dist_test.sh'),
         str(config),

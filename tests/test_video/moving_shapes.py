@@ -2,8 +2,9 @@
 
 Each class is a shape and a direction of motion. The layout is Kinetics':
 ``videos/<name>.mp4`` and list files of ``<name>.mp4 <label>`` lines. The
-validation list also holds a corrupt file (random bytes) and one clip whose
-width (48) decord 0.6 cannot decode, so that the OpenCV fallback is used.
+training list also holds a corrupt file (random bytes), which training skips
+(eva_mm.UnreadableDataHook); the validation list one clip whose width (48)
+decord 0.6 cannot decode, so that the OpenCV fallback is used.
 
 Run as a script to write a set for the demo config:
 ``python tests/test_video/moving_shapes.py data/moving_shapes``.
@@ -86,9 +87,10 @@ def generate(root: Path,
                 name = f'{split}_{CLASSES[label]}_{i}.mp4'
                 write_video(videos / name, draw_clip(label, rng))
                 lines.append(f'{name} {label}')
-        if split == 'val':
+        if split == 'train':
             (videos / CORRUPT).write_bytes(rng.bytes(2048))
             lines.append(f'{CORRUPT} 0')
+        else:
             write_video(videos / NARROW, draw_clip(0, rng, size=(48, 48)))
             lines.append(f'{NARROW} 0')
         (root / f'{split}_list.txt').write_text('\n'.join(lines) + '\n')

@@ -1,21 +1,25 @@
 """Video recognition end to end on generated clips of moving shapes.
 
-Decoding with decord and the OpenCV fallback, a corrupt video reported and
-left out, a few training iterations of the demo config and its 4 x 3-view
-test, whose top-1/top-5 are checked against a hand-rolled evaluation.
+Decoding with decord and the OpenCV fallback, a corrupt video skipped in
+training and named in evaluation, a few training iterations of the demo
+config and its 4 x 3-view test, whose top-1/top-5 are checked against a
+hand-rolled evaluation.
 """
-import logging
+import re
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import torch
+from mmaction.datasets import VideoDataset
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
 
-from eva_mm.datasets import RobustVideoDataset, VideoInit, VideoReadError
+from eva_mm.datasets import UnreadableDataError, VideoInit, VideoReadError
+from eva_mm.datasets.unreadable import (check_header, guard_pipelines,
+                                        pop_skipped)
 from eva_mm.datasets.video_decoding import OpenCVReader, VideoDecode
 from .moving_shapes import CLASSES, CORRUPT, NARROW, generate
 
@@ -70,36 +74,42 @@ def test_narrow_video_needs_the_fallback(shapes):
     assert frames.shape == (1, 48, 48, 3)
 
 
-def test_corrupt_video_is_reported_and_skipped(shapes, caplog):
+def test_corrupt_video_is_skipped_in_training_and_named_in_evaluation(
+        shapes):
     init_default_scope('mmaction')  # the pipeline's UniformSample
     kwargs = dict(
-        ann_file=str(shapes / 'val_list.txt'),
+        ann_file=str(shapes / 'train_list.txt'),
         data_prefix=dict(video=str(shapes / 'videos')),
         pipeline=[
             dict(type='eva_mm.VideoInit'),
             dict(type='UniformSample', clip_len=4),
             dict(type='eva_mm.VideoDecode'),
+            dict(type='FormatShape', input_format='NCTHW'),
+            dict(type='PackActionInputs'),
         ])
+    corrupt = str(shapes / 'videos' / CORRUPT)
     with pytest.raises(VideoReadError, match='cannot open'):
-        VideoInit().transform(
-            dict(filename=str(shapes / 'videos' / CORRUPT)))
-    with caplog.at_level(logging.WARNING):
-        dataset = RobustVideoDataset(test_mode=True, **kwargs)
-    listed = (shapes / 'val_list.txt').read_text().split('\n')
-    assert len(dataset) == len([line for line in listed if line]) - 1
-    assert dataset.unreadable == [str(shapes / 'videos' / CORRUPT)]
-    assert not any(CORRUPT in dataset.get_data_info(i)['filename']
-                   for i in range(len(dataset)))
-    # In training an unchecked list keeps the corrupt video; fetching it
-    # logs the failure and returns another, readable video.
-    train = RobustVideoDataset(**kwargs)
-    corrupt = [i for i in range(len(train))
-               if CORRUPT in train.get_data_info(i)['filename']]
-    assert len(corrupt) == 1
-    assert train.prepare_data(corrupt[0]) is None
-    sample = train[corrupt[0]]
-    assert CORRUPT not in sample['filename']
-    assert len(sample['imgs']) == 4
+        VideoInit().transform(dict(filename=corrupt))
+    # Evaluation: the header check of eva_mm.UnreadableDataHook names it
+    # before any clip is decoded, and so does the pipeline.
+    assert 'cannot open' in check_header(corrupt)
+    test = VideoDataset(test_mode=True, **kwargs)
+    index = next(i for i in range(len(test))
+                 if test.get_data_info(i)['filename'] == corrupt)
+    guard_pipelines(test, skip=False)
+    with pytest.raises(UnreadableDataError, match=re.escape(corrupt)):
+        test[index]
+    # Training: another video in its place, the corrupt one handed on with
+    # it to the hook.
+    train = VideoDataset(**kwargs)
+    guard_pipelines(train, skip=True)
+    sample = train[index]
+    assert sample['inputs'].shape[:3] == (1, 3, 4)
+    samples, skipped = pop_skipped(
+        dict(inputs=[sample['inputs']], data_samples=[sample['data_samples']]))
+    assert samples == 1
+    assert [entry['path'] for entry in skipped] == [corrupt]
+    assert 'VideoInit' in skipped[0]['reason']
 
 
 @pytest.mark.slow
@@ -124,7 +134,7 @@ def test_train_and_4x3_view_test(shapes, tmp_path):
     # The same evaluation by hand: 12 views per video, softmax averaged.
     model = runner.model.eval()
     dataset = runner.test_dataloader.dataset
-    assert len(dataset) == len(CLASSES) * 2 + 1  # the corrupt one left out
+    assert len(dataset) == len(CLASSES) * 2 + 1  # and the narrow clip
     scores, labels = [], []
     with torch.no_grad():
         for i in range(len(dataset)):

@@ -63,6 +63,9 @@ param_scheduler = [
 auto_scale_lr = dict(enable=False, base_batch_size=64)
 
 default_hooks = dict(
+    # Skip unreadable training files (logged, counted, summarised; stops
+    # past the limits); check the val/test files first (docs/bad_data.md).
+    unreadable_data=dict(type='eva_mm.UnreadableDataHook'),
     # detectron2's common/train.py: log_period = 20, checkpoint_period =
     # 5000. Only the last two are kept: an EVA-g checkpoint with its AdamW
     # state is about 13 GB.

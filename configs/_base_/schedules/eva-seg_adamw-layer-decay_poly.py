@@ -27,6 +27,9 @@ optim_wrapper = dict(
         # the rel-pos tables are decayed (same file, lines 68-70).
         no_decay_names=()))
 default_hooks = dict(
+    # Skip unreadable training files (logged, counted, summarised; stops
+    # past the limits); check the val/test files first (docs/bad_data.md).
+    unreadable_data=dict(type='eva_mm.UnreadableDataHook'),
     # Official: checkpoint_config interval=1000, max_keep_ckpts=10;
     # evaluation save_best='mIoU'.
     checkpoint=dict(interval=1000, max_keep_ckpts=10, save_best='mIoU'))

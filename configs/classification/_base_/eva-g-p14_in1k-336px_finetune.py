@@ -66,6 +66,9 @@ custom_hooks = [
         priority='ABOVE_NORMAL')
 ]
 default_hooks = dict(
+    # Skip unreadable training files (logged, counted, summarised; stops
+    # past the limits); check the val/test files first (docs/bad_data.md).
+    unreadable_data=dict(type='eva_mm.UnreadableDataHook'),
     checkpoint=dict(
         type='CheckpointHook', interval=1, max_keep_ckpts=2,
         save_best='auto'))

@@ -129,6 +129,9 @@ auto_scale_lr = dict(base_batch_size=4096, enable=False)
 
 # ------------------------------------------------------------------ runtime
 default_hooks = dict(
+    # Skip unreadable training files (logged, counted, summarised; stops
+    # past the limits); check the val/test files first (docs/bad_data.md).
+    unreadable_data=dict(type='eva_mm.UnreadableDataHook'),
     runtime_info=dict(type='RuntimeInfoHook'),
     timer=dict(type='IterTimerHook'),
     logger=dict(type='LoggerHook', interval=50),

@@ -64,7 +64,7 @@ train_dataloader = dict(
     num_workers=0,
     sampler=dict(type='DefaultSampler', shuffle=True),
     dataset=dict(
-        type='eva_mm.RobustVideoDataset',
+        type='VideoDataset',
         ann_file=f'{data_root}/train_list.txt',
         data_prefix=dict(video=f'{data_root}/videos'),
         pipeline=train_pipeline))
@@ -92,5 +92,8 @@ val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
 param_scheduler = [dict(type='ConstantLR', factor=1.0)]
 default_hooks = dict(
+    # Skip unreadable training files (logged, counted, summarised; stops
+    # past the limits); check the val/test files first (docs/bad_data.md).
+    unreadable_data=dict(type='eva_mm.UnreadableDataHook'),
     checkpoint=dict(interval=2), logger=dict(interval=1))
 randomness = dict(seed=0)

@@ -2,7 +2,7 @@
 # data/k400/{train,val}/<class>/<video> and data/k400_{train,val}.txt with
 # "<path> <label>" lines. Derived configs change the paths and num_classes.
 # Every step follows EVA-01/video/datasets/build.py:237-331.
-dataset_type = 'eva_mm.RobustVideoDataset'
+dataset_type = 'VideoDataset'
 data_root = 'data/k400'
 ann_file_train = 'data/k400_train.txt'
 ann_file_val = 'data/k400_val.txt'
