@@ -43,11 +43,8 @@ import os
 import os.path as osp
 import shlex
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
-from contextlib import nullcontext
 from typing import Callable, ContextManager, Dict, List, Optional
 
 import timm
@@ -56,7 +53,9 @@ import torch.nn as nn
 from timm.layers import use_fused_attn
 from timm.models.eva import Eva
 
-from common import REPO_ROOT, peak_memory, synchronize
+from common import (DTYPES, REPO_ROOT, RESULT_TAG, autocast_for,
+                    device_description, mib, peak_memory,
+                    spawn_memory_worker, time_steps)
 
 sys.path.insert(0, str(REPO_ROOT))
 from eva_mm.models import EVAViT  # noqa: E402
@@ -65,8 +64,6 @@ from eva_mm.models.utils.converters.eva02_backbone import (  # noqa: E402
 
 IMPLS = ('timm', 'eva_mm')
 PASSES = ('fwd', 'fwd+bwd')
-DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16}
-RESULT_TAG = 'BENCHMARK_MEMORY '
 
 
 def parse_args() -> argparse.Namespace:
@@ -152,13 +149,6 @@ def build(impl: str, arch: str, img_size: int) -> nn.Module:
     return EVAViT(arch=arch, img_size=img_size, out_type='raw')
 
 
-def autocast_for(device: torch.device,
-                 dtype: str) -> Callable[[], ContextManager]:
-    if dtype == 'fp32':
-        return nullcontext
-    return lambda: torch.autocast(device.type, dtype=DTYPES[dtype])
-
-
 def make_step(model: nn.Module, x: torch.Tensor, backward: bool,
               autocast: Callable[[], ContextManager]) -> Callable[[], None]:
     """One iteration: inference-mode forward, or train-mode forward and
@@ -183,28 +173,6 @@ def make_step(model: nn.Module, x: torch.Tensor, backward: bool,
 
 
 # ----------------------------------------------------------------------
-# Throughput, both models in this process
-# ----------------------------------------------------------------------
-def time_steps(steps: Dict[str, Callable[[], None]], warmup: int,
-               iters: int, device: torch.device) -> Dict[str, List[float]]:
-    """Seconds per iteration of each step, run in alternating (ABBA) order
-    so that iteration ``i`` of every step falls in the same time slot."""
-    for step in steps.values():
-        for _ in range(warmup):
-            step()
-    times: Dict[str, List[float]] = {name: [] for name in steps}
-    names = list(steps)
-    for i in range(iters):
-        for name in names if i % 2 == 0 else names[::-1]:
-            synchronize(device)
-            start = time.perf_counter()
-            steps[name]()
-            synchronize(device)
-            times[name].append(time.perf_counter() - start)
-    return times
-
-
-# ----------------------------------------------------------------------
 # Peak memory, one fresh process per case
 # ----------------------------------------------------------------------
 def memory_worker(spec: dict) -> Dict[str, Optional[float]]:
@@ -219,18 +187,6 @@ def memory_worker(spec: dict) -> Dict[str, Optional[float]]:
     step = make_step(model, x, spec['pass'] == 'fwd+bwd',
                      autocast_for(device, spec['dtype']))
     return peak_memory(step, device)
-
-
-def spawn_memory_worker(spec: dict) -> Dict[str, Optional[float]]:
-    proc = subprocess.run(
-        [sys.executable, osp.abspath(__file__), '--memory-worker',
-         json.dumps(spec)],
-        capture_output=True,
-        text=True)
-    for line in proc.stdout.splitlines():
-        if line.startswith(RESULT_TAG):
-            return json.loads(line[len(RESULT_TAG):])
-    raise RuntimeError(f'Memory case {spec} failed:\n{proc.stderr[-4000:]}')
 
 
 # ----------------------------------------------------------------------
@@ -274,7 +230,7 @@ def benchmark_arch(args: argparse.Namespace, arch: str, batch_size: int,
             speed_ratio = statistics.median(
                 t / e for t, e in zip(times['timm'], times['eva_mm']))
             peak = {
-                impl: spawn_memory_worker({
+                impl: spawn_memory_worker(__file__, {
                     'impl': impl, 'arch': arch, 'dtype': dtype,
                     'pass': pass_, 'img_size': args.img_size,
                     'batch_size': batch_size, 'device': args.device,
@@ -287,27 +243,11 @@ def benchmark_arch(args: argparse.Namespace, arch: str, batch_size: int,
                        speed_ratio=speed_ratio, peak=peak, parity=parity)
             print(f'{arch} {dtype} {pass_}: ' + ', '.join(
                 f'{impl} {throughput[impl]:.2f} img/s, tensor peak '
-                f'{_mib(peak[impl]["tensor"])} MiB, RSS growth '
-                f'{_mib(peak[impl]["rss"])} MiB' for impl in IMPLS),
+                f'{mib(peak[impl]["tensor"])} MiB, RSS growth '
+                f'{mib(peak[impl]["rss"])} MiB' for impl in IMPLS),
                   flush=True)
             rows.append(row)
     return rows
-
-
-def _mib(num_bytes: Optional[float]) -> str:
-    return 'n/a' if num_bytes is None else f'{num_bytes / 2**20:.0f}'
-
-
-def device_description(device: str) -> str:
-    if device == 'cuda':
-        return torch.cuda.get_device_name()
-    cpu = 'unknown CPU'
-    if osp.exists('/proc/cpuinfo'):
-        with open('/proc/cpuinfo') as f:
-            cpu = next((line.split(':', 1)[1].strip() for line in f
-                        if line.startswith('model name')), cpu)
-    return (f'CPU ({cpu}, {os.cpu_count()} logical cores), '
-            f'{torch.get_num_threads()} torch thread(s)')
 
 
 def report(args: argparse.Namespace, rows: List[dict]) -> str:
@@ -355,9 +295,9 @@ def report(args: argparse.Namespace, rows: List[dict]) -> str:
             f'| {row["dtype"]} | {row["pass_"]} | {speed["timm"]:.2f} '
             f'| {speed["eva_mm"]:.2f} '
             f'| {row["speed_ratio"]:.2f} '
-            f'| {_mib(peak["timm"]["tensor"])} '
-            f'| {_mib(peak["eva_mm"]["tensor"])} '
-            f'| {_mib(peak["timm"]["rss"])} | {_mib(peak["eva_mm"]["rss"])} |')
+            f'| {mib(peak["timm"]["tensor"])} '
+            f'| {mib(peak["eva_mm"]["tensor"])} '
+            f'| {mib(peak["timm"]["rss"])} | {mib(peak["eva_mm"]["rss"])} |')
     return '\n'.join(lines) + '\n'
 
 
