@@ -38,8 +38,6 @@ what the process holds before it.
   PyTorch does not allocate tensors through Python's allocator.)
 """
 import argparse
-import json
-import os
 import os.path as osp
 import shlex
 import statistics
@@ -53,9 +51,10 @@ import torch.nn as nn
 from timm.layers import use_fused_attn
 from timm.models.eva import Eva
 
-from common import (DTYPES, REPO_ROOT, RESULT_TAG, autocast_for,
+from common import (REPO_ROOT, add_run_arguments, autocast_for,
                     device_description, mib, peak_memory,
-                    spawn_memory_worker, time_steps)
+                    serve_memory_worker, spawn_memory_worker, time_steps,
+                    write_report)
 
 sys.path.insert(0, str(REPO_ROOT))
 from eva_mm.models import EVAViT  # noqa: E402
@@ -76,22 +75,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         '--batch-size', type=int, nargs='+', default=[8],
         help='one batch size for all archs, or one per arch')
-    parser.add_argument(
-        '--dtype', nargs='+', default=['fp32', 'bf16'], choices=list(DTYPES),
-        help='bf16 runs fp32 weights under torch.autocast')
-    parser.add_argument('--iters', type=int, default=10,
-                        help='timed iterations per model and case')
-    parser.add_argument('--warmup', type=int, default=2,
-                        help='untimed iterations per model before timing')
-    parser.add_argument(
-        '--device', default='cuda' if torch.cuda.is_available() else 'cpu',
-        choices=['cpu', 'cuda'])
-    parser.add_argument(
-        '--threads', type=int,
-        help='torch CPU threads (default: torch\'s choice); 1 gives steadier '
-        'numbers on a machine shared with other jobs')
+    add_run_arguments(parser, ['fp32', 'bf16'], iters=10, warmup=2, threads=None)
     parser.add_argument('--out', help='write a markdown report here')
-    parser.add_argument('--memory-worker', help=argparse.SUPPRESS)
     args = parser.parse_args()
     if len(args.batch_size) not in (1, len(args.arch)):
         parser.error('give one --batch-size, or one per --arch')
@@ -304,8 +289,7 @@ def report(args: argparse.Namespace, rows: List[dict]) -> str:
 def main() -> None:
     args = parse_args()
     if args.memory_worker:
-        peak = memory_worker(json.loads(args.memory_worker))
-        print(RESULT_TAG + json.dumps(peak), flush=True)
+        serve_memory_worker(args.memory_worker, memory_worker)
         return
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -319,12 +303,7 @@ def main() -> None:
             weights = osp.join(tmp, f'{arch}.pth')
             torch.save(build_timm(arch, args.img_size).state_dict(), weights)
             rows += benchmark_arch(args, arch, batch_size, weights)
-    text = report(args, rows)
-    print(text)
-    if args.out:
-        os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
-        with open(args.out, 'w') as f:
-            f.write(text)
+    write_report(report(args, rows), args.out)
 
 
 if __name__ == '__main__':

@@ -5,6 +5,7 @@ on ``sys.path``, so ``from common import ...`` finds this module without
 path changes. Peak memory is measured as tools/analysis/benchmark.py's
 docstring describes.
 """
+import argparse
 import ctypes
 import gc
 import json
@@ -15,7 +16,7 @@ import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Callable, ContextManager, Dict, List, Optional
+from typing import Callable, ContextManager, Dict, List, Optional, Sequence
 
 import torch
 from torch.profiler import ProfilerActivity, profile
@@ -26,6 +27,37 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16}
 # What a memory worker prints before its JSON result.
 RESULT_TAG = 'BENCHMARK_MEMORY '
+
+
+def add_run_arguments(parser: argparse.ArgumentParser,
+                      dtypes: Sequence[str], iters: int, warmup: int,
+                      threads: Optional[int]) -> None:
+    """The options of the paired benchmarks: ``--dtype``, ``--iters``,
+    ``--warmup``, ``--device``, ``--threads`` and the hidden
+    ``--memory-worker`` of :func:`spawn_memory_worker`.
+
+    Args:
+        parser: The script's parser.
+        dtypes: Default ``--dtype`` list.
+        iters: Default timed iterations.
+        warmup: Default untimed iterations.
+        threads: Default torch CPU threads (``None``: torch's choice).
+    """
+    parser.add_argument(
+        '--dtype', nargs='+', default=list(dtypes), choices=list(DTYPES),
+        help='bf16 runs fp32 weights under torch.autocast')
+    parser.add_argument('--iters', type=int, default=iters,
+                        help='timed iterations per model and case')
+    parser.add_argument('--warmup', type=int, default=warmup,
+                        help='untimed iterations per model before timing')
+    parser.add_argument(
+        '--device', default='cuda' if torch.cuda.is_available() else 'cpu',
+        choices=['cpu', 'cuda'])
+    parser.add_argument(
+        '--threads', type=int, default=threads,
+        help='torch CPU threads; 1 gives steadier numbers on a machine '
+        'shared with other jobs')
+    parser.add_argument('--memory-worker', help=argparse.SUPPRESS)
 
 
 def synchronize(device: torch.device) -> None:
@@ -136,6 +168,29 @@ def spawn_memory_worker(script: str,
         if line.startswith(RESULT_TAG):
             return json.loads(line[len(RESULT_TAG):])
     raise RuntimeError(f'Memory case {spec} failed:\n{proc.stderr[-4000:]}')
+
+
+def serve_memory_worker(spec: str,
+                        worker: Callable[[dict], Dict[str, Optional[float]]]
+                        ) -> None:
+    """The worker side of :func:`spawn_memory_worker`: run ``worker`` on the
+    JSON ``spec`` and print its result after :data:`RESULT_TAG`."""
+    print(RESULT_TAG + json.dumps(worker(json.loads(spec))), flush=True)
+
+
+def write_report(text: str, path: Optional[str], mode: str = 'w') -> None:
+    """Print a markdown report and write it to ``path`` if given.
+
+    Args:
+        text: The report.
+        path: The file, or ``None``.
+        mode: ``'w'`` replaces the file, ``'a'`` appends to it.
+    """
+    print(text)
+    if path:
+        os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+        with open(path, mode) as f:
+            f.write(text)
 
 
 def _proc_status_kib(field: str) -> int:

@@ -59,8 +59,6 @@ Method, as ``benchmark.py``'s:
 """
 import argparse
 import inspect
-import json
-import os
 import os.path as osp
 import shlex
 import statistics
@@ -72,9 +70,10 @@ import timm
 import torch
 import torch.nn as nn
 
-from common import (DTYPES, RESULT_TAG, autocast_for, device_description,
-                    mib, peak_memory, spawn_memory_worker, time_steps,
-                    timed_runs)
+from common import (add_run_arguments, autocast_for, device_description,
+                    mib, peak_memory, serve_memory_worker,
+                    spawn_memory_worker, time_steps, timed_runs,
+                    write_report)
 from official_eva import (PAIRS, EVAViT, Pair, eva_mm_with_cp,
                           official_with_cp, output_maps, randomize,
                           same_outputs)
@@ -108,9 +107,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         metavar='PAIR:IMG', help=f'model pair ({", ".join(PAIRS)}) and '
         'square image side, e.g. det-b:512 det-b:1024 det-l:1024')
     parser.add_argument('--batch-size', type=int, default=1)
-    parser.add_argument(
-        '--dtype', nargs='+', default=['fp32'], choices=list(DTYPES),
-        help='bf16 runs fp32 weights under torch.autocast')
+    add_run_arguments(parser, ['fp32'], iters=5, warmup=1, threads=1)
     parser.add_argument(
         '--with-cp', choices=CP_MODES,
         help="EVAViT's activation checkpointing: none, all blocks, the "
@@ -118,19 +115,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument(
         '--compile', action='store_true',
         help='EVAViT(compile=True), and the official model in torch.compile')
-    parser.add_argument('--iters', type=int, default=5,
-                        help='timed steps per model and case')
-    parser.add_argument('--warmup', type=int, default=1,
-                        help='untimed steps per model first (at least 1)')
-    parser.add_argument(
-        '--device', default='cuda' if torch.cuda.is_available() else 'cpu',
-        choices=['cpu', 'cuda'])
-    parser.add_argument(
-        '--threads', type=int, default=1,
-        help='torch CPU threads; 1 gives steadier numbers on a shared machine')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--out', help='append the markdown report here')
-    parser.add_argument('--memory-worker', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.memory_worker:
         return args
@@ -280,6 +266,9 @@ def benchmark_case(args: argparse.Namespace, name: str, img: int,
             # shared machine's load better than a ratio of two medians.
             speed_ratio=statistics.median(
                 o / e for o, e in zip(times['official'], times['eva_mm']))))
+        print(f'{name} {img} px {dtype} step seconds: ' + '; '.join(
+            f'{impl} ' + ' '.join(f'{t:.2f}' for t in times[impl])
+            for impl in IMPLS), flush=True)
     # Free this process's models before the memory workers run: one big
     # process at a time.
     del models, steps
@@ -377,8 +366,7 @@ def report(args: argparse.Namespace, rows: List[dict]) -> str:
 def main() -> None:
     args = parse_args()
     if args.memory_worker:
-        peak = memory_worker(json.loads(args.memory_worker))
-        print(RESULT_TAG + json.dumps(peak), flush=True)
+        serve_memory_worker(args.memory_worker, memory_worker)
         return
     torch.set_num_threads(args.threads)
     rows = []
@@ -386,12 +374,7 @@ def main() -> None:
         for name, img in args.case:
             rows += benchmark_case(args, name, img,
                                    osp.join(tmp, f'{name}-{img}.pth'))
-    text = report(args, rows)
-    print(text)
-    if args.out:
-        os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
-        with open(args.out, 'a') as f:
-            f.write(text)
+    write_report(report(args, rows), args.out, mode='a')
 
 
 if __name__ == '__main__':
