@@ -75,7 +75,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         '--batch-size', type=int, nargs='+', default=[8],
         help='one batch size for all archs, or one per arch')
-    add_run_arguments(parser, ['fp32', 'bf16'], iters=10, warmup=2, threads=None)
+    add_run_arguments(parser, ['fp32', 'bf16'], iters=10, warmup=2,
+                      threads=None)
     parser.add_argument('--out', help='write a markdown report here')
     args = parser.parse_args()
     if len(args.batch_size) not in (1, len(args.arch)):

@@ -13,7 +13,7 @@ Pairs of one computation, for ``official_vit_benchmark.py`` and
   (``pretrain_use_cls_token=True``, resized to the grid), q/v biases
   (``beit_like_qkv_bias``), ``nn.LayerNorm(eps=1e-6)`` (the ViTDet configs'
   ``norm_layer``, EVA-01/det/configs/common/models/mask_rcnn_vitdet.py:
-  26-27, which the EVA configs keep);
+  28, which the EVA configs keep);
 - ``adapter-b``: the official ViT-Adapter (``EVA-01/seg/mmseg_custom/models/
   backbones/beit_adapter.py`` with ``base/beit.py``, ``adapter_modules.py``
   and ``EVA-01/seg/ops``) against ``EVAViTAdapter``, ViT-B.
@@ -64,7 +64,7 @@ from eva_mm.models.utils.converters.detectron2_detector import (  # noqa
 DET_DIR = 'EVA-01/det/detectron2/modeling/backbone'
 SEG_DIR = 'EVA-01/seg'
 ADAPTER_DIR = SEG_DIR + '/mmseg_custom/models/backbones'
-# Every official ViT (vit.py:338-339) learns its position embedding at 224 px.
+# The official ViT's pretrain_img_size (vit.py:338), which no EVA config sets.
 PRETRAIN_IMG_SIZE = 224
 
 
@@ -211,9 +211,9 @@ def load_official_det(repo: Union[str, Path]) -> ModuleType:
 
 class _PyTorchDeformAttn:
     """The official ``MSDeformAttnFunction`` (EVA-01/seg/ops/functions/
-    ms_deform_attn_func.py:19-47) with its compiled kernels replaced by the
+    ms_deform_attn_func.py:19-46) with its compiled kernels replaced by the
     same file's PyTorch reference, ``ms_deform_attn_core_pytorch``
-    (:50-72), differentiated by autograd, as mmcv's deformable attention
+    (:49-71), differentiated by autograd, as mmcv's deformable attention
     runs off CUDA. Under autocast the inputs are cast to fp32 and autocast
     is off, as the function's ``custom_fwd(cast_inputs=torch.float32)``
     does on CUDA.
@@ -266,7 +266,8 @@ def load_official_adapter(repo: Union[str, Path]) -> ModuleType:
     package = _package_for(directory)
     with _stand_ins(entries):
         module = importlib.import_module(package + '.beit_adapter')
-        functions = importlib.import_module('ops.functions.ms_deform_attn_func')
+        functions = importlib.import_module(
+            'ops.functions.ms_deform_attn_func')
         attention = importlib.import_module('ops.modules.ms_deform_attn')
         attention.MSDeformAttnFunction = _PyTorchDeformAttn(
             functions.ms_deform_attn_core_pytorch)
@@ -337,7 +338,7 @@ class DetPair:
 
     def build_official(self, module: ModuleType, img_size: int,
                        with_cp: bool) -> nn.Module:
-        """The official ``ViT`` (vit.py:307-420) for ``img_size`` images.
+        """The official ``ViT`` (vit.py:311-454) for ``img_size`` images.
 
         Args:
             module: :func:`load_official_det`'s module.
@@ -440,9 +441,9 @@ class AdapterPair:
 
     def build_official(self, module: ModuleType, img_size: int,
                        with_cp: bool) -> nn.Module:
-        """The official ``BEiTAdapter`` (beit_adapter.py:20-58), EVA-01's
+        """The official ``BEiTAdapter`` (beit_adapter.py:21-59), EVA-01's
         settings (EVA-01/seg/configs/ade20k/
-        eva_mask2former_896_20k_coco164k2ade20k_ms.py:20-38) at this width.
+        eva_mask2former_896_20k_coco164k2ade20k_ms.py:21-41) at this width.
 
         Args:
             module: :func:`load_official_adapter`'s module.
@@ -503,14 +504,14 @@ PAIRS: Dict[str, Pair] = {
     pair.name: pair
     for pair in (
         DetPair('det-b', 'EVA-01/det/configs/common/models/'
-                'mask_rcnn_vitdet.py:15-45', _VIT_B, 14, (2, 5, 8, 11)),
+                'mask_rcnn_vitdet.py:18-43', _VIT_B, 14, (2, 5, 8, 11)),
         DetPair('det-l', 'facebookresearch/detectron2 projects/ViTDet/'
                 'configs/COCO/mask_rcnn_vitdet_l_100ep.py',
                 dict(embed_dims=1024, num_layers=24, num_heads=16,
                      mlp_hidden_dim=4096), 14, (5, 11, 17, 23)),
         # Global attention every 4th block.
         DetPair('det-g', 'EVA-01/det/projects/ViTDet/configs/COCO/'
-                'cascade_mask_rcnn_vitdet_eva.py:20-33',
+                'cascade_mask_rcnn_vitdet_eva.py:14-33',
                 dict(embed_dims=1408, num_layers=40, num_heads=16,
                      mlp_hidden_dim=6144), 16, tuple(range(3, 40, 4))),
         # eva_mm's ViT-B adapter config (ViT-Adapter's BEiT-Adapter-B:
