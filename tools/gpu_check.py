@@ -14,7 +14,12 @@ Measures, on the first CUDA device, and writes ``gpu_check.json`` and
   against its PyTorch path on the same inputs (max abs diff);
 - ``video``: a video EVAViT-L at 16x224: one bf16 training step;
 - ``dist``: ``tools/dist_train.sh`` with one process (nccl) for a few
-  iterations of the demo detector on a small generated set.
+  iterations of the demo detector on a small generated set;
+- ``official``: EVAViT vs the official EVA-01 detection ViT-g (imported from
+  the baaivision/EVA checkout ``--official-repo`` names, same weights) at
+  1024 and 1536 px: fp32 output difference, bf16 forward + backward time
+  and ``torch.cuda.max_memory_allocated`` per model; without
+  ``--official-repo`` only EVAViT is measured.
 
 Each section is independent: a failure is recorded with its error and the
 others still run; the exit code is non-zero if any failed. ``--dry-run``
@@ -23,7 +28,8 @@ this); its numbers mean nothing.
 
 Example (one H200, about 5 minutes with warm caches)::
 
-    python tools/gpu_check.py --out-dir work_dirs/gpu_check
+    python tools/gpu_check.py --out-dir work_dirs/gpu_check \
+        --official-repo ~/EVA
 """
 import argparse
 import json
@@ -37,17 +43,20 @@ import traceback
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, ContextManager, Dict, List, Optional, Sequence
+from typing import (Callable, ContextManager, Dict, List, Optional,
+                    Sequence, Tuple)
 
 import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+# The official EVA models and their pairing with eva_mm's (official_eva.py).
+sys.path.insert(0, str(ROOT / 'tools/analysis'))
 
 from eva_mm.models import EVAViT  # noqa: E402
 
-SECTIONS = ('vit', 'mim', 'det', 'seg', 'video', 'dist')
+SECTIONS = ('vit', 'mim', 'det', 'seg', 'video', 'dist', 'official')
 DET_CONFIG = ROOT / 'configs/detection/eva-l-p16_cascade-mask-rcnn_lsj-1024_coco.py'
 SEG_CONFIG = ROOT / ('configs/segmentation/'
                      'eva-l-p16_vit-adapter_mask2former_coco-stuff-pre_20k_'
@@ -60,6 +69,12 @@ DEMO_DET_CONFIG = ROOT / 'configs/demo/eva-demo-p8_cascade-mask-rcnn_shapes.py'
 TINY_ARCH = dict(embed_dims=32, num_layers=2, num_heads=2, mlp_hidden_dim=64)
 # The adapter needs four interactions, one block each.
 TINY_ADAPTER_ARCH = dict(TINY_ARCH, num_layers=4)
+# The official comparison's pair ('det-g', EVA-01's ViT-g detector) and its
+# dry-run stand-in: windows with a global block every 4th, padded windows at
+# the second size.
+OFFICIAL_PAIR, OFFICIAL_IMGS = 'det-g', (1024, 1536)
+TINY_OFFICIAL = dict(arch=TINY_ADAPTER_ARCH, window=4, global_blocks=(3, ))
+TINY_OFFICIAL_IMGS = (64, 96)
 
 
 @dataclass
@@ -82,13 +97,20 @@ class Plan:
     iters: int
     warmup: int
     dist_iters: int
+    official_pair: object
+    official_imgs: Tuple[int, ...]
+    official_repo: Optional[str]
 
     @classmethod
-    def make(cls, dry_run: bool) -> 'Plan':
+    def make(cls, dry_run: bool,
+             official_repo: Optional[str] = None) -> 'Plan':
+        from official_eva import PAIRS, DetPair
         if dry_run:
             return cls(torch.device('cpu'), True, TINY_ARCH, 32, 2,
                        MIM_DRY_CONFIG, 2, TINY_ARCH, 64, TINY_ADAPTER_ARCH, 64,
-                       TINY_ARCH, 2, 32, 1, 1, 2)
+                       TINY_ARCH, 2, 32, 1, 1, 2,
+                       DetPair('det-g-tiny', 'gpu_check.py', **TINY_OFFICIAL),
+                       TINY_OFFICIAL_IMGS, official_repo)
         if not torch.cuda.is_available():
             raise SystemExit('gpu_check.py: error: no CUDA device is visible '
                              '(torch.cuda.is_available() is False); run with '
@@ -96,7 +118,7 @@ class Plan:
         # Per-GPU batches of the official recipes: MIM 4096 over 128 GPUs.
         return cls(torch.device('cuda'), False, 'giant', 224, 32, MIM_CONFIG,
                    32, 'large', 1024, 'large', 896, 'large', 16, 224, 10, 3,
-                   20)
+                   20, PAIRS[OFFICIAL_PAIR], OFFICIAL_IMGS, official_repo)
 
 
 # ----------------------------------------------------------------------
@@ -515,6 +537,93 @@ def check_dist(plan: Plan, out_dir: Path) -> dict:
                 distributed='Distributed training: True' in log)
 
 
+def _official_run(plan: Plan, model: torch.nn.Module,
+                  x: torch.Tensor) -> Tuple[dict, Optional[torch.Tensor]]:
+    """One model of the official comparison: its fp32 eval output (for the
+    difference), then bf16 forward + backward steps; running out of GPU
+    memory is a result, not a failure."""
+    from official_eva import output_maps
+    try:
+        model.eval()
+        with torch.no_grad():
+            output = output_maps(model(x))[0].float().cpu()
+        model.train()
+
+        def step() -> None:
+            with autocast(plan):
+                maps = output_maps(model(x))
+            sum(m.float().mean() for m in maps).backward()
+            model.zero_grad(set_to_none=True)
+
+        reset_peak(plan.device)
+        times = seconds(step, plan)
+        return dict(seconds=statistics.median(times),
+                    peak_gib=peak_gib(plan.device)), output
+    except torch.cuda.OutOfMemoryError as err:
+        return dict(error=f'out of memory: {str(err).splitlines()[0]}'), None
+
+
+def _official_size(plan: Plan, module: Optional[object], img: int) -> dict:
+    """Both models at one image size, one after the other on the device."""
+    from official_eva import randomize, same_outputs
+    pair = plan.official_pair
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, img, img, device=plan.device)
+    rows: Dict[str, dict] = {}
+    outputs: Dict[str, Optional[torch.Tensor]] = {}
+    weights = None
+    if module is None:
+        rows['official'] = dict(status='not run: pass --official-repo DIR')
+    else:
+        # Every block checkpointed, as the official EVA-g config
+        # (use_act_checkpoint=True) and eva_mm's EVA-g configs.
+        with torch.device(plan.device):
+            official = pair.build_official(module, img, with_cp=True)
+        randomize(official)
+        rows['official'], outputs['official'] = _official_run(
+            plan, official, x)
+        weights = pair.eva_mm_weights(official.state_dict(), img)
+        del official
+    with torch.device(plan.device):
+        ours = pair.build_eva_mm(img, dict(with_cp=True))
+    if weights is not None:
+        ours.load_state_dict(weights)
+    del weights
+    if plan.device.type == 'cuda':
+        torch.cuda.empty_cache()
+    rows['eva_mm'], outputs['eva_mm'] = _official_run(plan, ours, x)
+    del ours
+    result: Dict[str, object] = dict(rows)
+    if outputs.get('official') is not None and \
+            outputs['eva_mm'] is not None:
+        result['max_abs_diff_fp32'] = same_outputs([outputs['official']],
+                                                    [outputs['eva_mm']])
+    official_row, ours_row = rows['official'], rows['eva_mm']
+    if 'seconds' in official_row and 'seconds' in ours_row:
+        result['speed_ratio_official_over_eva_mm'] = (
+            official_row['seconds'] / ours_row['seconds'])
+        if official_row['peak_gib'] is not None:
+            result['memory_ratio_eva_mm_over_official'] = (
+                ours_row['peak_gib'] / official_row['peak_gib'])
+    return result
+
+
+def check_official(plan: Plan) -> dict:
+    """EVAViT vs the official EVA-01 detection ViT-g, same weights."""
+    pair = plan.official_pair
+    module = (pair.load_official(plan.official_repo)
+              if plan.official_repo else None)
+    result: Dict[str, object] = dict(
+        pair=pair.name, arch=str(pair.arch), window=pair.window,
+        global_blocks=str(pair.global_blocks),
+        official_repo=plan.official_repo or 'not given')
+    for img in plan.official_imgs:
+        result[f'img_{img}'] = _official_size(plan, module, img)
+        if plan.device.type == 'cuda':
+            torch.cuda.empty_cache()
+    return result
+
+
 # ----------------------------------------------------------------------
 # Report
 # ----------------------------------------------------------------------
@@ -568,7 +677,8 @@ def run_sections(plan: Plan, names: Sequence[str], out_dir: Path) -> dict:
         det=lambda: check_det(plan),
         seg=lambda: check_seg(plan),
         video=lambda: check_video(plan),
-        dist=lambda: check_dist(plan, out_dir))
+        dist=lambda: check_dist(plan, out_dir),
+        official=lambda: check_official(plan))
     results = dict(machine=machine(plan), sections={})
     for name in names:
         print(f'[gpu_check] {name} ...', flush=True)
@@ -596,12 +706,16 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help='tiny models on the CPU: checks the code path')
     parser.add_argument('--only', nargs='+', choices=SECTIONS,
                         default=list(SECTIONS), help='sections to run')
+    parser.add_argument(
+        '--official-repo', metavar='DIR',
+        help='a checkout of https://github.com/baaivision/EVA, for the '
+        "'official' section's official side")
     return parser.parse_args(argv)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    plan = Plan.make(args.dry_run)
+    plan = Plan.make(args.dry_run, args.official_repo)
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     results = run_sections(plan, args.only, out_dir)

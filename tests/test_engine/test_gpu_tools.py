@@ -30,7 +30,8 @@ def test_gpu_check_dry_run_passes_every_section(tmp_path):
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     results = json.loads((out / 'gpu_check.json').read_text())
     sections = results['sections']
-    assert list(sections) == ['vit', 'mim', 'det', 'seg', 'video', 'dist']
+    assert list(sections) == ['vit', 'mim', 'det', 'seg', 'video', 'dist',
+                              'official']
     assert {s['status'] for s in sections.values()} == {'ok'}
     assert results['machine']['dry_run'] is True
     vit = sections['vit']
@@ -45,6 +46,17 @@ def test_gpu_check_dry_run_passes_every_section(tmp_path):
     assert sections['seg']['deform_attn_cuda_vs_pytorch_max_abs_diff'] is None
     assert sections['dist'] == dict(sections['dist'], backend='gloo',
                                     distributed=True, checkpoint='iter_2.pth')
+    # Without --official-repo (the official code is not in the project) the
+    # ViT-g comparison runs EVAViT alone, at the tiny stand-in of both sizes.
+    official = sections['official']
+    assert (official['pair'], official['window']) == ('det-g-tiny', 4)
+    for img in (64, 96):
+        size = official[f'img_{img}']
+        assert size['official'] == {
+            'status': 'not run: pass --official-repo DIR'}
+        assert size['eva_mm']['seconds'] > 0
+        assert size['eva_mm']['peak_gib'] is None
+        assert 'speed_ratio_official_over_eva_mm' not in size
     report = (out / 'gpu_check.md').read_text()
     for name in sections:
         assert f'## {name}' in report

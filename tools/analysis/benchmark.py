@@ -38,16 +38,11 @@ what the process holds before it.
   PyTorch does not allocate tensors through Python's allocator.)
 """
 import argparse
-import json
-import os
 import os.path as osp
 import shlex
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
-from contextlib import nullcontext
 from typing import Callable, ContextManager, Dict, List, Optional
 
 import timm
@@ -56,7 +51,10 @@ import torch.nn as nn
 from timm.layers import use_fused_attn
 from timm.models.eva import Eva
 
-from common import REPO_ROOT, peak_memory, synchronize
+from common import (REPO_ROOT, add_run_arguments, autocast_for,
+                    device_description, mib, peak_memory,
+                    serve_memory_worker, spawn_memory_worker, time_steps,
+                    write_report)
 
 sys.path.insert(0, str(REPO_ROOT))
 from eva_mm.models import EVAViT  # noqa: E402
@@ -65,8 +63,6 @@ from eva_mm.checkpoints.converters.eva02_backbone import (  # noqa: E402
 
 IMPLS = ('timm', 'eva_mm')
 PASSES = ('fwd', 'fwd+bwd')
-DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16}
-RESULT_TAG = 'BENCHMARK_MEMORY '
 
 
 def parse_args() -> argparse.Namespace:
@@ -79,22 +75,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         '--batch-size', type=int, nargs='+', default=[8],
         help='one batch size for all archs, or one per arch')
-    parser.add_argument(
-        '--dtype', nargs='+', default=['fp32', 'bf16'], choices=list(DTYPES),
-        help='bf16 runs fp32 weights under torch.autocast')
-    parser.add_argument('--iters', type=int, default=10,
-                        help='timed iterations per model and case')
-    parser.add_argument('--warmup', type=int, default=2,
-                        help='untimed iterations per model before timing')
-    parser.add_argument(
-        '--device', default='cuda' if torch.cuda.is_available() else 'cpu',
-        choices=['cpu', 'cuda'])
-    parser.add_argument(
-        '--threads', type=int,
-        help='torch CPU threads (default: torch\'s choice); 1 gives steadier '
-        'numbers on a machine shared with other jobs')
+    add_run_arguments(parser, ['fp32', 'bf16'], iters=10, warmup=2,
+                      threads=None)
     parser.add_argument('--out', help='write a markdown report here')
-    parser.add_argument('--memory-worker', help=argparse.SUPPRESS)
     args = parser.parse_args()
     if len(args.batch_size) not in (1, len(args.arch)):
         parser.error('give one --batch-size, or one per --arch')
@@ -152,13 +135,6 @@ def build(impl: str, arch: str, img_size: int) -> nn.Module:
     return EVAViT(arch=arch, img_size=img_size, out_type='raw')
 
 
-def autocast_for(device: torch.device,
-                 dtype: str) -> Callable[[], ContextManager]:
-    if dtype == 'fp32':
-        return nullcontext
-    return lambda: torch.autocast(device.type, dtype=DTYPES[dtype])
-
-
 def make_step(model: nn.Module, x: torch.Tensor, backward: bool,
               autocast: Callable[[], ContextManager]) -> Callable[[], None]:
     """One iteration: inference-mode forward, or train-mode forward and
@@ -183,28 +159,6 @@ def make_step(model: nn.Module, x: torch.Tensor, backward: bool,
 
 
 # ----------------------------------------------------------------------
-# Throughput, both models in this process
-# ----------------------------------------------------------------------
-def time_steps(steps: Dict[str, Callable[[], None]], warmup: int,
-               iters: int, device: torch.device) -> Dict[str, List[float]]:
-    """Seconds per iteration of each step, run in alternating (ABBA) order
-    so that iteration ``i`` of every step falls in the same time slot."""
-    for step in steps.values():
-        for _ in range(warmup):
-            step()
-    times: Dict[str, List[float]] = {name: [] for name in steps}
-    names = list(steps)
-    for i in range(iters):
-        for name in names if i % 2 == 0 else names[::-1]:
-            synchronize(device)
-            start = time.perf_counter()
-            steps[name]()
-            synchronize(device)
-            times[name].append(time.perf_counter() - start)
-    return times
-
-
-# ----------------------------------------------------------------------
 # Peak memory, one fresh process per case
 # ----------------------------------------------------------------------
 def memory_worker(spec: dict) -> Dict[str, Optional[float]]:
@@ -219,18 +173,6 @@ def memory_worker(spec: dict) -> Dict[str, Optional[float]]:
     step = make_step(model, x, spec['pass'] == 'fwd+bwd',
                      autocast_for(device, spec['dtype']))
     return peak_memory(step, device)
-
-
-def spawn_memory_worker(spec: dict) -> Dict[str, Optional[float]]:
-    proc = subprocess.run(
-        [sys.executable, osp.abspath(__file__), '--memory-worker',
-         json.dumps(spec)],
-        capture_output=True,
-        text=True)
-    for line in proc.stdout.splitlines():
-        if line.startswith(RESULT_TAG):
-            return json.loads(line[len(RESULT_TAG):])
-    raise RuntimeError(f'Memory case {spec} failed:\n{proc.stderr[-4000:]}')
 
 
 # ----------------------------------------------------------------------
@@ -274,7 +216,7 @@ def benchmark_arch(args: argparse.Namespace, arch: str, batch_size: int,
             speed_ratio = statistics.median(
                 t / e for t, e in zip(times['timm'], times['eva_mm']))
             peak = {
-                impl: spawn_memory_worker({
+                impl: spawn_memory_worker(__file__, {
                     'impl': impl, 'arch': arch, 'dtype': dtype,
                     'pass': pass_, 'img_size': args.img_size,
                     'batch_size': batch_size, 'device': args.device,
@@ -287,27 +229,11 @@ def benchmark_arch(args: argparse.Namespace, arch: str, batch_size: int,
                        speed_ratio=speed_ratio, peak=peak, parity=parity)
             print(f'{arch} {dtype} {pass_}: ' + ', '.join(
                 f'{impl} {throughput[impl]:.2f} img/s, tensor peak '
-                f'{_mib(peak[impl]["tensor"])} MiB, RSS growth '
-                f'{_mib(peak[impl]["rss"])} MiB' for impl in IMPLS),
+                f'{mib(peak[impl]["tensor"])} MiB, RSS growth '
+                f'{mib(peak[impl]["rss"])} MiB' for impl in IMPLS),
                   flush=True)
             rows.append(row)
     return rows
-
-
-def _mib(num_bytes: Optional[float]) -> str:
-    return 'n/a' if num_bytes is None else f'{num_bytes / 2**20:.0f}'
-
-
-def device_description(device: str) -> str:
-    if device == 'cuda':
-        return torch.cuda.get_device_name()
-    cpu = 'unknown CPU'
-    if osp.exists('/proc/cpuinfo'):
-        with open('/proc/cpuinfo') as f:
-            cpu = next((line.split(':', 1)[1].strip() for line in f
-                        if line.startswith('model name')), cpu)
-    return (f'CPU ({cpu}, {os.cpu_count()} logical cores), '
-            f'{torch.get_num_threads()} torch thread(s)')
 
 
 def report(args: argparse.Namespace, rows: List[dict]) -> str:
@@ -355,17 +281,16 @@ def report(args: argparse.Namespace, rows: List[dict]) -> str:
             f'| {row["dtype"]} | {row["pass_"]} | {speed["timm"]:.2f} '
             f'| {speed["eva_mm"]:.2f} '
             f'| {row["speed_ratio"]:.2f} '
-            f'| {_mib(peak["timm"]["tensor"])} '
-            f'| {_mib(peak["eva_mm"]["tensor"])} '
-            f'| {_mib(peak["timm"]["rss"])} | {_mib(peak["eva_mm"]["rss"])} |')
+            f'| {mib(peak["timm"]["tensor"])} '
+            f'| {mib(peak["eva_mm"]["tensor"])} '
+            f'| {mib(peak["timm"]["rss"])} | {mib(peak["eva_mm"]["rss"])} |')
     return '\n'.join(lines) + '\n'
 
 
 def main() -> None:
     args = parse_args()
     if args.memory_worker:
-        peak = memory_worker(json.loads(args.memory_worker))
-        print(RESULT_TAG + json.dumps(peak), flush=True)
+        serve_memory_worker(args.memory_worker, memory_worker)
         return
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -379,12 +304,7 @@ def main() -> None:
             weights = osp.join(tmp, f'{arch}.pth')
             torch.save(build_timm(arch, args.img_size).state_dict(), weights)
             rows += benchmark_arch(args, arch, batch_size, weights)
-    text = report(args, rows)
-    print(text)
-    if args.out:
-        os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
-        with open(args.out, 'w') as f:
-            f.write(text)
+    write_report(report(args, rows), args.out)
 
 
 if __name__ == '__main__':
