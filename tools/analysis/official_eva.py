@@ -57,8 +57,8 @@ from common import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT))
 from eva_mm.models import EVAViT, EVAViTAdapter  # noqa: E402
-from eva_mm.models.utils.checkpoint import StateDict, rename_prefix  # noqa
-from eva_mm.models.utils.converters.detectron2_detector import (  # noqa
+from eva_mm.checkpoints.state_dict import StateDict, rename_prefix  # noqa
+from eva_mm.checkpoints.converters.detectron2_detector import (  # noqa
     convert_detector)
 
 DET_DIR = 'EVA-01/det/detectron2/modeling/backbone'
