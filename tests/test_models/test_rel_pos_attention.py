@@ -24,7 +24,7 @@ from eva_mm.models.layers.rel_pos_attention import (
     decomposed_rel_pos_attention, decomposed_rel_pos_logits)
 from test_models.test_eva_vit import TINY, reference_decomposed_bias
 
-IMPLS = ('blocked', 'fold')
+IMPLS = ('blocked', 'fold', 'direct')
 
 
 def dense_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -96,6 +96,19 @@ def test_kernels_equal_the_dense_formula(impl, hw, extra, batch, block,
     # The relative term really matters here.
     plain = F.scaled_dot_product_attention(*inputs[:3])
     assert (plain - ref).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize('dtype,hw,windows,impl', [
+    (torch.float32, (14, 14), 9, 'blocked'),
+    (torch.float32, (64, 64), 1, 'blocked'),
+    (torch.bfloat16, (14, 14), 9, 'direct'),  # ViT-B's windows at 512 px
+    (torch.bfloat16, (14, 14), 25, 'blocked'),  # at 1024 px
+    (torch.bfloat16, (64, 64), 1, 'blocked'),
+])
+def test_the_cpu_picks_by_dtype_and_size(dtype, hw, windows, impl) -> None:
+    q = torch.empty(windows, 12, hw[0] * hw[1], 64, dtype=dtype)
+    assert rel_pos_attention._fastest_impl(q, q, 0.) == impl
+    assert rel_pos_attention._fastest_impl(q, q, 0.1) == 'fold'
 
 
 def test_blocked_kernel_under_bf16_autocast_is_close() -> None:

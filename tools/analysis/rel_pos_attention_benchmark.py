@@ -46,7 +46,7 @@ sys.path.insert(0, str(REPO_ROOT))
 from eva_mm.models.layers.rel_pos_attention import (  # noqa: E402
     _rel_pos_lookup, decomposed_rel_pos_attention, decomposed_rel_pos_logits)
 
-IMPLS = ('official', 'dense', 'fold', 'blocked')
+IMPLS = ('official', 'dense', 'fold', 'blocked', 'direct')
 Inputs = Tuple[torch.Tensor, ...]
 
 
@@ -91,7 +91,7 @@ def rewritten(impl: str) -> Callable:
 
 FORMULATIONS = dict(
     official=official, dense=dense, fold=rewritten('fold'),
-    blocked=rewritten('blocked'))
+    blocked=rewritten('blocked'), direct=rewritten('direct'))
 
 
 def make_inputs(hw: Tuple[int, int], batch: int, heads: int, head_dim: int,

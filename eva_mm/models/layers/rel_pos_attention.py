@@ -24,9 +24,14 @@ fused kernels in training. Two exact ways avoid it, one per device:
   grows with the head dimension: at 1024 px the fold's d' = 192 makes it
   slower than the dense bias, while the blocked form does the work of plain
   d = 64 attention on cache-sized blocks (see docs/benchmark.md).
+- ``'direct'`` (CPU, small 16-bit calls): the official arithmetic, the two
+  terms added to a (H, W) view of the full logits; it keeps the
+  probabilities, N x N per head, and is taken only where they are small
+  and it is measurably faster (``_DIRECT_MAX_LOGITS``).
 
-Both are a ``torch.library`` custom op or plain PyTorch ops, so
-``torch.compile`` traces the model through them with no graph break.
+The blocked kernel is a ``torch.library`` custom op and the others plain
+PyTorch ops, so ``torch.compile`` traces the model through all of them with
+no graph break.
 """
 from typing import Optional, Tuple
 
@@ -40,6 +45,13 @@ from .pos_embed import resize_rel_pos
 # block and its exponentials in the cache; larger blocks were slower on the
 # 2-core benchmark machine, smaller ones pay more per-call overhead.
 _BLOCK_ELEMENTS = 1 << 20
+# Up to this many 16-bit logits per call (ViT-B's windows at 512 px: 4.1M)
+# the CPU runs the direct formula, which keeps the probabilities (8 MiB
+# there), a few percent faster than the blocked kernel, whose fp32 softmax
+# pays for converting every block; in fp32, and above it in bf16 (ViT-B's
+# windows at 1024 px: 11.5M), the blocked kernel is as fast or faster
+# (tools/analysis/rel_pos_attention_benchmark.py, docs/benchmark.md).
+_DIRECT_MAX_LOGITS = 1 << 23
 # The CUDA kernels take head dimensions in multiples of 8 (16-bit types).
 _HEAD_DIM_ALIGN = 8
 # FlashAttention on CUDA stops at this head dimension; beyond it PyTorch
@@ -298,6 +310,32 @@ def _blocked_attention(q: Tensor, k: Tensor, v: Tensor, rel_h: Tensor,
     return out.reshape(b, heads, n, dim)
 
 
+def _direct_attention(q: Tensor, k: Tensor, v: Tensor, rel_h: Tensor,
+                      rel_w: Tensor, scale: float,
+                      num_extra_tokens: int) -> Tensor:
+    """The logits in full, the two terms added to their (H, W) view, softmax
+    and the product with v: the official arithmetic (vit.py:122-139), which
+    keeps the probabilities for the backward pass."""
+    extra, (h, w) = num_extra_tokens, (rel_h.shape[-1], rel_w.shape[-1])
+    logits = torch.matmul(q * scale, k.transpose(-2, -1))
+    grid = (logits[..., extra:].unflatten(-1, (h, w)) + rel_h[..., None] +
+            rel_w[..., None, :]).flatten(-2)
+    if extra:
+        grid = torch.cat([logits[..., :extra], grid], dim=-1)
+    return torch.matmul(grid.softmax(dim=-1).to(v.dtype), v)
+
+
+def _fastest_impl(q: Tensor, k: Tensor, dropout_p: float) -> str:
+    """The fastest exact formulation on this device (module doc)."""
+    if q.device.type != 'cpu' or dropout_p:
+        return 'fold'
+    logits = q.shape[0] * q.shape[1] * q.shape[2] * k.shape[2]
+    if q.dtype in (torch.float16, torch.bfloat16) and \
+            logits <= _DIRECT_MAX_LOGITS:
+        return 'direct'
+    return 'blocked'
+
+
 def decomposed_rel_pos_attention(q: Tensor,
                                  k: Tensor,
                                  v: Tensor,
@@ -322,16 +360,19 @@ def decomposed_rel_pos_attention(q: Tensor,
             not given).
         num_extra_tokens: Leading keys off the grid (cls): no term.
         dropout_p: Dropout on the attention weights (the fold only).
-        impl: ``'fold'`` or ``'blocked'``; ``None`` picks ``'blocked'`` on
-            the CPU without dropout and ``'fold'`` otherwise (see the module
-            doc for why).
+        impl: ``'fold'``, ``'blocked'`` or ``'direct'``; ``None`` picks the
+            fastest for the device, dtype and size (``'fold'`` on CUDA or
+            with dropout, on the CPU ``'direct'`` for small 16-bit calls and
+            ``'blocked'`` otherwise; the module doc says why).
 
     Returns:
         Tensor (B, heads, N, d).
     """
     if impl is None:
-        impl = ('blocked' if q.device.type == 'cpu' and not dropout_p else
-                'fold')
+        impl = _fastest_impl(q, k, dropout_p)
+    if impl == 'direct':
+        return _direct_attention(q, k, v, rel_h, rel_w, scale,
+                                 num_extra_tokens)
     if impl == 'blocked':
         if dropout_p:
             raise ValueError("The 'blocked' attention has no dropout: use "
@@ -339,8 +380,8 @@ def decomposed_rel_pos_attention(q: Tensor,
         return _blocked_attention(q, k, v, rel_h, rel_w, scale,
                                   num_extra_tokens)
     if impl != 'fold':
-        raise ValueError(f"impl must be 'fold', 'blocked' or None, got "
-                         f'{impl!r}.')
+        raise ValueError(f"impl must be 'fold', 'blocked', 'direct' or "
+                         f'None, got {impl!r}.')
     if indicators is None:
         indicators = key_grid_indicators(rel_h.shape[-1], rel_w.shape[-1],
                                          num_extra_tokens, q.dtype, q.device)
