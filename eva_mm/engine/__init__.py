@@ -1,12 +1,13 @@
 from .hooks import NonFiniteLossError, NonFiniteLossHook
 from .optim_wrapper import AutocastOptimWrapper
 from .optimizers import LayerDecayOptimWrapperConstructor
-from .safe_checkpoint import register_mmengine_safe_globals
+from .safe_checkpoint import (register_mmengine_safe_globals,
+                              setup_checkpoint_loading)
 from .strategies import DeepSpeedStrategy
 
 __all__ = [
     'AutocastOptimWrapper', 'DeepSpeedStrategy',
     'LayerDecayOptimWrapperConstructor', 'NonFiniteLossError',
     'NonFiniteLossHook',
-    'register_mmengine_safe_globals'
+    'register_mmengine_safe_globals', 'setup_checkpoint_loading'
 ]

@@ -1,11 +1,13 @@
 """The command-line tools' shared set-up: common arguments, config loading
 with ``--cfg-options`` checks, ``--amp``, and a runner adapted to the
-hardware at hand (tools/train.py, tools/test.py)."""
+hardware at hand that loads ``load_from`` from a file, a URL or a model-zoo
+name, in eva_mm's layout or a released one (tools/train.py,
+tools/test.py)."""
 import argparse
 import difflib
 import os
 import os.path as osp
-from typing import Iterable, List
+from typing import Iterable, List, Optional
 
 import torch
 import torch.distributed as torch_dist
@@ -14,7 +16,10 @@ from mmengine.logging import print_log
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-from .safe_checkpoint import register_mmengine_safe_globals
+from eva_mm.checkpoints.download import check_checkpoint_file
+from eva_mm.checkpoints.sources import (checkpoint_location, is_url,
+                                        require_whole_model)
+from .safe_checkpoint import setup_checkpoint_loading
 
 
 def prepare_distributed(cfg: Config) -> None:
@@ -132,14 +137,68 @@ def load_config(args: argparse.Namespace) -> Config:
     return cfg
 
 
-def build_runner(cfg: Config) -> Runner:
+def add_format_argument(parser: argparse.ArgumentParser) -> None:
+    """``--checkpoint-format``, for tools that load a checkpoint."""
+    parser.add_argument(
+        '--checkpoint-format',
+        metavar='NAME',
+        help='the registered format the checkpoint is in (one of the source '
+        'formats of tools/model_converters/convert_eva.py), for an official '
+        'file whose format its names do not tell; by default the model-zoo '
+        "entry's, or the one recognised from its keys")
+
+
+def locate_load_from(cfg: Config) -> None:
+    """``cfg.load_from`` as a path or URL mmengine can load.
+
+    A model-zoo name becomes its entry's URL (the entry is found again from
+    the URL when the file is converted); a local file is checked to be a
+    complete checkpoint before the runner is built.
+
+    Args:
+        cfg: The config; ``load_from`` is replaced in place.
+
+    Raises:
+        FileNotFoundError: ``load_from`` is no file, URL or zoo name.
+        CheckpointError: The zoo entry holds backbone weights, or the file
+            is truncated or no checkpoint.
+    """
+    spec = cfg.get('load_from')
+    if not spec:
+        return
+    location, model = checkpoint_location(spec)
+    require_whole_model(model, spec)
+    if not is_url(location) and osp.isfile(location):
+        check_checkpoint_file(location)
+    cfg.load_from = location
+
+
+def build_runner(cfg: Config,
+                 allow_partial_load: Optional[bool] = None) -> Runner:
     """Build the config's runner, adapted to the hardware at hand.
 
-    The runner loads ``load_from`` / ``resume`` checkpoints with torch's
-    ``weights_only`` default, so mmengine's checkpoint contents are
-    allow-listed first.
+    ``load_from`` may be a file, an ``http(s)://`` URL or a model-zoo name,
+    in eva_mm's layout or a released one, which is converted in memory
+    (``eva_mm.OfficialCheckpointHook``; the config key
+    ``checkpoint_format`` names the format where the file's names do not
+    tell it). The runner loads ``load_from`` / ``resume`` checkpoints with
+    torch's ``weights_only`` default, so what they hold is allow-listed
+    first, and URLs are downloaded completely or not at all.
+
+    Args:
+        cfg: The config.
+        allow_partial_load: See ``eva_mm.OfficialCheckpointHook``: ``None``
+            for training, the ``--allow-partial-load`` flag for testing.
+
+    Returns:
+        The runner.
     """
-    register_mmengine_safe_globals()
+    setup_checkpoint_loading()
+    locate_load_from(cfg)
+    cfg.custom_hooks = list(cfg.get('custom_hooks') or []) + [
+        dict(type='eva_mm.OfficialCheckpointHook',
+             allow_partial_load=allow_partial_load)
+    ]
     prepare_distributed(cfg)
     if 'runner_type' in cfg:
         return RUNNERS.build(cfg)
