@@ -27,7 +27,8 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 import eva_mm  # noqa: E402,F401  (the eva_mm scope for custom_imports)
 from eva_mm.engine.cli import (add_common_args,  # noqa: E402
                                   add_format_argument, build_runner,
-                                  finish_distributed, load_config)
+                                  check_load_from, finish_distributed,
+                                  load_config)
 from eva_mm.checkpoints.errors import CheckpointError  # noqa: E402
 from eva_mm.checkpoints.zoo import ModelZooError, get_model_info  # noqa: E402
 
@@ -122,16 +123,11 @@ def main() -> None:
     if args.tta:
         enable_tta(cfg)
     try:
-        runner = build_runner(
-            cfg, allow_partial_load=args.allow_partial_load)
+        runner = build_runner(cfg)
+        check_load_from(runner, args.allow_partial_load)
     except (FileNotFoundError, CheckpointError) as err:
         sys.exit(f'tools/test.py: error: {err}')
-    try:
-        # The checkpoint is read, converted if it needs it and checked when
-        # the runner loads it, before the first batch.
-        runner.test()
-    except CheckpointError as err:
-        sys.exit(f'tools/test.py: error: {err}')
+    runner.test()
     finish_distributed()
 
 

@@ -14,9 +14,11 @@ the test pipeline with the toolboxes' ``InferencerLoader``, batching and
 collation, the forward pass, and the visualizers that :func:`draw_result`
 draws with. Overridden, and why:
 
-- ``_init_model`` returns the model :func:`init_model` made: the
+- ``_init_model`` returns the model :func:`~eva_mm.apis.init_model` made
+  (from the model, config or zoo name the inferencer was given): the
   inferencers' loader only warns about missing weights, where
-  :func:`init_model` refuses a partial load unless ``allow_partial_load``.
+  ``init_model`` refuses a partial load unless ``allow_partial_load``, and
+  reads no released file in its official layout.
 - ``_init_pipeline`` drops ``LoadAnnotations``, which every evaluation config
   has and a bare image cannot feed (mmseg's drops it itself, mmdet's does
   not), and reads the pipeline where the toolboxes' single-image functions
@@ -41,7 +43,6 @@ import cv2
 import mmcv
 import numpy as np
 import torch
-from mmengine.config import Config
 from mmengine.structures import BaseDataElement
 
 from .model_loading import task_scope

@@ -82,19 +82,11 @@ def _build_without_weights(cfg: Config, device: str) -> torch.nn.Module:
     """The toolbox's model of ``cfg``, built as its init function builds it,
     without weights."""
     import warnings
-    with warnings.catch_warnings():
-        # "checkpoint is None, use COCO classes": the caller sets them.
-        warnings.simplefilter('ignore')
+    # Recorded, not shown: "checkpoint is None, use COCO classes" (mmdet
+    # sets its own filter, so 'ignore' would not hold); the caller sets the
+    # classes.
+    with warnings.catch_warnings(record=True):
         return _init_task_model(cfg)(cfg, None, device=device)
-
-
-def _meta_model_state(cfg: Config) -> Dict[str, torch.Tensor]:
-    """The names and shapes of the config's model, built on the meta
-    device (no memory)."""
-    from mmengine.registry import MODELS, DefaultScope
-    with DefaultScope.overwrite_default_scope(task_scope(cfg)), \
-            torch.device('meta'):
-        return MODELS.build(cfg.model).state_dict()
 
 
 def _config_dataset_meta(cfg: Config) -> Dict[str, object]:
@@ -157,10 +149,12 @@ def init_model(config: Union[str, Config],
         CheckpointMismatchError: The checkpoint leaves model weights
             unloaded and ``allow_partial_load`` is False; it names them.
     """
+    from eva_mm.checkpoints.loading import load_backbone_checkpoint
     from eva_mm.checkpoints.model_check import (check_whole_model_checkpoint,
                                                 check_whole_model_weights)
     from eva_mm.checkpoints.reading import load_state_dict_file
     from eva_mm.checkpoints.recognition import convert_for_model
+    from eva_mm.checkpoints.registry import meta_model
     from eva_mm.checkpoints.sources import resolve_checkpoint
     from eva_mm.engine.safe_checkpoint import setup_checkpoint_loading
 
@@ -181,16 +175,16 @@ def init_model(config: Union[str, Config],
         return _init_task_model(cfg)(cfg, None, device=device)
     source = resolve_checkpoint(checkpoint, zoo)
     if source.model is not None and source.model.load == 'backbone':
-        cfg.model.backbone.init_cfg = dict(
-            type='Pretrained', checkpoint=checkpoint,
-            checkpoint_format=checkpoint_format)
+        # mmdet's init_detector drops the backbone's init_cfg: load it here.
         model = _build_without_weights(cfg, device)
         model.init_weights()
+        load_backbone_checkpoint(model.backbone, checkpoint,
+                                 checkpoint_format=checkpoint_format)
         model.dataset_meta = _config_dataset_meta(cfg)
         return model.eval()
     weights = convert_for_model(
         load_state_dict_file(source.path, mmap=True),
-        lambda: _meta_model_state(cfg), checkpoint, FORMAT_OPTION,
+        lambda: meta_model(cfg).state_dict(), checkpoint, FORMAT_OPTION,
         checkpoint_format, source.model, cfg)
     if weights.conversion is None:
         model = _init_task_model(cfg)(cfg, str(source.path), device=device)

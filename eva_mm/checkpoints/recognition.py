@@ -126,14 +126,18 @@ def unknown_format_hint(option: str) -> str:
 
 
 def convert_in_memory(state_dict: Mapping[str, torch.Tensor],
-                      choice: FormatChoice, source: str,
+                      choice: FormatChoice,
+                      source: str,
+                      log: bool = True,
                       **values: object) -> Conversion:
     """Convert a file's weights in the chosen format, and log it.
 
     Args:
-        state_dict: The file's flat weights.
+        state_dict: The file's flat weights (meta tensors give the names and
+            shapes of the result).
         choice: See :func:`choose_format`.
         source: The file, for the log.
+        log: Log the format and what was dropped.
         **values: What the format reads besides ``choice.options``, as the
             converter tool's options would give it: ``img_size``,
             ``patch_size``, ``vision_only``, ``classifier``, or
@@ -149,6 +153,8 @@ def convert_in_memory(state_dict: Mapping[str, torch.Tensor],
     args = format_arguments(choice.options, **values)
     conversion = registered_formats()[choice.name].convert(
         dict(state_dict), args)
+    if not log:
+        return conversion
     lines = [
         f'{source}: {choice.name} layout ({choice.reason}), converted in '
         f'memory to {len(conversion.state_dict)} tensors'
@@ -182,7 +188,8 @@ def convert_for_model(state_dict: Mapping[str, torch.Tensor],
                       option: str,
                       checkpoint_format: Optional[str] = None,
                       model: Optional[ModelInfo] = None,
-                      config: Optional[object] = None) -> ModelWeights:
+                      config: Optional[object] = None,
+                      log: bool = True) -> ModelWeights:
     """A file's weights for a whole model, converted if they need it.
 
     Args:
@@ -195,6 +202,7 @@ def convert_for_model(state_dict: Mapping[str, torch.Tensor],
         checkpoint_format: See :func:`choose_format`.
         model: See :func:`choose_format`.
         config: The config of the model, for the sizes a format reads.
+        log: See :func:`convert_in_memory`.
 
     Returns:
         The weights to load.
@@ -222,7 +230,7 @@ def convert_for_model(state_dict: Mapping[str, torch.Tensor],
         return ModelWeights(dict(state_dict), None, note)
     # The backbone formats' one whole model is mmpretrain's classifier.
     conversion = convert_in_memory(
-        state_dict, choice, source, target_config=config,
+        state_dict, choice, source, log, target_config=config,
         classifier='head.fc.weight' in model_keys())
     return ModelWeights(
         conversion.state_dict, conversion,

@@ -243,14 +243,41 @@ def add_argument_once(parser: argparse.ArgumentParser, flag: str,
         parser.add_argument(flag, **kwargs)
 
 
+def meta_model(cfg: 'Config') -> torch.nn.Module:
+    """A config's model on the meta device, for its names and shapes.
+
+    Built in the config's default scope, without what would read files or
+    draw random numbers and holds no weights: the pretrained
+    initialisation and mmaction2's Mixup/CutMix blending.
+
+    Args:
+        cfg: A loaded config.
+
+    Returns:
+        The model, every tensor on the meta device (no memory).
+    """
+    from mmengine.registry import MODELS, DefaultScope
+
+    import eva_mm  # noqa: F401  (registers the eva_mm components)
+
+    model_cfg = cfg.model.copy()
+    model_cfg.pop('init_cfg', None)
+    preprocessor = model_cfg.get('data_preprocessor')
+    if isinstance(preprocessor, dict):
+        preprocessor.pop('blending', None)
+    with DefaultScope.overwrite_default_scope(
+            cfg.get('default_scope', 'mmengine')), torch.device('meta'):
+        return MODELS.build(model_cfg)
+
+
 def check_fits_config(state_dict: Mapping[str, torch.Tensor],
                       config: str,
                       cfg_options: Optional[dict] = None) -> None:
     """Refuse weights that would not load strictly into a config's model.
 
     The model is built on the meta device (no memory for a 1B-parameter
-    detector) and compared key by key with ``state_dict`` (parameters and
-    persistent buffers).
+    detector, :func:`meta_model`) and compared key by key with
+    ``state_dict`` (parameters and persistent buffers).
 
     Args:
         state_dict: Converted weights of a whole model.
@@ -262,27 +289,11 @@ def check_fits_config(state_dict: Mapping[str, torch.Tensor],
             mis-shaped key.
     """
     from mmengine.config import Config
-    from mmengine.registry import MODELS, init_default_scope
-
-    import eva_mm  # noqa: F401  (registers the eva_mm components)
 
     cfg = Config.fromfile(config)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
-    init_default_scope(cfg.get('default_scope', 'mmengine'))
-    model_cfg = cfg.model.copy()
-    # Pretrained initialisation would read files that the check does not
-    # need; the converted weights replace it.
-    model_cfg.pop('init_cfg', None)
-    # Batch augments (mmaction2's Mixup/CutMix blending) hold no weights and
-    # draw from torch distributions, which cannot be built on the meta
-    # device.
-    preprocessor = model_cfg.get('data_preprocessor')
-    if isinstance(preprocessor, dict):
-        preprocessor.pop('blending', None)
-    with torch.device('meta'):
-        model = MODELS.build(model_cfg)
-    report = compare_state_dicts(model.state_dict(), state_dict)
+    report = compare_state_dicts(meta_model(cfg).state_dict(), state_dict)
     if not report.fits:
         lines = [f'The converted weights do not fit the model of {config}:']
         for title, keys in (('missing', report.missing),

@@ -7,18 +7,23 @@ import argparse
 import difflib
 import os
 import os.path as osp
-from typing import Iterable, List, Optional
+from typing import Iterable, List
 
 import torch
 import torch.distributed as torch_dist
 from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
-from mmengine.registry import RUNNERS
+from mmengine.registry import MODELS, RUNNERS
 from mmengine.runner import Runner
 
 from eva_mm.checkpoints.download import check_checkpoint_file
+from eva_mm.checkpoints.model_check import check_whole_model_weights
+from eva_mm.checkpoints.reading import load_state_dict_file
+from eva_mm.checkpoints.recognition import convert_for_model
 from eva_mm.checkpoints.sources import (checkpoint_location, is_url,
-                                        require_whole_model)
+                                        require_whole_model,
+                                        resolve_checkpoint)
+from .hooks.official_checkpoint import FORMAT_OPTION, bare_model
 from .safe_checkpoint import setup_checkpoint_loading
 
 
@@ -173,8 +178,7 @@ def locate_load_from(cfg: Config) -> None:
     cfg.load_from = location
 
 
-def build_runner(cfg: Config,
-                 allow_partial_load: Optional[bool] = None) -> Runner:
+def build_runner(cfg: Config) -> Runner:
     """Build the config's runner, adapted to the hardware at hand.
 
     ``load_from`` may be a file, an ``http(s)://`` URL or a model-zoo name,
@@ -187,8 +191,6 @@ def build_runner(cfg: Config,
 
     Args:
         cfg: The config.
-        allow_partial_load: See ``eva_mm.OfficialCheckpointHook``: ``None``
-            for training, the ``--allow-partial-load`` flag for testing.
 
     Returns:
         The runner.
@@ -196,10 +198,60 @@ def build_runner(cfg: Config,
     setup_checkpoint_loading()
     locate_load_from(cfg)
     cfg.custom_hooks = list(cfg.get('custom_hooks') or []) + [
-        dict(type='eva_mm.OfficialCheckpointHook',
-             allow_partial_load=allow_partial_load)
+        dict(type='eva_mm.OfficialCheckpointHook')
     ]
     prepare_distributed(cfg)
     if 'runner_type' in cfg:
         return RUNNERS.build(cfg)
     return Runner.from_cfg(cfg)
+
+
+def runner_model(runner: Runner) -> torch.nn.Module:
+    """The runner's model inside DDP and test-time-augmentation wrappers.
+
+    mmengine's FlexibleRunner (``runner_type``) builds its model inside
+    ``test()``; its config's model is built here on the meta device, which
+    has the same names and shapes.
+    """
+    model = runner.model
+    if not isinstance(model, torch.nn.Module):
+        with torch.device('meta'):
+            model = MODELS.build(model)
+    return bare_model(model)
+
+
+def check_load_from(runner: Runner, allow_partial_load: bool,
+                    option: str = '--allow-partial-load') -> None:
+    """Refuse a ``load_from`` that would leave weights of the model
+    unloaded, before anything runs.
+
+    mmengine's loader only warns. The file's names and shapes are compared
+    with the model (memory-mapped, not read; a URL is downloaded, and the
+    runner then finds it in the cache), after the conversion the runner
+    will make of an official file (on meta tensors: no values are read).
+
+    Args:
+        runner: A runner with ``load_from`` (see :func:`build_runner`).
+        allow_partial_load: Load anyway, logging the weights left at their
+            initialisation.
+        option: How the user allows a partial load, for the error.
+
+    Raises:
+        CheckpointMismatchError: The weights would leave model weights
+            unloaded and ``allow_partial_load`` is False; it names them.
+        CheckpointError: The file cannot be downloaded or read, or its
+            format refuses it.
+    """
+    spec = runner.cfg.load_from
+    model = runner_model(runner)
+    source = resolve_checkpoint(spec)
+    shapes = {
+        key: torch.empty(value.shape, dtype=value.dtype, device='meta')
+        for key, value in load_state_dict_file(source.path, mmap=True).items()
+    }
+    weights = convert_for_model(
+        shapes, model.state_dict, spec, FORMAT_OPTION,
+        runner.cfg.get('checkpoint_format'), source.model, runner.cfg,
+        log=False)
+    check_whole_model_weights(model, weights.state_dict, spec,
+                              allow_partial_load, option, weights.note)

@@ -201,17 +201,16 @@ def test_backbone_init_takes_an_official_file(tmp_path: Path) -> None:
 
 
 def test_backbone_init_by_url_and_zoo_name(
-        tmp_path: Path, file_server: FileServer,
+        tmp_path: Path, file_server: FileServer, checkpoint_cache: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch'))
     path = official_eva02_file(tmp_path)
     url = file_server.add('/Yuxin-CV/EVA-02/eva02_Ti.pt', path.read_bytes())
     reference = init(eva_vit(subln=False), checkpoint=str(path)).state_dict()
 
     by_url = init(eva_vit(subln=False), checkpoint=url).state_dict()
     assert all(torch.equal(by_url[k], v) for k, v in reference.items())
-    cached = tmp_path / 'torch' / 'hub' / 'checkpoints' / 'eva02_Ti.pt'
-    assert cached.read_bytes() == path.read_bytes()
+    assert (checkpoint_cache / 'eva02_Ti.pt').read_bytes() == \
+        path.read_bytes()
 
     entry = TINY_ENTRY.format(name='tiny-eva02', file='eva02_Ti.pt', url=url)
     entry = entry.replace('Src Format: official', 'Src Format: official-eva02')

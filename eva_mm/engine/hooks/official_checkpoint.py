@@ -1,12 +1,9 @@
 """``load_from`` in a released file's own layout, converted in memory."""
-from typing import Optional
-
 import torch
 from mmengine.hooks import Hook
 from mmengine.model import BaseTTAModel, is_model_wrapper
 from mmengine.runner import Runner
 
-from eva_mm.checkpoints.model_check import check_whole_model_weights
 from eva_mm.checkpoints.reading import unwrap_state_dict
 from eva_mm.checkpoints.recognition import convert_for_model, replace_weights
 from eva_mm.checkpoints.sources import is_url, zoo_model_of_url
@@ -44,26 +41,14 @@ class OfficialCheckpointHook(Hook):
     where the runner loads from
     (:func:`~eva_mm.checkpoints.recognition.convert_for_model`). A
     checkpoint in eva_mm's layout passes unchanged, and a resumed run is
-    left alone. ``tools/train.py`` and ``tools/test.py`` add this hook.
-
-    Args:
-        allow_partial_load: ``None`` leaves the check to mmengine's
-            non-strict load, which lists what it skips (``load_from`` of a
-            training run: a fine-tuning on another class set skips the class
-            scores); ``False`` refuses weights that would leave any weight
-            of the model unloaded, naming them, before anything is loaded;
-            ``True`` loads them and logs those weights.
-        option: How the user allows a partial load, for the error.
+    left alone. mmengine then loads the weights non-strictly, listing what
+    it skips (``tools/test.py`` has refused a partial load before, from the
+    names and shapes). ``tools/train.py`` and ``tools/test.py`` add this
+    hook (:func:`eva_mm.engine.cli.build_runner`).
     """
 
     # Before the hooks that read the loaded weights (EMAHook copies them).
     priority = 'VERY_HIGH'
-
-    def __init__(self,
-                 allow_partial_load: Optional[bool] = None,
-                 option: str = '--allow-partial-load') -> None:
-        self.allow_partial_load = allow_partial_load
-        self.option = option
 
     def after_load_checkpoint(self, runner: Runner, checkpoint: dict) -> None:
         """Convert ``checkpoint`` in place if it is in a released layout.
@@ -82,7 +67,3 @@ class OfficialCheckpointHook(Hook):
             zoo_model_of_url(spec) if is_url(spec) else None, runner.cfg)
         if weights.conversion is not None:
             replace_weights(checkpoint, weights.state_dict)
-        if self.allow_partial_load is not None:
-            check_whole_model_weights(model, weights.state_dict, spec,
-                                      self.allow_partial_load, self.option,
-                                      weights.note)
