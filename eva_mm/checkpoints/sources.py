@@ -108,9 +108,9 @@ def require_whole_model(model: Optional[ModelInfo], spec: str) -> None:
         raise CheckpointError(
             f'{spec} ({model.name}) holds backbone weights, not a whole '
             'model: give it to the backbone, model.backbone.init_cfg='
-            f"dict(type='Pretrained', checkpoint='{model.name}') (as "
-            f'{model.config} does), or use eva_mm.apis.init_model('
-            f"'{model.name}'), which does so.")
+            f"dict(type='Pretrained', checkpoint='{model.name}') (of "
+            f'{model.config} or another config with this backbone), or use '
+            f"eva_mm.apis.init_model('{model.name}'), which does so.")
 
 
 def fetch_url(url: str,

@@ -7,16 +7,13 @@ The official layouts are those of every released file in the model zoo
 (tests/test_zoo/released_layouts.py, written from the official code, meta
 tensors), and timm's come from timm's own models.
 """
-import logging
 import sys
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Dict, Iterator, List
+from typing import Dict
 
 import pytest
 import timm
 import torch
-from mmengine.logging import MMLogger
 
 TESTS = Path(__file__).resolve().parents[1]
 sys.path.append(str(TESTS / 'test_zoo'))
@@ -29,10 +26,11 @@ from eva_mm.checkpoints.recognition import (choose_format,  # noqa: E402
                                             convert_in_memory)
 from eva_mm.checkpoints.registry import (format_arguments,  # noqa: E402
                                          recognised_formats)
-from eva_mm.checkpoints.zoo import MODEL_INDEX_ENV  # noqa: E402
-from eva_mm.checkpoints.zoo import load_model_index  # noqa: E402
+from eva_mm.checkpoints.zoo import (MODEL_INDEX_ENV,  # noqa: E402
+                                    load_model_index)
 from eva_mm.models import EVAViT  # noqa: E402
 from file_server import FileServer  # noqa: E402
+from log_messages import log_messages  # noqa: E402
 from released_layouts import official_layout  # noqa: E402
 from test_eva02_converter import (eva_vit, expected_value,  # noqa: E402
                                   random_official)
@@ -54,20 +52,6 @@ def released(name: str) -> Dict[str, torch.Tensor]:
     info = ZOO[name]
     return official_layout(info.src_format, info.file_name,
                            Path(info.config).stem)
-
-
-@contextmanager
-def log_messages() -> Iterator[List[str]]:
-    """The messages mmengine's current logger emits meanwhile."""
-    messages: List[str] = []
-    handler = logging.Handler()
-    handler.emit = lambda record: messages.append(record.getMessage())
-    logger = MMLogger.get_current_instance()
-    logger.addHandler(handler)
-    try:
-        yield messages
-    finally:
-        logger.removeHandler(handler)
 
 
 def test_every_format_can_recognise() -> None:

@@ -22,7 +22,7 @@ NAMES = {
     'OPTIM_WRAPPER_CONSTRUCTORS': ['LayerDecayOptimWrapperConstructor'],
     'OPTIM_WRAPPERS': ['AutocastOptimWrapper'],
     'STRATEGIES': ['DeepSpeedStrategy'],
-    'HOOKS': ['NonFiniteLossHook'],
+    'HOOKS': ['NonFiniteLossHook', 'OfficialCheckpointHook'],
     'METRICS': ['LVISMetric', 'ClassSubsetAccuracy', 'ReaLAccuracy'],
     'DATASETS': ['LVISV1Dataset', 'ImageNetV2', 'RobustVideoDataset'],
     'DATA_SAMPLERS': ['RepeatFactorSampler'],

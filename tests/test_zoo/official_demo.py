@@ -26,6 +26,7 @@ for _folder in ('test_det', 'test_zoo'):
 
 from test_cascade_demo import TINY_SET, tiny_demo_config  # noqa: E402,F401
 from test_model_zoo import write_index  # noqa: E402
+from test_official_det_converter import vit_block_shapes  # noqa: E402
 
 # EVA-01/det/projects/ViTDet/configs/common/coco_loader_lsj.py: the ViT
 # was pre-trained at 224 px (pretrain_img_size, vit.py:386-388).
@@ -70,24 +71,8 @@ def detectron2_shapes(cfg: Config) -> Dict[str, Tuple[int, ...]]:
     for i in range(depth):
         side = grid if i in backbone.global_block_indexes else \
             backbone.window_size
-        block = f'backbone.net.blocks.{i}.'
-        shapes.update({
-            block + 'norm1.weight': (dim, ),
-            block + 'norm1.bias': (dim, ),
-            block + 'attn.q_bias': (dim, ),
-            block + 'attn.v_bias': (dim, ),
-            block + 'attn.qkv.weight': (3 * dim, dim),
-            block + 'attn.proj.weight': (dim, dim),
-            block + 'attn.proj.bias': (dim, ),
-            block + 'attn.rel_pos_h': (2 * side - 1, dim // heads),
-            block + 'attn.rel_pos_w': (2 * side - 1, dim // heads),
-            block + 'norm2.weight': (dim, ),
-            block + 'norm2.bias': (dim, ),
-            block + 'mlp.fc1.weight': (mlp, dim),
-            block + 'mlp.fc1.bias': (mlp, ),
-            block + 'mlp.fc2.weight': (dim, mlp),
-            block + 'mlp.fc2.bias': (dim, ),
-        })
+        shapes.update(vit_block_shapes(f'backbone.net.blocks.{i}.', dim,
+                                       heads, mlp, side))
 
     def conv(prefix: str, cout: int, cin: int, k: int, norm: bool) -> None:
         shapes[prefix + '.weight'] = (cout, cin, k, k)
