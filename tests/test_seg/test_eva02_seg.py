@@ -197,8 +197,9 @@ def official_features(p: Dict[str, torch.Tensor], image: torch.Tensor,
     ]
 
 
-def test_converts_loads_strictly_and_computes_as_official(
-        tmp_path: Path) -> None:
+def random_official() -> Dict[str, torch.Tensor]:
+    """The shrunk segmentor as the official file holds it: random values,
+    positive BN variances, the RoPE tables eva2.py computes."""
     generator = torch.Generator().manual_seed(0)
     shapes = official_shapes(DIM, DEPTH, HEADS, MLP, IMG, CH, AUX)
     source = {}
@@ -211,6 +212,12 @@ def test_converts_loads_strictly_and_computes_as_official(
             source[key] = official_rope(DIM // HEADS, IMG // 16)[key[-9:]]
         else:
             source[key] = torch.randn(shape, generator=generator) * 0.2
+    return source
+
+
+def test_converts_loads_strictly_and_computes_as_official(
+        tmp_path: Path) -> None:
+    source = random_official()
     cfg = shrunk('eva02-l-p16_upernet_80k_ade20k-512')
     config = tmp_path / 'upernet_tiny.py'
     cfg.dump(str(config))

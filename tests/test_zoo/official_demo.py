@@ -1,6 +1,7 @@
 """The demo detector in the layout of a released EVA-01 detector, and a
-model index that lists it, for the tests that load official files through
-the entry points (tools/test.py, load_from, init_model, image_demo.py).
+model index that lists such a file, for the tests that load official files
+through the entry points (tools/test.py, load_from, init_model,
+image_demo.py).
 
 The names are detectron2's, as EVA-01/det builds them for the ViTDet/EVA
 Cascade Mask R-CNN (the layout of tests/test_det/
@@ -39,11 +40,11 @@ ZOO_ENTRY = """\
     Metadata:
       File: {file}
     Results:
-      - Task: Object Detection
-        Dataset: Shapes
+      - Task: {task}
+        Dataset: Synthetic
     Weights: {url}
     Converter:
-      Src Format: official-det
+      Src Format: {src_format}
       Load: model
 """
 
@@ -167,17 +168,26 @@ def official_demo_file(cfg: Config, seed: int = 0) -> dict:
     }
 
 
-def demo_index(folder: Path, name: str, config: Path, url: str) -> Path:
-    """A model index listing the official demo file as ``name``.
+def demo_index(folder: Path,
+               name: str,
+               config: Path,
+               url: str,
+               src_format: str = 'official-det',
+               task: str = 'Object Detection') -> Path:
+    """A model index listing one official file of a whole model as
+    ``name``.
 
     Args:
         folder: Where to write ``model-index.yml`` and its metafile.
         name: The zoo name.
         config: The (tiny) config file.
         url: The file's URL.
+        src_format: The file's format.
+        task: The task of its results.
 
     Returns:
         The ``model-index.yml``.
     """
     return write_index(folder, ZOO_ENTRY.format(
-        name=name, config=config, file=url.rsplit('/', 1)[1], url=url))
+        name=name, config=config, file=url.rsplit('/', 1)[1], url=url,
+        src_format=src_format, task=task))

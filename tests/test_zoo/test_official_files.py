@@ -135,6 +135,44 @@ def test_init_model_by_url_name_and_path(demo: Dict[str, Path],
     assert len(want.pred_instances) > 0
 
 
+def test_segmentor_inferencer_takes_a_zoo_name(file_server: FileServer,
+                                               tmp_path: Path,
+                                               zoo_env: Path) -> None:
+    """EVASegInferencer(model=NAME) on a released EVA-02 UperNet file (the
+    converter tests' shrunk layout) predicts what the file converted by
+    hand predicts, with the ADE20K classes of the config."""
+    import cv2
+    import numpy as np
+
+    from eva_mm.apis.inferencers import EVASegInferencer
+    from eva_mm.checkpoints.converters import SRC_FORMATS, save_converted
+    from test_seg.test_eva02_seg import random_official, shrunk
+    cfg = shrunk('eva02-l-p16_upernet_80k_ade20k-512')
+    config = tmp_path / 'upernet_tiny.py'
+    cfg.dump(str(config))
+    official = tmp_path / 'eva02_L_ade_seg_upernet_sz512.pth'
+    # mmseg 0.x's checkpoint: the weights under 'state_dict'.
+    torch.save({'state_dict': random_official()}, official)
+    url = file_server.add('/seg/' + official.name, official.read_bytes())
+    os.environ[MODEL_INDEX_ENV] = str(demo_index(
+        tmp_path / 'zoo', 'tiny-upernet', config, url,
+        'official-eva02-seg', 'Semantic Segmentation'))
+    converted = tmp_path / 'converted.pth'
+    conversion = SRC_FORMATS['official-eva02-seg'].convert(
+        torch.load(official, weights_only=True)['state_dict'], None)
+    save_converted(conversion, str(converted), str(official),
+                   'official-eva02-seg')
+    image = tmp_path / 'image.png'
+    cv2.imwrite(str(image), np.random.default_rng(0).integers(
+        0, 255, (64, 80, 3), dtype=np.uint8))
+
+    inferencer = EVASegInferencer(model='tiny-upernet', device='cpu')
+    got = inferencer([str(image)], return_datasamples=True)
+    want = inference(init_model(str(config), str(converted)), str(image))
+    assert torch.equal(got.seg_logits.data, want.seg_logits.data)
+    assert len(inferencer.model.dataset_meta['classes']) == 150
+
+
 def test_load_errors_name_the_file_and_the_fix(demo: Dict[str, Path],
                                               file_server: FileServer,
                                               tmp_path: Path,
