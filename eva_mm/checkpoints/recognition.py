@@ -110,8 +110,8 @@ def choose_format(state_dict: Mapping[str, torch.Tensor],
 
 
 def unknown_format_hint(option: str) -> str:
-    """The advice for a file that fits the model as it is no better than
-    in any registered format.
+    """The advice for a file that does not fit the model and is in no
+    registered format's layout.
 
     Args:
         option: How the user names a format at this entry point.
@@ -119,10 +119,10 @@ def unknown_format_hint(option: str) -> str:
     Returns:
         One sentence.
     """
-    return ('No registered checkpoint format recognises its names either '
-            f'({", ".join(sorted(registered_formats()))}; python {CONVERTER} '
-            '--help says which files each reads): if it is an official file '
-            f'of one of them, name its format with {option}.')
+    return ('If it is a released file: no registered checkpoint format '
+            f'recognises its names ({", ".join(sorted(registered_formats()))}'
+            f'; python {CONVERTER} --help says which files each reads); name '
+            f'its format with {option} if it is one of them.')
 
 
 def convert_in_memory(state_dict: Mapping[str, torch.Tensor],
@@ -224,9 +224,10 @@ def convert_for_model(state_dict: Mapping[str, torch.Tensor],
     choice = choose_format(state_dict, source, option, checkpoint_format,
                            model, has_foreign_keys)
     if choice is None:
-        # Foreign names that no format recognised (a recognised file with
-        # them would have been converted).
-        note = unknown_format_hint(option) if has_foreign_keys() else ''
+        # Said without asking the model (which init_model would build for
+        # it): a recognised file without foreign names fits.
+        note = '' if recognised_formats(state_dict) else \
+            unknown_format_hint(option)
         return ModelWeights(dict(state_dict), None, note)
     # The backbone formats' one whole model is mmpretrain's classifier.
     conversion = convert_in_memory(

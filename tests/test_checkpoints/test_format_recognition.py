@@ -225,7 +225,7 @@ def test_backbone_init_named_and_unknown_formats(tmp_path: Path) -> None:
     with pytest.raises(CheckpointMismatchError) as error:
         init(eva_vit(subln=False), checkpoint=str(foreign))
     message = str(error.value)
-    assert 'No registered checkpoint format recognises its names' in message
+    assert 'no registered checkpoint format recognises its names' in message
     assert "checkpoint_format=NAME in init_cfg" in message
 
     # An eva_mm backbone file loads as it did (EVA-01 names, not converted).

@@ -204,7 +204,7 @@ def test_load_errors_name_the_file_and_the_fix(demo: Dict[str, Path],
     with pytest.raises(CheckpointMismatchError) as error:
         init_model(config, str(foreign))
     message = str(error.value)
-    assert 'No registered checkpoint format recognises its names' in message
+    assert 'no registered checkpoint format recognises its names' in message
     assert 'checkpoint_format=NAME' in message
     with pytest.raises(FileNotFoundError,
                        match='nope.pth does not exist: it is no file'):
