@@ -4,7 +4,7 @@ top of :mod:`eva_mm.apis.inference`, which imports this module (and so mmdet
 and mmseg) only when a model runs.
 
 As the toolboxes' inferencers, they take a model-zoo name
-(``EVADetInferencer(model='eva-g-p16_cascade-mask-rcnn_lsj-1536_coco')``),
+(``EVADetInferencer(model='eva02-l-p16_cascade-mask-rcnn_lsj-1536_coco')``),
 or a config and ``weights`` (a file, URL or zoo name, in eva_mm's layout or
 a released one), besides a model :func:`~eva_mm.apis.init_model` built.
 """

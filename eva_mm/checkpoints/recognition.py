@@ -173,9 +173,10 @@ class ModelWeights(NamedTuple):
     Attributes:
         state_dict: The weights to load: the file's, or converted.
         conversion: The conversion, ``None`` for the file as it is.
-        note: A sentence about the format for the strict check's error
-            (:func:`~eva_mm.checkpoints.model_check.check_whole_model_weights`),
-            empty when there is nothing to say.
+        note: A sentence about the format for the error of the strict
+            check (``check_whole_model_weights`` of
+            :mod:`eva_mm.checkpoints.model_check`), empty when there is
+            nothing to say.
     """
     state_dict: StateDict
     conversion: Optional[Conversion]

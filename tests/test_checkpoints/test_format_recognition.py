@@ -131,7 +131,8 @@ def test_choice_order_and_errors() -> None:
 
 
 def test_converted_in_memory_as_the_tool_converts(tmp_path: Path) -> None:
-    official = released('eva-g-p16_cascade-mask-rcnn_lsj-1280_lvis-v1_test-1536')
+    official = released(
+        'eva-g-p16_cascade-mask-rcnn_lsj-1280_lvis-v1_test-1536')
     choice = choose_format(official, 'eva_lvis.pth', 'opt')
     assert choice.name == 'official-det'
     with log_messages() as messages:

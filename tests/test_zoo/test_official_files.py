@@ -328,7 +328,8 @@ def test_image_demo_by_name_and_url(demo: Dict[str, Path],
         inference(model, image), DEMO_SHAPES_CLASSES))
     assert expected['instances']
     for run in ('by_name', 'by_url'):
-        got = json.loads((tmp_path / run / 'preds' / '000000.json').read_text())
+        got = json.loads(
+            (tmp_path / run / 'preds' / '000000.json').read_text())
         assert got.keys() == expected.keys()
         assert [i['class_name'] for i in got['instances']] == [
             i['class_name'] for i in expected['instances']]

@@ -57,8 +57,8 @@ _PACKED = re.compile(r'^(blocks\.\d+\.mlp\.)(w12|fc1)\.(weight|bias)$')
 def _is_official_eva02(state_dict: Mapping[str, torch.Tensor]) -> bool:
     """The official EVA-02 ViT names its SwiGLU output ``w3`` in every size
     (modeling_finetune.py:91-116, and xformers' packed SwiGLU of Ti/S)."""
-    return not absent_keys(state_dict,
-                           ('patch_embed.proj.weight', 'blocks.0.mlp.w3.weight'))
+    return not absent_keys(
+        state_dict, ('patch_embed.proj.weight', 'blocks.0.mlp.w3.weight'))
 
 
 def _is_timm_eva02(state_dict: Mapping[str, torch.Tensor]) -> bool:
