@@ -1,9 +1,12 @@
 """Shared test set-up: makes tests/ importable (for the helpers shared by
-several test folders), gives each test its own registry scope, and serves
-files over HTTP on 127.0.0.1 (``file_server``)."""
+several test folders), gives each test its own registry scope, serves
+files over HTTP on 127.0.0.1 (``file_server``) and keeps downloads in the
+test's folder (``checkpoint_cache``)."""
+from pathlib import Path
 from typing import Iterator
 
 import pytest
+import torch
 from mmengine.registry import DefaultScope
 
 from file_server import FileServer
@@ -35,3 +38,20 @@ def file_server() -> Iterator[FileServer]:
     server = FileServer()
     yield server
     server.close()
+
+
+@pytest.fixture
+def checkpoint_cache(tmp_path: Path,
+                     monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """torch hub's checkpoint cache in this test's folder, for the
+    downloads of this process and (``TORCH_HOME``) of its subprocesses.
+
+    Yields:
+        The cache folder, ``tmp_path/torch/hub/checkpoints``.
+    """
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch'))
+    # An earlier torch.hub.set_dir fixes the folder whatever TORCH_HOME says.
+    hub_dir = torch.hub.get_dir()
+    torch.hub.set_dir(str(tmp_path / 'torch' / 'hub'))
+    yield tmp_path / 'torch' / 'hub' / 'checkpoints'
+    torch.hub.set_dir(hub_dir)

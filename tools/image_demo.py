@@ -8,13 +8,19 @@ Writes, for every image ``NAME.EXT``:
   ``eva_mm.apis.result_to_json``);
 - ``OUT_DIR/preds/NAME_label.png``: for segmentation, the label map.
 
+CHECKPOINT is a file, an ``http(s)://`` URL or a model-zoo name, in
+eva_mm's layout or a released file's own (converted in memory); ``--model
+NAME`` takes a zoo name's config and official file, without CONFIG and
+CHECKPOINT.
+
 In a folder, unreadable images are reported and skipped; a single unreadable
 image, a missing checkpoint or a config that is neither mmdet nor mmseg is
 an error, and so is a checkpoint that lacks weights of the model (it names
 them) unless ``--allow-partial-load`` is given.
 
-Example:
+Examples:
     python tools/image_demo.py demo.jpg CONFIG CHECKPOINT --out-dir out
+    python tools/image_demo.py demo.jpg --model NAME --out-dir out
 """
 import argparse
 import json
@@ -31,6 +37,7 @@ import eva_mm  # noqa: E402,F401  (the eva_mm scope for custom_imports)
 from eva_mm.apis import (class_names, draw_result, inference,  # noqa: E402
                          init_model, result_to_json, task_scope)
 from eva_mm.checkpoints.errors import CheckpointError  # noqa: E402
+from eva_mm.checkpoints.sources import checkpoint_location  # noqa: E402
 
 IMAGE_EXTENSIONS = ('.bmp', '.jpeg', '.jpg', '.png', '.tif', '.tiff', '.webp')
 
@@ -39,8 +46,22 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description='Single-image / folder inference')
     parser.add_argument('image', help='an image file or a folder of images')
-    parser.add_argument('config', help='config file (mmdet or mmseg)')
-    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument(
+        'config', nargs='?', help='config file (mmdet or mmseg)')
+    parser.add_argument(
+        'checkpoint',
+        nargs='?',
+        help='checkpoint file, http(s):// URL or model-zoo name')
+    parser.add_argument(
+        '--model',
+        metavar='NAME',
+        help='a model-zoo name (python tools/model_zoo.py list): its config '
+        'and official file, instead of CONFIG and CHECKPOINT')
+    parser.add_argument(
+        '--checkpoint-format',
+        metavar='NAME',
+        help='the registered format the checkpoint is in, for an official '
+        'file whose format its names do not tell')
     parser.add_argument('--out-dir', required=True, help='output folder')
     parser.add_argument('--device', default='cpu', help='e.g. cpu, cuda:0')
     parser.add_argument(
@@ -55,7 +76,11 @@ def parse_args() -> argparse.Namespace:
         '(or has them in another shape); they keep their random '
         'initialisation and are listed. Without it such a checkpoint is '
         'refused.')
-    return parser.parse_args()
+    args = parser.parse_args()
+    if (args.model is None) == (args.config is None) or (
+            args.config is not None and args.checkpoint is None):
+        parser.error('give CONFIG and CHECKPOINT, or --model NAME')
+    return args
 
 
 def list_images(path: str) -> List[str]:
@@ -82,19 +107,21 @@ def main() -> None:
     args = parse_args()
     try:
         images = list_images(args.image)
-        task_scope(args.config)
-        if not osp.isfile(args.checkpoint):
-            raise FileNotFoundError(f'Checkpoint not found: {args.checkpoint}')
+        if args.config is not None:
+            task_scope(args.config)
+            # A zoo name is looked up, a URL fetched, when the model loads.
+            checkpoint_location(args.checkpoint)
     except (FileNotFoundError, ValueError) as error:
         # Before loading the model, which takes a while for large ones.
         sys.exit(f'error: {error}')
     try:
         model = init_model(
-            args.config,
+            args.model or args.config,
             args.checkpoint,
             device=args.device,
-            allow_partial_load=args.allow_partial_load)
-    except CheckpointError as error:
+            allow_partial_load=args.allow_partial_load,
+            checkpoint_format=args.checkpoint_format)
+    except (FileNotFoundError, ValueError, CheckpointError) as error:
         sys.exit(f'error: {error}')
     names = class_names(model)
     vis_dir = osp.join(args.out_dir, 'vis')

@@ -3,37 +3,45 @@
 Examples:
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--show-dir DIR]
     python tools/test.py CONFIG CHECKPOINT --tta   # multi-scale + flip
+    python tools/test.py NAME              # a model-zoo name: its config and
+                                           # official file
     bash tools/dist_test.sh CONFIG CHECKPOINT NUM_PROCS [args...]
 
-A checkpoint that leaves any weight of the model unloaded (missing or
-mis-shaped keys, e.g. an unconverted official file or a Cascade R-CNN
-without its last stage) is refused with the list of those keys, before
-anything runs; ``--allow-partial-load`` runs anyway and logs the keys left
-at their initialisation.
+CHECKPOINT is a file, an ``http(s)://`` URL (downloaded into the checkpoint
+cache) or a model-zoo name (``python tools/model_zoo.py list``), in
+eva_mm's layout or a released file's own, which is converted in memory
+(its format recognised from its keys, or named by its zoo entry or
+``--checkpoint-format``). A checkpoint that leaves any weight of the model
+unloaded (missing or mis-shaped keys, e.g. a file of another model or a
+Cascade R-CNN without its last stage) is refused with the list of those
+keys before anything is evaluated; ``--allow-partial-load`` runs anyway and
+logs the keys left at their initialisation.
 """
 import argparse
 import os.path as osp
 import sys
 
-import torch
 from mmengine.config import Config
-from mmengine.model import BaseTTAModel, is_model_wrapper
-from mmengine.registry import MODELS
-from mmengine.runner import Runner
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 import eva_mm  # noqa: E402,F401  (the eva_mm scope for custom_imports)
-from eva_mm.engine.cli import (add_common_args, build_runner,  # noqa: E402
-                                  finish_distributed, load_config)
+from eva_mm.engine.cli import (add_common_args,  # noqa: E402
+                                  add_format_argument, build_runner,
+                                  check_load_from, finish_distributed,
+                                  load_config)
 from eva_mm.checkpoints.errors import CheckpointError  # noqa: E402
-from eva_mm.checkpoints.model_check import (  # noqa: E402
-    check_whole_model_checkpoint)
+from eva_mm.checkpoints.zoo import ModelZooError, get_model_info  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Test a checkpoint')
-    parser.add_argument('config', help='config file')
-    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument(
+        'config', help='config file, or a model-zoo name (then CHECKPOINT '
+        'defaults to its official file)')
+    parser.add_argument(
+        'checkpoint',
+        nargs='?',
+        help='checkpoint file, http(s):// URL or model-zoo name')
     parser.add_argument(
         '--show-dir',
         help='draw predictions into this folder (relative to the work dir)')
@@ -49,6 +57,7 @@ def parse_args() -> argparse.Namespace:
         'weights (or has them in another shape); they keep their random '
         'initialisation and are listed. Without it such a checkpoint is '
         'refused.')
+    add_format_argument(parser)
     add_common_args(parser)
     return parser.parse_args()
 
@@ -71,28 +80,39 @@ def enable_tta(cfg: Config) -> None:
     cfg.model = cfg.tta_model
 
 
-def bare_model(runner: Runner) -> torch.nn.Module:
-    """The runner's model inside DDP and test-time-augmentation wrappers.
+def zoo_config(args: argparse.Namespace) -> None:
+    """``tools/test.py NAME``: the config and file of a model-zoo name.
 
-    mmengine's FlexibleRunner (``runner_type``) builds its model inside
-    ``test()``; its config's model is built here on the meta device, which
-    has the same names and shapes.
+    Raises:
+        FileNotFoundError: CONFIG is no file and no zoo name.
+        ValueError: CHECKPOINT is missing for a config file.
     """
-    model = runner.model
-    if not isinstance(model, torch.nn.Module):
-        with torch.device('meta'):
-            model = MODELS.build(model)
-    while is_model_wrapper(model) or isinstance(model, BaseTTAModel):
-        model = model.module
-    return model
+    if osp.isfile(args.config):
+        if args.checkpoint is None:
+            raise ValueError('give CHECKPOINT after CONFIG (a file, URL or '
+                             'model-zoo name), or a model-zoo name alone')
+        return
+    try:
+        info = get_model_info(args.config)
+    except ModelZooError as err:
+        raise FileNotFoundError(
+            f'{args.config} is no config file and no model-zoo name: '
+            f'{err}') from None
+    args.config = str(info.config_path)
+    if args.checkpoint is None:
+        args.checkpoint = info.weights
 
 
 def main() -> None:
     args = parse_args()
-    if not osp.isfile(args.checkpoint):
-        raise FileNotFoundError(f'Checkpoint {args.checkpoint} does not exist.')
+    try:
+        zoo_config(args)
+    except (FileNotFoundError, ValueError) as err:
+        sys.exit(f'tools/test.py: error: {err}')
     cfg = load_config(args)
     cfg.load_from = args.checkpoint
+    if args.checkpoint_format:
+        cfg.checkpoint_format = args.checkpoint_format
     if args.show_dir:
         hook = cfg.default_hooks.get('visualization')
         if hook is None:
@@ -102,13 +122,10 @@ def main() -> None:
         hook.test_out_dir = args.show_dir
     if args.tta:
         enable_tta(cfg)
-    runner = build_runner(cfg)
     try:
-        check_whole_model_checkpoint(
-            bare_model(runner),
-            args.checkpoint,
-            allow_partial=args.allow_partial_load)
-    except CheckpointError as err:
+        runner = build_runner(cfg)
+        check_load_from(runner, args.allow_partial_load)
+    except (FileNotFoundError, CheckpointError) as err:
         sys.exit(f'tools/test.py: error: {err}')
     runner.test()
     finish_distributed()

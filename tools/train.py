@@ -2,7 +2,14 @@
 
 Examples:
     python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp]
+    python tools/train.py CONFIG --cfg-options load_from=FILE_URL_OR_NAME
     bash tools/dist_train.sh CONFIG NUM_PROCS [args...]
+
+``load_from`` may be a file, an ``http(s)://`` URL or a model-zoo name, in
+eva_mm's layout or a released file's own (converted in memory; see
+``eva_mm.OfficialCheckpointHook``). It is loaded non-strictly, as mmengine
+does, listing what it skips: fine-tuning on another class set starts the
+class scores from scratch.
 """
 import argparse
 import os.path as osp
@@ -10,9 +17,11 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 import eva_mm  # noqa: E402,F401  (the eva_mm scope for custom_imports)
-from eva_mm.engine.cli import (add_common_args, build_runner,  # noqa: E402
+from eva_mm.engine.cli import (add_common_args,  # noqa: E402
+                                  add_format_argument, build_runner,
                                   enable_amp, finish_distributed,
                                   load_config)
+from eva_mm.checkpoints.errors import CheckpointError  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -29,6 +38,7 @@ def parse_args() -> argparse.Namespace:
         action='store_true',
         help='mixed precision: fp16 with dynamic loss scaling on GPU, bf16 '
         'autocast on CPU')
+    add_format_argument(parser)
     add_common_args(parser)
     return parser.parse_args()
 
@@ -42,7 +52,16 @@ def main() -> None:
         cfg.resume, cfg.load_from = True, None
     elif args.resume:
         cfg.resume, cfg.load_from = True, args.resume
-    build_runner(cfg).train()
+    if args.checkpoint_format:
+        cfg.checkpoint_format = args.checkpoint_format
+    try:
+        runner = build_runner(cfg)
+    except (FileNotFoundError, CheckpointError) as err:
+        sys.exit(f'tools/train.py: error: {err}')
+    try:
+        runner.train()
+    except CheckpointError as err:
+        sys.exit(f'tools/train.py: error: {err}')
     finish_distributed()
 
 

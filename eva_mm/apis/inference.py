@@ -1,10 +1,10 @@
 """Inference on single images with any eva_mm detector or segmentor config.
 
-One entry point for both tasks: :func:`init_model` picks mmdet or mmseg by
-the config's ``default_scope``, :func:`inference` runs images through the
-model, :func:`draw_result` draws a prediction and :func:`result_to_json`
-turns it into plain JSON. mmdet and mmseg are imported inside the functions
-so that ``import eva_mm`` stays light.
+One entry point for both tasks: :func:`~eva_mm.apis.model_loading.init_model`
+picks mmdet or mmseg by the config's ``default_scope``, :func:`inference`
+runs images through the model, :func:`draw_result` draws a prediction and
+:func:`result_to_json` turns it into plain JSON. mmdet and mmseg are
+imported inside the functions so that ``import eva_mm`` stays light.
 
 The models are built by the toolboxes' task functions (mmdet's
 ``init_detector``, mmseg's ``init_model``) and run by their inferencers,
@@ -14,9 +14,11 @@ the test pipeline with the toolboxes' ``InferencerLoader``, batching and
 collation, the forward pass, and the visualizers that :func:`draw_result`
 draws with. Overridden, and why:
 
-- ``_init_model`` returns the model :func:`init_model` made: the
+- ``_init_model`` returns the model :func:`~eva_mm.apis.init_model` made
+  (from the model, config or zoo name the inferencer was given): the
   inferencers' loader only warns about missing weights, where
-  :func:`init_model` refuses a partial load unless ``allow_partial_load``.
+  ``init_model`` refuses a partial load unless ``allow_partial_load``, and
+  reads no released file in its official layout.
 - ``_init_pipeline`` drops ``LoadAnnotations``, which every evaluation config
   has and a bare image cannot feed (mmseg's drops it itself, mmdet's does
   not), and reads the pipeline where the toolboxes' single-image functions
@@ -41,93 +43,15 @@ import cv2
 import mmcv
 import numpy as np
 import torch
-from mmengine.config import Config
 from mmengine.structures import BaseDataElement
+
+from .model_loading import task_scope
 
 if TYPE_CHECKING:
     # mmengine.infer imports mmengine's runner, a second at start-up.
     from mmengine.infer import BaseInferencer
 
 ImageType = Union[str, np.ndarray]
-# The OpenMMLab libraries this module can drive, by default_scope.
-SUPPORTED_SCOPES: Tuple[str, ...] = ('mmdet', 'mmseg')
-
-
-def task_scope(config: Union[str, Config]) -> str:
-    """The OpenMMLab library (``'mmdet'`` or ``'mmseg'``) a config is for.
-
-    Args:
-        config: A config file path or a loaded config.
-
-    Returns:
-        The config's ``default_scope``.
-
-    Raises:
-        ValueError: The scope is neither mmdet nor mmseg.
-    """
-    cfg = Config.fromfile(config) if isinstance(config, str) else config
-    scope = cfg.get('default_scope')
-    if scope not in SUPPORTED_SCOPES:
-        raise ValueError(
-            f'The config has default_scope={scope!r}; image inference '
-            f'supports mmdet detectors and mmseg segmentors '
-            f'(default_scope one of {SUPPORTED_SCOPES}).')
-    return scope
-
-
-def init_model(config: Union[str, Config],
-               checkpoint: Optional[str] = None,
-               device: str = 'cpu',
-               cfg_options: Optional[dict] = None,
-               allow_partial_load: bool = False) -> torch.nn.Module:
-    """Build a detector or segmentor from a config and load its weights.
-
-    The checkpoint must hold every weight of the model with the model's
-    shape: mmdet's and mmseg's loaders only warn about missing keys, which
-    would leave random layers in a model that then predicts without error.
-
-    Args:
-        config: A config file path or a loaded config.
-        checkpoint: Weights to load; ``None`` keeps the random init.
-        device: Where the model runs, e.g. ``'cpu'`` or ``'cuda:0'``.
-        cfg_options: Overrides merged into the config.
-        allow_partial_load: Accept a checkpoint that lacks weights of the
-            model (or has them in another shape); they keep their
-            initialisation and are logged.
-
-    Returns:
-        The model in eval mode, with ``cfg`` and ``dataset_meta`` set.
-
-    Raises:
-        FileNotFoundError: ``checkpoint`` is given but does not exist.
-        ValueError: The config is neither an mmdet nor an mmseg one.
-        CheckpointMismatchError: The checkpoint leaves model weights
-            unloaded and ``allow_partial_load`` is False; it names them.
-    """
-    if checkpoint is not None and not osp.isfile(checkpoint):
-        raise FileNotFoundError(f'Checkpoint not found: {checkpoint}')
-    cfg = Config.fromfile(config) if isinstance(config, str) else config
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
-    if task_scope(cfg) == 'mmdet':
-        from mmdet.apis import init_detector as init_task_model
-    else:
-        from mmseg.apis import init_model as init_task_model
-    # A checkpoint written by mmengine's runner holds more than tensors.
-    from eva_mm.engine.safe_checkpoint import register_mmengine_safe_globals
-    register_mmengine_safe_globals()
-    model = init_task_model(cfg, checkpoint, device=device)
-    if checkpoint is not None:
-        from eva_mm.checkpoints.model_check import check_whole_model_checkpoint
-        check_whole_model_checkpoint(
-            model,
-            checkpoint,
-            allow_partial=allow_partial_load,
-            option='allow_partial_load=True (tools/image_demo.py: '
-            '--allow-partial-load)')
-    return model
-
-
 def _task_inferencer(model: torch.nn.Module) -> 'BaseInferencer':
     """The toolbox's inferencer around a model from :func:`init_model`.
 

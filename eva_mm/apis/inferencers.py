@@ -2,9 +2,14 @@
 :func:`eva_mm.apis.init_model`; what is overridden and why is told at the
 top of :mod:`eva_mm.apis.inference`, which imports this module (and so mmdet
 and mmseg) only when a model runs.
+
+As the toolboxes' inferencers, they take a model-zoo name
+(``EVADetInferencer(model='eva02-l-p16_cascade-mask-rcnn_lsj-1536_coco')``),
+or a config and ``weights`` (a file, URL or zoo name, in eva_mm's layout or
+a released one), besides a model :func:`~eva_mm.apis.init_model` built.
 """
 import copy
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import torch
 from mmdet.apis import DetInferencer
@@ -12,9 +17,12 @@ from mmdet.utils import get_test_pipeline_cfg
 from mmdet.visualization import DetLocalVisualizer
 from mmengine.config import Config
 from mmengine.dataset import Compose
+from mmengine.device import get_device
 from mmengine.visualization import Visualizer
 from mmseg.apis import MMSegInferencer
 from mmseg.visualization import SegLocalVisualizer
+
+from .model_loading import init_model
 
 
 class _OnBuiltModel:
@@ -22,10 +30,28 @@ class _OnBuiltModel:
     loaded, and the test pipeline goes without ``LoadAnnotations``.
 
     Args:
-        model: A model from :func:`eva_mm.apis.init_model`.
+        model: A model from :func:`eva_mm.apis.init_model`, or what that
+            takes as ``config``: a config file, a loaded config or a
+            model-zoo name.
+        weights: The checkpoint of a config (a file, an ``http(s)://`` URL
+            or a zoo name); a zoo name's default is its official file.
+        device: Where to build the model; ``None`` picks the best
+            available, as the toolboxes' inferencers do.
+        checkpoint_format: See :func:`eva_mm.apis.init_model`.
+        allow_partial_load: See :func:`eva_mm.apis.init_model`.
     """
 
-    def __init__(self, model: torch.nn.Module) -> None:
+    def __init__(self,
+                 model: Union[torch.nn.Module, str, Config],
+                 weights: Optional[str] = None,
+                 device: Optional[str] = None,
+                 checkpoint_format: Optional[str] = None,
+                 allow_partial_load: bool = False) -> None:
+        if not isinstance(model, torch.nn.Module):
+            model = init_model(
+                model, weights, device=device or get_device(),
+                allow_partial_load=allow_partial_load,
+                checkpoint_format=checkpoint_format)
         self._model = model
         super().__init__(model.cfg)
         # mmseg's __init__ sets the visualizer's classes (Cityscapes' when

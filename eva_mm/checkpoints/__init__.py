@@ -20,10 +20,15 @@ One room for everything that touches a weights file, one module per job:
   checkpoint family;
 - ``open_clip_convert.py``: EVAViT weights to and from open_clip's EVA
   CLIP models;
+- ``recognition.py``: which format a file is in (named, its zoo entry's,
+  or recognised from its keys) and its conversion in memory, so that the
+  loaders take released files as they are;
 - ``zoo.py``: the model zoo of released EVA files, read from the metafiles
   (``model-index.yml``);
 - ``download.py``: fetching a file into torch hub's checkpoint cache so that
-  no incomplete file is ever left under its final name.
+  no incomplete file is ever left under its final name;
+- ``sources.py``: a path, ``http(s)://`` URL or zoo name to a local file,
+  and mmengine's loader of URLs.
 
 Import direction: this package imports :mod:`eva_mm.models` (the resizing
 functions of ``models/layers/pos_embed.py``, and :class:`EVAViT` for what

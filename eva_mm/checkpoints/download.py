@@ -31,6 +31,8 @@ import zipfile
 from pathlib import Path
 from typing import Callable, Optional, Union
 
+from .errors import CheckpointError
+
 PathLike = Union[str, Path]
 
 # Bytes per read: large enough for full speed, small enough for a smooth
@@ -41,11 +43,13 @@ CHUNK_SIZE = 1 << 20
 _LEGACY_TORCH_MAGIC = b'\x80\x02\x8a\x0a'
 
 
-class DownloadError(RuntimeError):
+# Subclasses of CheckpointError: an entry point that loads a checkpoint
+# catches one family of errors, whether the file failed to arrive or to load.
+class DownloadError(CheckpointError):
     """A download failed or gave a file that cannot be the expected one."""
 
 
-class IncompleteCheckpointError(RuntimeError):
+class IncompleteCheckpointError(CheckpointError):
     """A checkpoint file is truncated or not a checkpoint at all."""
 
 

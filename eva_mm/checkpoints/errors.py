@@ -11,3 +11,8 @@ class CheckpointError(RuntimeError):
 
 class CheckpointMismatchError(CheckpointError):
     """A checkpoint whose keys or shapes do not fit the model."""
+
+
+class CheckpointFormatError(CheckpointError):
+    """A checkpoint format that is unknown, or a file that several formats
+    recognise."""

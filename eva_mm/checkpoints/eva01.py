@@ -39,6 +39,35 @@ EVA02_KEY = re.compile(r'(^rope\.|\.attn\.[qkv]_proj\.|\.attn\.norm\.'
 
 HEAD_KEY = re.compile(r'^(lm_head|head)\.')
 DERIVED_KEY = re.compile(r'relative_position_index$')
+# timm's always-zero key bias (a buffer that timm before 0.9 saved).
+TIMM_K_BIAS = re.compile(r'\.attn\.k_bias$')
+
+
+def is_eva01_vit(state_dict: Mapping[str, torch.Tensor]) -> bool:
+    """Whether a flat state dict is an EVA-01 image ViT, by its names.
+
+    Every key is an EVA-01 parameter (:data:`EVA01_KEY`), a head, a derived
+    index buffer or timm's key bias; the patch kernel is 2-D (the video ViT's
+    is 3-D) and the MLPs are GELU ones: ``fc1`` has as many outputs as
+    ``fc2`` has inputs (the packed SwiGLU ``fc1`` of timm's EVA-02 Ti/S,
+    which has the same names, has twice as many).
+
+    Args:
+        state_dict: Flat weights (values may be meta tensors).
+
+    Returns:
+        True for the official EVA-01 files and timm's ``eva_*`` models.
+    """
+    kernel = state_dict.get('patch_embed.proj.weight')
+    fc1 = state_dict.get('blocks.0.mlp.fc1.weight')
+    fc2 = state_dict.get('blocks.0.mlp.fc2.weight')
+    if kernel is None or kernel.dim() != 4 or fc1 is None or fc2 is None \
+            or 'blocks.0.attn.qkv.weight' not in state_dict:
+        return False
+    return fc1.shape[0] == fc2.shape[1] and all(
+        EVA01_KEY.match(key) or HEAD_KEY.match(key)
+        or DERIVED_KEY.search(key) or TIMM_K_BIAS.search(key)
+        for key in state_dict)
 
 
 def _check_eva01_keys(state_dict: Mapping[str, torch.Tensor],
@@ -121,7 +150,7 @@ def convert_timm_eva(state_dict: Mapping) -> StateDict:
     weights = {
         key: value
         for key, value in weights.items()
-        if not (key.startswith('head.') or key.endswith('.attn.k_bias'))
+        if not (key.startswith('head.') or TIMM_K_BIAS.search(key))
     }
     _check_eva01_keys(weights, 'timm')
     return to_fp32(weights)

@@ -1,6 +1,8 @@
 """Loading checkpoints into :class:`EVAViT`, strictly but helpfully.
 
-Read (:mod:`.reading`), adapt to the model (entries it does not use
+Read (:mod:`.reading`; a URL or model-zoo name is downloaded first,
+:mod:`.sources`), convert an official file in memory when it needs it
+(:mod:`.recognition`), adapt to the model (entries it does not use
 dropped, sizes fitted by its own resizing path), compare key by key, and
 report every missing, unexpected and mis-shaped key in one error before
 anything is copied, instead of PyTorch's first-error-wins messages or
@@ -19,11 +21,13 @@ from mmengine.logging import print_log
 from eva_mm.models.backbones.eva_vit import EVAViT
 from eva_mm.models.layers.pos_embed import fit_state_dict
 from eva_mm.registry import WEIGHT_INITIALIZERS
-from .errors import CONVERTER, CheckpointMismatchError
+from .errors import CheckpointMismatchError
 from .eva01 import DERIVED_KEY, EVA02_KEY, HEAD_KEY
 from .model_check import compare_with_model
 from .reading import PathLike, load_state_dict_file
-from .registry import src_format_hint
+from .recognition import (FormatChoice, choose_format, convert_in_memory,
+                          unknown_format_hint)
+from .sources import resolve_checkpoint
 from .state_dict import KeyReport, StateDict, select_prefix
 
 # Checkpoint entries besides heads and derived buffers that a backbone may
@@ -33,6 +37,11 @@ _OPTIONAL_KEY = re.compile(
     r'^(mask_token|pos_embed)$|^(norm|fc_norm)\.'
     rf'|\.attn\.({"|".join(EVAViT.REL_POS_TABLES)})$')
 _BLOCK_KEY = re.compile(r'^blocks\.(\d+)\.')
+# How a user names the format of an init_cfg checkpoint, for messages.
+FORMAT_OPTION = ("checkpoint_format=NAME in init_cfg (init_cfg=dict("
+                 "type='Pretrained', checkpoint=..., checkpoint_format=NAME))")
+# Where the whole-model formats put the backbone.
+_BACKBONE_PREFIX = 'backbone.'
 
 
 class LoadResult(NamedTuple):
@@ -55,9 +64,10 @@ def _block_count(keys: Iterable[str]) -> int:
 def _mismatch_hints(model_shapes: Mapping[str, Tuple[int, ...]],
                     checkpoint: Mapping[str, torch.Tensor],
                     unexpected: Sequence[str], prefix: Optional[str],
-                    has_mismatch: bool) -> List[str]:
+                    has_mismatch: bool,
+                    choice: Optional[FormatChoice]) -> List[str]:
     hints = []
-    if unexpected and not prefix:
+    if unexpected and not prefix and choice is None:
         # A full detector file: "backbone.blocks.0..." would match once the
         # leading component is stripped.
         heads = Counter(
@@ -70,9 +80,7 @@ def _mismatch_hints(model_shapes: Mapping[str, Tuple[int, ...]],
                          'prefix=...)).')
     if any(EVA02_KEY.search(key) for key in unexpected):
         hints.append('Keys such as rope/q_proj/fc1_g are EVA-02\'s: build '
-                     'EVAViT with an eva02-* arch, and convert raw EVA-02 '
-                     'files first '
-                     f'({src_format_hint("official-eva02", "timm-eva02")}).')
+                     'EVAViT with an eva02-* arch of the checkpoint\'s size.')
     ckpt_blocks, model_blocks = _block_count(checkpoint), _block_count(
         model_shapes)
     # Without any block the keys are foreign, not another size of EVA.
@@ -85,31 +93,13 @@ def _mismatch_hints(model_shapes: Mapping[str, Tuple[int, ...]],
             f'the model {model_blocks} of width {model_width}: build EVAViT '
             'with the checkpoint\'s arch (embed_dims, num_layers, num_heads, '
             'mlp_hidden_dim) and its pooling (final_norm / use_fc_norm).')
-    hints.append('Convert and check official BAAI EVA-01 or timm eva_* '
-                 f'weights with python {CONVERTER} '
-                 f'({src_format_hint("official", "timm")}; --patch-size and '
-                 '--img-size resize them).')
+    if choice is None:
+        hints.append(unknown_format_hint(FORMAT_OPTION))
+    else:
+        hints.append(f'It was read in the {choice.name} layout '
+                     f'({choice.reason}); if that is not what the file is, '
+                     f'name its format with {FORMAT_OPTION}.')
     return hints
-
-
-def read_backbone_checkpoint(path: str,
-                             prefix: Optional[str] = None) -> StateDict:
-    """Read a checkpoint's weights, those under ``prefix`` if given.
-
-    Args:
-        path: A checkpoint file (see :func:`load_state_dict_file`).
-        prefix: Keep only the keys under this prefix, stripped of it.
-
-    Returns:
-        The flat weights.
-
-    Raises:
-        FileNotFoundError: If ``path`` is not a file.
-        CheckpointError: If the file is not a checkpoint of tensors.
-        CheckpointMismatchError: If no key is under ``prefix``.
-    """
-    checkpoint = load_state_dict_file(path)
-    return select_prefix(checkpoint, prefix, path) if prefix else checkpoint
 
 
 def adapt_to_model(model: EVAViT,
@@ -170,7 +160,8 @@ def classify_keys(model: EVAViT,
 def _mismatch_message(model: EVAViT, report: KeyReport,
                       original_shapes: Mapping[str, Tuple[int, ...]],
                       weights: StateDict, source: str,
-                      prefix: Optional[str]) -> str:
+                      prefix: Optional[str],
+                      choice: Optional[FormatChoice]) -> str:
     """One error naming every key that does not fit, and how to fix it."""
     model_shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     lines = [
@@ -196,7 +187,7 @@ def _mismatch_message(model: EVAViT, report: KeyReport,
     lines += [
         f'  - {hint}' for hint in _mismatch_hints(
             model_shapes, weights, report.unexpected, prefix,
-            bool(report.mismatched_keys))
+            bool(report.mismatched_keys), choice)
     ]
     return '\n'.join(lines)
 
@@ -217,52 +208,106 @@ def _log_load(model: EVAViT, source: str, num_loaded: int,
     print_log(message, logger='current', level=logging.INFO)
 
 
-def load_backbone_checkpoint(model: EVAViT,
-                             path: PathLike,
-                             prefix: Optional[str] = None) -> LoadResult:
-    """Load a checkpoint into an :class:`EVAViT`, strictly but helpfully.
+class _Fit(NamedTuple):
+    """Weights adapted to a model, and how they compare with it."""
+    original_shapes: Mapping[str, Tuple[int, ...]]
+    weights: StateDict
+    ignored: List[str]
+    report: KeyReport
+    fresh: Tuple[str, ...]
 
-    Read (:func:`read_backbone_checkpoint`), adapt to the model
-    (:func:`adapt_to_model`: unused entries dropped, sizes fitted by the
-    model's resizing path), classify the keys (:func:`classify_keys`) and
-    report: before anything is copied, every missing, unexpected and
-    mis-shaped key is named in one :class:`CheckpointMismatchError`, so
-    that a model never trains from partly random weights; parameters a
-    pretrained file never holds keep their initialisation.
 
-    Args:
-        model: The EVAViT to load into.
-        path: A checkpoint file (see :func:`load_state_dict_file`).
-        prefix: Load only the keys starting with this prefix, stripped of it,
-            e.g. ``'backbone.'`` for a detector checkpoint. A missing
-            trailing dot is added.
-
-    Returns:
-        The keys initialised fresh and the checkpoint keys ignored.
-
-    Raises:
-        FileNotFoundError: If ``path`` is not a file.
-        CheckpointError: If the file is not a checkpoint of tensors.
-        CheckpointMismatchError: If the checkpoint does not fit the model.
-    """
-    path = os.fspath(path)
-    if prefix and not prefix.endswith('.'):
-        prefix += '.'
-    source = f'{path!r}' + (f' (prefix {prefix!r})' if prefix else '')
-    checkpoint = read_backbone_checkpoint(path, prefix)
+def _fit(model: EVAViT, checkpoint: StateDict) -> _Fit:
     original_shapes = {
         key: tuple(value.shape)
         for key, value in checkpoint.items()
     }
     weights, ignored = adapt_to_model(model, checkpoint)
     report, fresh = classify_keys(model, weights)
-    if not report.fits:
+    return _Fit(original_shapes, weights, ignored, report, fresh)
+
+
+def _converted_backbone(model: EVAViT, full: StateDict,
+                        choice: FormatChoice, source: str) -> StateDict:
+    """A file's backbone weights, converted in ``choice``'s format."""
+    # The model's sizes, as convert_eva.py --patch-size/--img-size would
+    # give them (the detection formats need the image size); an EVA-CLIP
+    # file gives its vision tower.
+    conversion = convert_in_memory(
+        full, choice, source, patch_size=model.patch_size,
+        img_size=model.img_size, vision_only=True)
+    weights = conversion.state_dict
+    # Detectors, segmentors, recognizers and classifiers keep the ViT here.
+    if any(key.startswith(_BACKBONE_PREFIX) for key in weights):
+        return select_prefix(weights, _BACKBONE_PREFIX, source)
+    return weights
+
+
+def load_backbone_checkpoint(model: EVAViT,
+                             path: PathLike,
+                             prefix: Optional[str] = None,
+                             checkpoint_format: Optional[str] = None
+                             ) -> LoadResult:
+    """Load a checkpoint into an :class:`EVAViT`, strictly but helpfully.
+
+    Read (a URL or model-zoo name downloaded first), in eva_mm's layout or,
+    converted in memory, in a released one
+    (:func:`~eva_mm.checkpoints.recognition.choose_format`), adapt to the
+    model (:func:`adapt_to_model`: unused entries dropped, sizes fitted by
+    the model's resizing path), classify the keys (:func:`classify_keys`)
+    and report: before anything is copied, every missing, unexpected and
+    mis-shaped key is named in one :class:`CheckpointMismatchError`, so
+    that a model never trains from partly random weights; parameters a
+    pretrained file never holds keep their initialisation.
+
+    Args:
+        model: The EVAViT to load into.
+        path: A checkpoint file, an ``http(s)://`` URL or a model-zoo name.
+        prefix: Load only the keys starting with this prefix, stripped of it,
+            e.g. ``'backbone.'`` for a detector checkpoint in eva_mm's
+            layout. A missing trailing dot is added. A converted file gives
+            its backbone (``backbone.`` of a whole model) without it.
+        checkpoint_format: The registered format the file is in; by default
+            its model-zoo entry's, else the one that recognises it when it
+            does not fit as it is.
+
+    Returns:
+        The keys initialised fresh and the checkpoint keys ignored.
+
+    Raises:
+        FileNotFoundError: If ``path`` is no file, URL or zoo name.
+        CheckpointError: If the file is not a checkpoint of tensors, cannot
+            be downloaded, or is refused by its format.
+        CheckpointMismatchError: If the checkpoint does not fit the model.
+    """
+    spec = os.fspath(path)
+    if prefix and not prefix.endswith('.'):
+        prefix += '.'
+    checkpoint_source = resolve_checkpoint(spec)
+    source = f'{spec!r}' + (f' (prefix {prefix!r})' if prefix else '')
+    full = load_state_dict_file(checkpoint_source.path)
+    fit, no_prefix = None, None
+    try:
+        checkpoint = select_prefix(full, prefix, spec) if prefix else full
+        fit = _fit(model, checkpoint)
+    except CheckpointMismatchError as err:
+        # Nothing under the prefix: foreign unless a format reads it.
+        no_prefix = err
+    choice = choose_format(
+        full, f'{spec!r}', FORMAT_OPTION, checkpoint_format,
+        checkpoint_source.model,
+        lambda: fit is None or bool(fit.report.unexpected))
+    if choice is not None:
+        fit = _fit(model, _converted_backbone(model, full, choice, source))
+    elif no_prefix is not None:
+        raise no_prefix
+    if not fit.report.fits:
         raise CheckpointMismatchError(
-            _mismatch_message(model, report, original_shapes, weights,
-                              source, prefix))
-    model.load_state_dict(weights, strict=False)
-    _log_load(model, source, len(weights), fresh, ignored)
-    return LoadResult(fresh, tuple(ignored))
+            _mismatch_message(model, fit.report, fit.original_shapes,
+                              fit.weights, source, prefix, choice))
+    model.load_state_dict(fit.weights, strict=False)
+    _log_load(model, source, len(fit.weights), fit.fresh, fit.ignored)
+    return LoadResult(fit.fresh, tuple(fit.ignored))
 
 
 @WEIGHT_INITIALIZERS.register_module(name='PretrainedBackbone')
@@ -274,20 +319,26 @@ class PretrainedBackboneInit:
     through :func:`load_backbone_checkpoint`.
 
     Args:
-        checkpoint: The checkpoint file.
+        checkpoint: The checkpoint file, ``http(s)://`` URL or model-zoo
+            name.
         prefix: Load only the keys under this prefix (e.g. ``'backbone.'``).
         map_location: Taken for the signature of mmengine's ``Pretrained``;
             the file is read on the CPU and copied into the model wherever
             it is, which gives the same weights for any value.
+        checkpoint_format: The registered format of the file, where it
+            cannot be recognised (see :func:`load_backbone_checkpoint`).
     """
 
     def __init__(self,
                  checkpoint: PathLike,
                  prefix: Optional[str] = None,
-                 map_location: Optional[str] = None) -> None:
+                 map_location: Optional[str] = None,
+                 checkpoint_format: Optional[str] = None) -> None:
         self.checkpoint = checkpoint
         self.prefix = prefix
+        self.checkpoint_format = checkpoint_format
 
     def __call__(self, module: EVAViT) -> None:
         """Load the checkpoint into ``module``."""
-        load_backbone_checkpoint(module, self.checkpoint, prefix=self.prefix)
+        load_backbone_checkpoint(module, self.checkpoint, prefix=self.prefix,
+                                 checkpoint_format=self.checkpoint_format)

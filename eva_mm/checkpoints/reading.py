@@ -79,17 +79,31 @@ def unwrap_state_dict(checkpoint: Mapping) -> StateDict:
     return dict(state)
 
 
-def _torch_load(path: str, mmap: bool) -> object:
+def _torch_load(path: str, map_location: object, mmap: bool) -> object:
     # Only zip-format files (torch >= 1.6) can be mapped.
     return torch.load(
         path,
-        map_location='cpu',
+        map_location=map_location,
         weights_only=True,
         mmap=mmap and zipfile.is_zipfile(path))
 
 
-def load_state_dict_file(path: PathLike, mmap: bool = False) -> StateDict:
-    """Read a checkpoint file as a flat state dict on the CPU.
+def register_training_script_globals() -> None:
+    """Allow what the official training scripts save beside the weights in
+    every ``weights_only`` load of this process, mmengine's included.
+
+    :func:`read_checkpoint` allows them for its own reads only; mmengine's
+    ``load_checkpoint`` of a local file (``load_from``, ``init_cfg``
+    of other modules) calls ``torch.load`` itself. Safe to call more than
+    once.
+    """
+    torch.serialization.add_safe_globals(list(_TRAINING_SCRIPT_GLOBALS))
+
+
+def read_checkpoint(path: PathLike,
+                    map_location: object = 'cpu',
+                    mmap: bool = False) -> object:
+    """Read a checkpoint file as it was saved, never running code.
 
     ``.safetensors`` files are read with safetensors, everything else
     (``.pth``, ``.pt``, ``.bin``) with ``torch.load(weights_only=True)``,
@@ -98,16 +112,18 @@ def load_state_dict_file(path: PathLike, mmap: bool = False) -> StateDict:
 
     Args:
         path: The checkpoint file.
+        map_location: As for ``torch.load`` (safetensors files are read on
+            the CPU).
         mmap: Map the tensors' storage from the file instead of reading it
             (cheap when only names and shapes are needed); files in
             PyTorch's legacy format, which cannot be mapped, are read.
 
     Returns:
-        The weights, unwrapped by :func:`unwrap_state_dict`.
+        What was saved: a state dict, or a dict holding one.
 
     Raises:
         FileNotFoundError: If ``path`` is not a file.
-        CheckpointError: If the file is not a checkpoint of tensors.
+        CheckpointError: If the file cannot be read as a checkpoint.
     """
     path = os.fspath(path)
     if os.path.isdir(path):
@@ -122,11 +138,9 @@ def load_state_dict_file(path: PathLike, mmap: bool = False) -> StateDict:
     try:
         if path.endswith('.safetensors'):
             from safetensors.torch import load_file
-            checkpoint = load_file(path, device='cpu')
-        else:
-            with torch.serialization.safe_globals(
-                    list(_TRAINING_SCRIPT_GLOBALS)):
-                checkpoint = _torch_load(path, mmap)
+            return load_file(path, device='cpu')
+        with torch.serialization.safe_globals(list(_TRAINING_SCRIPT_GLOBALS)):
+            return _torch_load(path, map_location, mmap)
     # Readers fail in many ways (bad zip, bad pickle, refused global, bad
     # header); each means the same to the user: not a usable checkpoint.
     except Exception as err:
@@ -139,6 +153,24 @@ def load_state_dict_file(path: PathLike, mmap: bool = False) -> StateDict:
             'numbers, strings and containers) is refused: if you trust it, '
             're-save only its state dict, e.g. torch.save({"state_dict": '
             'model.state_dict()}, dst).') from err
+
+
+def load_state_dict_file(path: PathLike, mmap: bool = False) -> StateDict:
+    """Read a checkpoint file as a flat state dict on the CPU.
+
+    Args:
+        path: The checkpoint file (see :func:`read_checkpoint`).
+        mmap: See :func:`read_checkpoint`.
+
+    Returns:
+        The weights, unwrapped by :func:`unwrap_state_dict`.
+
+    Raises:
+        FileNotFoundError: If ``path`` is not a file.
+        CheckpointError: If the file is not a checkpoint of tensors.
+    """
+    path = os.fspath(path)
+    checkpoint = read_checkpoint(path, mmap=mmap)
     try:
         return unwrap_state_dict(checkpoint)
     except CheckpointError as err:

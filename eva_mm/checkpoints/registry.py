@@ -8,18 +8,24 @@ format reads nothing and writes nothing itself: the tool reads the file with
 state dict to ``convert``, optionally checks the result against a model
 config (:func:`check_fits_config`), and only then writes it with
 :func:`save_converted`, so a file of the wrong kind never leaves a
-half-written output behind.
+half-written output behind. Each format also says whether a state dict is
+in its layout (``recognise``), so that the loaders take official files as
+they are (:mod:`eva_mm.checkpoints.recognition`).
 """
 import argparse
 import os
 from dataclasses import dataclass, field
 from importlib import import_module
-from typing import Callable, Dict, List, Mapping, Optional
+from typing import (TYPE_CHECKING, Callable, Dict, List, Mapping, Optional,
+                    Sequence, Union)
 
 import torch
 
-from .errors import CONVERTER, CheckpointMismatchError
+from .errors import CONVERTER, CheckpointError, CheckpointMismatchError
 from .state_dict import StateDict, compare_state_dicts
+
+if TYPE_CHECKING:
+    from mmengine.config import Config, ConfigDict
 
 
 @dataclass
@@ -43,6 +49,7 @@ class Conversion:
 
 ConvertFn = Callable[[StateDict, argparse.Namespace], Conversion]
 AddArgumentsFn = Callable[[argparse.ArgumentParser], None]
+RecogniseFn = Callable[[Mapping[str, torch.Tensor]], bool]
 
 
 @dataclass(frozen=True)
@@ -56,6 +63,12 @@ class SourceFormat:
             tool's parsed command line. Raises
             :class:`~eva_mm.checkpoints.errors.CheckpointError` with the
             problem and the fix for a file of another kind.
+        recognise: ``recognise(state_dict) -> bool``: whether a flat state
+            dict (its names and shapes; values may be on the meta device) is
+            in this format's layout. Written from the names only the
+            official layout has, so that it never claims eva_mm's own
+            layout of a whole model; two formats whose layouts cannot be
+            told apart both claim such a file.
         add_arguments: Adds the format's own command-line options to the
             tool's parser (called once per format; options shared by several
             formats are added by the first and skipped by the others through
@@ -64,6 +77,7 @@ class SourceFormat:
     name: str
     help: str
     convert: ConvertFn
+    recognise: RecogniseFn
     add_arguments: Optional[AddArgumentsFn] = None
 
 
@@ -77,14 +91,16 @@ _LOCATION = 'eva_mm.checkpoints.converters'
 def register_src_format(
         name: str,
         help: str,
-        add_arguments: Optional[AddArgumentsFn] = None
-) -> Callable[[ConvertFn], ConvertFn]:
+        add_arguments: Optional[AddArgumentsFn] = None,
+        *,
+        recognise: RecogniseFn) -> Callable[[ConvertFn], ConvertFn]:
     """Register the decorated function as the converter of ``name``.
 
     Args:
         name: The ``--src-format`` value.
         help: One sentence for ``--help``.
         add_arguments: See :class:`SourceFormat`.
+        recognise: See :class:`SourceFormat`; every format has one.
 
     Returns:
         A decorator that registers and returns the function unchanged.
@@ -93,10 +109,96 @@ def register_src_format(
     def register(convert: ConvertFn) -> ConvertFn:
         if name in SRC_FORMATS:
             raise KeyError(f'Source format {name!r} is registered twice.')
-        SRC_FORMATS[name] = SourceFormat(name, help, convert, add_arguments)
+        SRC_FORMATS[name] = SourceFormat(name, help, convert, recognise,
+                                         add_arguments)
         return convert
 
     return register
+
+
+def registered_formats() -> Dict[str, SourceFormat]:
+    """Every registered format, its modules imported first.
+
+    Returns:
+        :data:`SRC_FORMATS`, by name.
+    """
+    import_module(_LOCATION)
+    return SRC_FORMATS
+
+
+def recognised_formats(state_dict: Mapping[str, torch.Tensor]) -> List[str]:
+    """The formats whose layout ``state_dict`` is in.
+
+    Args:
+        state_dict: A flat state dict (values may be meta tensors).
+
+    Returns:
+        The names of the formats that recognise it, sorted; empty for a
+        file of no registered format (eva_mm's own layout, say).
+    """
+    return sorted(name for name, fmt in registered_formats().items()
+                  if fmt.recognise(state_dict))
+
+
+def add_format_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add every format's own options (``--img-size``, ``--classifier``,
+    ...) to ``parser``.
+
+    Args:
+        parser: A parser, e.g. the converter tool's.
+    """
+    for fmt in registered_formats().values():
+        if fmt.add_arguments is not None:
+            fmt.add_arguments(parser)
+
+
+def format_arguments(options: Sequence[str] = (),
+                     **values: object) -> argparse.Namespace:
+    """The options a format's ``convert`` reads, as the tool would parse
+    them, for converting without the tool.
+
+    Args:
+        options: Command-line options, e.g. a metafile entry's converter
+            ``Args`` (``['--classifier']``).
+        **values: Further values set after parsing (``config``,
+            ``img_size``, ...).
+
+    Returns:
+        The namespace, every format option at its default unless given.
+
+    Raises:
+        CheckpointError: For an option no format has.
+    """
+    parser = argparse.ArgumentParser(prog='format options', add_help=False)
+    add_format_arguments(parser)
+    args, unknown = parser.parse_known_args(list(options))
+    if unknown:
+        raise CheckpointError(
+            f'Converter options {unknown} are no option of any format; '
+            f'the formats take: {sorted(parser._option_string_actions)}.')
+    vars(args).update(values)
+    return args
+
+
+def model_config(config: Union[str, 'Config']) -> 'ConfigDict':
+    """The model settings of a config, for the formats that read sizes and
+    class counts from it.
+
+    Args:
+        config: A config file or a loaded config.
+
+    Returns:
+        Its ``model``; the model inside a test-time augmentation wrapper
+        (``tools/test.py --tta``) for a wrapped one.
+    """
+    from mmengine.config import Config
+
+    cfg = Config.fromfile(config) if isinstance(config, str) else config
+    model = cfg.model
+    # TTA wrappers (mmengine's BaseTTAModel) hold the model as 'module'.
+    while 'module' in model and 'backbone' not in model:
+        model = model.module
+    return model
 
 
 def src_format_hint(*names: str) -> str:
@@ -117,7 +219,7 @@ def src_format_hint(*names: str) -> str:
     Raises:
         KeyError: If a name is not a registered format.
     """
-    import_module(_LOCATION)
+    registered_formats()
     unknown = [name for name in names if name not in SRC_FORMATS]
     if unknown or not names:
         raise KeyError(f'No source format {unknown} is registered; known: '
@@ -141,14 +243,41 @@ def add_argument_once(parser: argparse.ArgumentParser, flag: str,
         parser.add_argument(flag, **kwargs)
 
 
+def meta_model(cfg: 'Config') -> torch.nn.Module:
+    """A config's model on the meta device, for its names and shapes.
+
+    Built in the config's default scope, without what would read files or
+    draw random numbers and holds no weights: the pretrained
+    initialisation and mmaction2's Mixup/CutMix blending.
+
+    Args:
+        cfg: A loaded config.
+
+    Returns:
+        The model, every tensor on the meta device (no memory).
+    """
+    from mmengine.registry import MODELS, DefaultScope
+
+    import eva_mm  # noqa: F401  (registers the eva_mm components)
+
+    model_cfg = cfg.model.copy()
+    model_cfg.pop('init_cfg', None)
+    preprocessor = model_cfg.get('data_preprocessor')
+    if isinstance(preprocessor, dict):
+        preprocessor.pop('blending', None)
+    with DefaultScope.overwrite_default_scope(
+            cfg.get('default_scope', 'mmengine')), torch.device('meta'):
+        return MODELS.build(model_cfg)
+
+
 def check_fits_config(state_dict: Mapping[str, torch.Tensor],
                       config: str,
                       cfg_options: Optional[dict] = None) -> None:
     """Refuse weights that would not load strictly into a config's model.
 
     The model is built on the meta device (no memory for a 1B-parameter
-    detector) and compared key by key with ``state_dict`` (parameters and
-    persistent buffers).
+    detector, :func:`meta_model`) and compared key by key with
+    ``state_dict`` (parameters and persistent buffers).
 
     Args:
         state_dict: Converted weights of a whole model.
@@ -160,27 +289,11 @@ def check_fits_config(state_dict: Mapping[str, torch.Tensor],
             mis-shaped key.
     """
     from mmengine.config import Config
-    from mmengine.registry import MODELS, init_default_scope
-
-    import eva_mm  # noqa: F401  (registers the eva_mm components)
 
     cfg = Config.fromfile(config)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
-    init_default_scope(cfg.get('default_scope', 'mmengine'))
-    model_cfg = cfg.model.copy()
-    # Pretrained initialisation would read files that the check does not
-    # need; the converted weights replace it.
-    model_cfg.pop('init_cfg', None)
-    # Batch augments (mmaction2's Mixup/CutMix blending) hold no weights and
-    # draw from torch distributions, which cannot be built on the meta
-    # device.
-    preprocessor = model_cfg.get('data_preprocessor')
-    if isinstance(preprocessor, dict):
-        preprocessor.pop('blending', None)
-    with torch.device('meta'):
-        model = MODELS.build(model_cfg)
-    report = compare_state_dicts(model.state_dict(), state_dict)
+    report = compare_state_dicts(meta_model(cfg).state_dict(), state_dict)
     if not report.fits:
         lines = [f'The converted weights do not fit the model of {config}:']
         for title, keys in (('missing', report.missing),

@@ -6,7 +6,7 @@ defined here once; the loaders (``loading.py``, ``model_check.py``) and
 every converter family (``converters/``) call them.
 """
 from collections import Counter
-from typing import Dict, Mapping, NamedTuple, Sequence, Tuple
+from typing import Dict, List, Mapping, NamedTuple, Sequence, Tuple
 
 import torch
 
@@ -81,6 +81,25 @@ def to_fp32(state_dict: Mapping[str, torch.Tensor]) -> StateDict:
     }
 
 
+def absent_keys(state_dict: Mapping[str, torch.Tensor],
+                keys: Sequence[str]) -> List[str]:
+    """The keys of a kind of file that ``state_dict`` lacks.
+
+    Args:
+        state_dict: The source weights.
+        keys: Keys, or key prefixes ending in ``'.'`` or ``'_'``, that a
+            file of this kind always has.
+
+    Returns:
+        Those of ``keys`` that no entry is (or, for a prefix, starts with).
+    """
+    return [
+        key for key in keys
+        if not (key in state_dict or (key.endswith(('.', '_')) and any(
+            name.startswith(key) for name in state_dict)))
+    ]
+
+
 def require_keys(state_dict: Mapping[str, torch.Tensor],
                  keys: Sequence[str], what: str, fix: str) -> None:
     """Raise one clear error when a source lacks the keys of its kind.
@@ -96,11 +115,7 @@ def require_keys(state_dict: Mapping[str, torch.Tensor],
     Raises:
         CheckpointError: If any of ``keys`` is absent.
     """
-    absent = [
-        key for key in keys
-        if not (key in state_dict or (key.endswith(('.', '_')) and any(
-            name.startswith(key) for name in state_dict)))
-    ]
+    absent = absent_keys(state_dict, keys)
     if absent:
         prefixes = sorted({name.split('.', 1)[0] for name in state_dict})
         raise CheckpointError(

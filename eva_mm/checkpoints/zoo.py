@@ -19,10 +19,16 @@ adds:
 ``Weights`` is the official file's direct-download URL; the file is read in
 its official layout and converted (:mod:`eva_mm.checkpoints.download`
 fetches it). A name is looked up with :func:`get_model_info`.
+
+The index read is the checkout's ``model-index.yml``, or the file that the
+environment variable ``EVA_MM_MODEL_INDEX`` names (a zoo of one's own, or a
+test index whose ``Weights`` point at a local server), or the one passed as
+``index_file``.
 """
 import difflib
 import fnmatch
 import functools
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
@@ -33,6 +39,8 @@ PathLike = Union[str, Path]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MODEL_INDEX = REPO_ROOT / 'model-index.yml'
+# Names another model index for every entry point (tools and Python).
+MODEL_INDEX_ENV = 'EVA_MM_MODEL_INDEX'
 # Converter.Load: the whole model of the config, or its model.backbone.
 LOAD_KINDS = ('model', 'backbone')
 
@@ -183,7 +191,8 @@ def load_model_index(
     """Every model of the model index, read once and cached.
 
     Args:
-        index_file: A ``model-index.yml``; ``None`` is the repository's.
+        index_file: A ``model-index.yml``; ``None`` is the one named by
+            ``$EVA_MM_MODEL_INDEX``, else the repository's.
 
     Returns:
         ``{name: ModelInfo}`` in metafile order.
@@ -192,7 +201,38 @@ def load_model_index(
         ModelZooError: For an entry that breaks the format (naming the
             metafile, the model and the problem) or a name listed twice.
     """
-    return _load_index(Path(index_file or MODEL_INDEX).resolve())
+    return _load_index(index_path(index_file))
+
+
+def index_path(index_file: Optional[PathLike] = None) -> Path:
+    """The model index read for ``index_file`` (see
+    :func:`load_model_index`), as an absolute path."""
+    return Path(index_file or os.environ.get(MODEL_INDEX_ENV)
+                or MODEL_INDEX).resolve()
+
+
+def models_for_url(url: str,
+                   index_file: Optional[PathLike] = None) -> List[ModelInfo]:
+    """The models whose official file is at ``url``.
+
+    A URL given without its zoo name (``load_from=URL``) still gets the
+    entry's format and expected hash this way.
+
+    Args:
+        url: An ``http(s)://`` URL.
+        index_file: See :func:`load_model_index`.
+
+    Returns:
+        The models in metafile order (one file can run in several configs);
+        empty when none, or when there is no model index (an installed
+        eva_mm without its checkout).
+    """
+    if not index_path(index_file).is_file():
+        return []
+    return [
+        info for info in load_model_index(index_file).values()
+        if info.weights == url
+    ]
 
 
 def list_models(pattern: Optional[str] = None,

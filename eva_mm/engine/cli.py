@@ -1,6 +1,8 @@
 """The command-line tools' shared set-up: common arguments, config loading
 with ``--cfg-options`` checks, ``--amp``, and a runner adapted to the
-hardware at hand (tools/train.py, tools/test.py)."""
+hardware at hand that loads ``load_from`` from a file, a URL or a model-zoo
+name, in eva_mm's layout or a released one (tools/train.py,
+tools/test.py)."""
 import argparse
 import difflib
 import os
@@ -11,10 +13,18 @@ import torch
 import torch.distributed as torch_dist
 from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
-from mmengine.registry import RUNNERS
+from mmengine.registry import MODELS, RUNNERS
 from mmengine.runner import Runner
 
-from .safe_checkpoint import register_mmengine_safe_globals
+from eva_mm.checkpoints.download import check_checkpoint_file
+from eva_mm.checkpoints.model_check import check_whole_model_weights
+from eva_mm.checkpoints.reading import load_state_dict_file
+from eva_mm.checkpoints.recognition import convert_for_model
+from eva_mm.checkpoints.sources import (checkpoint_location, is_url,
+                                        require_whole_model,
+                                        resolve_checkpoint)
+from .hooks.official_checkpoint import FORMAT_OPTION, bare_model
+from .safe_checkpoint import setup_checkpoint_loading
 
 
 def prepare_distributed(cfg: Config) -> None:
@@ -132,15 +142,116 @@ def load_config(args: argparse.Namespace) -> Config:
     return cfg
 
 
+def add_format_argument(parser: argparse.ArgumentParser) -> None:
+    """``--checkpoint-format``, for tools that load a checkpoint."""
+    parser.add_argument(
+        '--checkpoint-format',
+        metavar='NAME',
+        help='the registered format the checkpoint is in (one of the source '
+        'formats of tools/model_converters/convert_eva.py), for an official '
+        'file whose format its names do not tell; by default the model-zoo '
+        "entry's, or the one recognised from its keys")
+
+
+def locate_load_from(cfg: Config) -> None:
+    """``cfg.load_from`` as a path or URL mmengine can load.
+
+    A model-zoo name becomes its entry's URL (the entry is found again from
+    the URL when the file is converted); a local file is checked to be a
+    complete checkpoint before the runner is built.
+
+    Args:
+        cfg: The config; ``load_from`` is replaced in place.
+
+    Raises:
+        FileNotFoundError: ``load_from`` is no file, URL or zoo name.
+        CheckpointError: The zoo entry holds backbone weights, or the file
+            is truncated or no checkpoint.
+    """
+    spec = cfg.get('load_from')
+    if not spec:
+        return
+    location, model = checkpoint_location(spec)
+    require_whole_model(model, spec)
+    if not is_url(location) and osp.isfile(location):
+        check_checkpoint_file(location)
+    cfg.load_from = location
+
+
 def build_runner(cfg: Config) -> Runner:
     """Build the config's runner, adapted to the hardware at hand.
 
-    The runner loads ``load_from`` / ``resume`` checkpoints with torch's
-    ``weights_only`` default, so mmengine's checkpoint contents are
-    allow-listed first.
+    ``load_from`` may be a file, an ``http(s)://`` URL or a model-zoo name,
+    in eva_mm's layout or a released one, which is converted in memory
+    (``eva_mm.OfficialCheckpointHook``; the config key
+    ``checkpoint_format`` names the format where the file's names do not
+    tell it). The runner loads ``load_from`` / ``resume`` checkpoints with
+    torch's ``weights_only`` default, so what they hold is allow-listed
+    first, and URLs are downloaded completely or not at all.
+
+    Args:
+        cfg: The config.
+
+    Returns:
+        The runner.
     """
-    register_mmengine_safe_globals()
+    setup_checkpoint_loading()
+    locate_load_from(cfg)
+    cfg.custom_hooks = list(cfg.get('custom_hooks') or []) + [
+        dict(type='eva_mm.OfficialCheckpointHook')
+    ]
     prepare_distributed(cfg)
     if 'runner_type' in cfg:
         return RUNNERS.build(cfg)
     return Runner.from_cfg(cfg)
+
+
+def runner_model(runner: Runner) -> torch.nn.Module:
+    """The runner's model inside DDP and test-time-augmentation wrappers.
+
+    mmengine's FlexibleRunner (``runner_type``) builds its model inside
+    ``test()``; its config's model is built here on the meta device, which
+    has the same names and shapes.
+    """
+    model = runner.model
+    if not isinstance(model, torch.nn.Module):
+        with torch.device('meta'):
+            model = MODELS.build(model)
+    return bare_model(model)
+
+
+def check_load_from(runner: Runner, allow_partial_load: bool,
+                    option: str = '--allow-partial-load') -> None:
+    """Refuse a ``load_from`` that would leave weights of the model
+    unloaded, before anything runs.
+
+    mmengine's loader only warns. The file's names and shapes are compared
+    with the model (memory-mapped, not read; a URL is downloaded, and the
+    runner then finds it in the cache), after the conversion the runner
+    will make of an official file (on meta tensors: no values are read).
+
+    Args:
+        runner: A runner with ``load_from`` (see :func:`build_runner`).
+        allow_partial_load: Load anyway, logging the weights left at their
+            initialisation.
+        option: How the user allows a partial load, for the error.
+
+    Raises:
+        CheckpointMismatchError: The weights would leave model weights
+            unloaded and ``allow_partial_load`` is False; it names them.
+        CheckpointError: The file cannot be downloaded or read, or its
+            format refuses it.
+    """
+    spec = runner.cfg.load_from
+    model = runner_model(runner)
+    source = resolve_checkpoint(spec)
+    shapes = {
+        key: torch.empty(value.shape, dtype=value.dtype, device='meta')
+        for key, value in load_state_dict_file(source.path, mmap=True).items()
+    }
+    weights = convert_for_model(
+        shapes, model.state_dict, spec, FORMAT_OPTION,
+        runner.cfg.get('checkpoint_format'), source.model, runner.cfg,
+        log=False)
+    check_whole_model_weights(model, weights.state_dict, spec,
+                              allow_partial_load, option, weights.note)

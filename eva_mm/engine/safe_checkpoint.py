@@ -20,6 +20,9 @@ import numpy as np
 import torch
 from mmengine.logging import HistoryBuffer
 
+from eva_mm.checkpoints.reading import register_training_script_globals
+from eva_mm.checkpoints.sources import register_url_loader
+
 # numpy 2 pickles under numpy._core, numpy 1 under numpy.core.
 _NUMPY_CORE = 'numpy._core.multiarray' if hasattr(
     np, '_core') else 'numpy.core.multiarray'
@@ -59,3 +62,19 @@ def register_mmengine_safe_globals() -> None:
         (_history_buffer_getattr, 'builtins.getattr'),
         (_latin1_encode, '_codecs.encode'),
     ] + [type(np.dtype(code)) for code in '?bBhHiIlLqQefdgFDG'])
+
+
+def setup_checkpoint_loading() -> None:
+    """What a run needs before any checkpoint is loaded: mmengine's own
+    checkpoints (above) and the official training scripts' extras readable
+    with ``weights_only``, and mmengine's ``http(s)://`` loads going through
+    eva_mm's safe download
+    (:func:`eva_mm.checkpoints.sources.register_url_loader`).
+
+    Called by the tools' runner set-up (:mod:`eva_mm.engine.cli`) and by
+    :func:`eva_mm.apis.init_model`, not on ``import eva_mm``. Safe to call
+    more than once.
+    """
+    register_mmengine_safe_globals()
+    register_training_script_globals()
+    register_url_loader()

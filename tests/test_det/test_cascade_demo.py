@@ -164,7 +164,7 @@ def test_simple_fpn_rejects_bad_settings() -> None:
         SimpleFPN(8, scale_factors=(1.0, ))((torch.randn(1, 4, 2, 2), ))
 
 
-def _tiny_demo_config(data_root: str, work_dir: str) -> Config:
+def tiny_demo_config(data_root: str, work_dir: str) -> Config:
     """The demo config at 64 px with a 2-block backbone, for 4 iterations."""
     cfg = Config.fromfile(DEMO_CONFIG)
     cfg.work_dir = work_dir
@@ -246,7 +246,7 @@ def test_base_config_heads_train_and_predict() -> None:
 @pytest.mark.slow
 def test_cascade_mask_rcnn_trains_and_evaluates(tiny_set: str,
                                                 tmp_path) -> None:
-    cfg = _tiny_demo_config(tiny_set, str(tmp_path))
+    cfg = tiny_demo_config(tiny_set, str(tmp_path))
     runner = Runner.from_cfg(cfg)
     runner.train()
     hub = runner.message_hub
@@ -268,7 +268,7 @@ def test_demo_detector_trains_and_tests_with_a_compiled_backbone(
     """``model.backbone.compile=True``: a training run and a test through
     mmengine's Runner, the backbone under ``torch.compile`` (issue #20)."""
     torch._dynamo.reset()
-    cfg = _tiny_demo_config(tiny_set, str(tmp_path))
+    cfg = tiny_demo_config(tiny_set, str(tmp_path))
     cfg.model.backbone.compile = True
     cfg.train_cfg.max_iters = cfg.train_cfg.val_interval = 2
     runner = Runner.from_cfg(cfg)

@@ -79,6 +79,31 @@ def shrunk(config: Path, num_classes: Optional[int] = None) -> Config:
     return cfg
 
 
+def vit_block_shapes(block: str, dim: int, heads: int, mlp: int,
+                     side: int) -> Dict[str, tuple]:
+    """One block of the official detection ViT (vit.py:160-250: qkv without
+    bias plus q/v biases, decomposed rel-pos tables for a ``side`` x
+    ``side`` window or grid, GELU MLP), its names under ``block``."""
+    shapes = {
+        'norm1.weight': (dim, ),
+        'norm1.bias': (dim, ),
+        'attn.q_bias': (dim, ),
+        'attn.v_bias': (dim, ),
+        'attn.qkv.weight': (3 * dim, dim),
+        'attn.proj.weight': (dim, dim),
+        'attn.proj.bias': (dim, ),
+        'attn.rel_pos_h': (2 * side - 1, dim // heads),
+        'attn.rel_pos_w': (2 * side - 1, dim // heads),
+        'norm2.weight': (dim, ),
+        'norm2.bias': (dim, ),
+        'mlp.fc1.weight': (mlp, dim),
+        'mlp.fc1.bias': (mlp, ),
+        'mlp.fc2.weight': (dim, mlp),
+        'mlp.fc2.bias': (dim, ),
+    }
+    return {block + key: shape for key, shape in shapes.items()}
+
+
 def official_shapes(dim: int, depth: int, heads: int, mlp: int,
                     window: int, global_blocks: Sequence[int], img: int,
                     num_classes: int, fpn: int = 256, fc: int = 1024,
@@ -96,7 +121,6 @@ def official_shapes(dim: int, depth: int, heads: int, mlp: int,
     (fast_rcnn.py:270-296) per stage, MaskRCNNConvUpsampleHead(
     conv_dims=[256] * 5, conv_norm='LN') (mask_head.py).
     """
-    head_dim = dim // heads
     grid = img // PATCH
     shapes = {
         'backbone.net.patch_embed.proj.weight': (dim, 3, PATCH, PATCH),
@@ -105,24 +129,8 @@ def official_shapes(dim: int, depth: int, heads: int, mlp: int,
     }
     for i in range(depth):
         side = grid if i in global_blocks else window
-        block = f'backbone.net.blocks.{i}.'
-        shapes.update({
-            block + 'norm1.weight': (dim, ),
-            block + 'norm1.bias': (dim, ),
-            block + 'attn.q_bias': (dim, ),
-            block + 'attn.v_bias': (dim, ),
-            block + 'attn.qkv.weight': (3 * dim, dim),
-            block + 'attn.proj.weight': (dim, dim),
-            block + 'attn.proj.bias': (dim, ),
-            block + 'attn.rel_pos_h': (2 * side - 1, head_dim),
-            block + 'attn.rel_pos_w': (2 * side - 1, head_dim),
-            block + 'norm2.weight': (dim, ),
-            block + 'norm2.bias': (dim, ),
-            block + 'mlp.fc1.weight': (mlp, dim),
-            block + 'mlp.fc1.bias': (mlp, ),
-            block + 'mlp.fc2.weight': (dim, mlp),
-            block + 'mlp.fc2.bias': (dim, ),
-        })
+        shapes.update(vit_block_shapes(f'backbone.net.blocks.{i}.', dim,
+                                       heads, mlp, side))
 
     def conv_ln(prefix: str, cout: int, cin: int, k: int) -> None:
         shapes[prefix + '.weight'] = (cout, cin, k, k)

@@ -16,7 +16,7 @@ tokens only, SwiGLU with sub-LN, fpn1..fpn4).
 """
 import math
 from pathlib import Path
-from typing import Dict
+from typing import Dict, Optional
 
 import pytest
 import torch
@@ -197,9 +197,13 @@ def official_features(p: Dict[str, torch.Tensor], image: torch.Tensor,
     ]
 
 
-def test_converts_loads_strictly_and_computes_as_official(
-        tmp_path: Path) -> None:
-    generator = torch.Generator().manual_seed(0)
+def random_official(
+        generator: Optional[torch.Generator] = None
+) -> Dict[str, torch.Tensor]:
+    """The shrunk segmentor as the official file holds it: random values
+    (from ``generator``, seeded 0 by default), positive BN variances, the
+    RoPE tables eva2.py computes."""
+    generator = generator or torch.Generator().manual_seed(0)
     shapes = official_shapes(DIM, DEPTH, HEADS, MLP, IMG, CH, AUX)
     source = {}
     for key, shape in shapes.items():
@@ -211,6 +215,13 @@ def test_converts_loads_strictly_and_computes_as_official(
             source[key] = official_rope(DIM // HEADS, IMG // 16)[key[-9:]]
         else:
             source[key] = torch.randn(shape, generator=generator) * 0.2
+    return source
+
+
+def test_converts_loads_strictly_and_computes_as_official(
+        tmp_path: Path) -> None:
+    generator = torch.Generator().manual_seed(0)
+    source = random_official(generator)
     cfg = shrunk('eva02-l-p16_upernet_80k_ade20k-512')
     config = tmp_path / 'upernet_tiny.py'
     cfg.dump(str(config))

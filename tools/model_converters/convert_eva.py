@@ -31,6 +31,7 @@ from eva_mm.engine.safe_checkpoint import (  # noqa: E402
     register_mmengine_safe_globals)
 from eva_mm.checkpoints.converters import (  # noqa: E402
     SRC_FORMATS, check_fits_config, save_converted)
+from eva_mm.checkpoints.registry import add_format_arguments  # noqa: E402
 from eva_mm.checkpoints.errors import CheckpointError  # noqa: E402
 from eva_mm.checkpoints.reading import load_state_dict_file  # noqa: E402
 
@@ -62,9 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
         '--config',
         help='Refuse the result (nothing is written) unless it loads '
         'strictly into the model of this config.')
-    for fmt in SRC_FORMATS.values():
-        if fmt.add_arguments is not None:
-            fmt.add_arguments(parser)
+    add_format_arguments(parser)
     return parser
 
 

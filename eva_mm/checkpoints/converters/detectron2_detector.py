@@ -48,15 +48,16 @@ preprocessor's config holds them). Any other key is an error.
 import argparse
 import math
 import re
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
 from eva_mm.models.layers.pos_embed import TargetSizes, fit_state_dict
 from ..errors import CheckpointError
-from ..registry import (Conversion, add_argument_once, register_src_format,
-                        src_format_hint)
-from ..state_dict import StateDict, rename_prefix, require_keys, to_fp32
+from ..registry import (Conversion, add_argument_once, model_config,
+                        register_src_format, src_format_hint)
+from ..state_dict import (StateDict, absent_keys, rename_prefix, require_keys,
+                          to_fp32)
 from .backbone import add_backbone_arguments
 
 _BACKBONE = 'backbone.net.'
@@ -94,12 +95,28 @@ def add_detector_arguments(parser: argparse.ArgumentParser) -> None:
         'starts them (its loader skips tensors of another shape).')
 
 
-def _config_backbone(config: Optional[str]) -> Dict[str, object]:
+def _is_official_det(state_dict: Mapping[str, torch.Tensor]) -> bool:
+    """detectron2's names around an EVA-01 ViT (fused ``qkv``; EVA-02's has
+    ``q_proj``), where eva_mm's detector has no ``backbone.net.``."""
+    return not absent_keys(state_dict, _REQUIRED) and \
+        _BACKBONE + 'blocks.0.attn.qkv.weight' in state_dict
+
+
+def _sizes_config(args: argparse.Namespace) -> Optional[object]:
+    """The config the sizes are read from: ``--config``, or the
+    ``target_config`` of a conversion in memory for a model to load into
+    (:func:`~eva_mm.checkpoints.recognition.convert_in_memory`), which is
+    not checked for the class count: a fine-tuning on another class set
+    loads such a file with its class scores skipped (docs/detection.md)."""
+    return getattr(args, 'config', None) or getattr(args, 'target_config',
+                                                    None)
+
+
+def _config_backbone(config: Optional[object]) -> Dict[str, object]:
     """The backbone settings of ``config`` (empty without one)."""
     if not config:
         return {}
-    from mmengine.config import Config
-    return dict(Config.fromfile(config).model.backbone)
+    return dict(model_config(config).backbone)
 
 
 def _target_grid(args: argparse.Namespace, patch_size: int,
@@ -301,8 +318,7 @@ def _check_class_count(num_classes: Optional[int],
     """
     if not config or num_classes is None:
         return
-    from mmengine.config import Config
-    roi_head = Config.fromfile(config).model.get('roi_head') or {}
+    roi_head = model_config(config).get('roi_head') or {}
     heads = roi_head.get('bbox_head') or []
     heads = heads if isinstance(heads, (list, tuple)) else [heads]
     for head in heads:
@@ -322,7 +338,7 @@ def _check_class_count(num_classes: Optional[int],
     'Released EVA-01 detectron2 detectors (eva_o365/eva_coco_det/'
     "eva_coco_seg/eva_lvis.pth, weights under 'model') -> the eva_mm "
     'Cascade (Mask) R-CNN of configs/detection (needs --config or '
-    '--img-size).', add_detector_arguments)
+    '--img-size).', add_detector_arguments, recognise=_is_official_det)
 def official_det(source: StateDict, args: argparse.Namespace) -> Conversion:
     """An official EVA-01 detector (see the module doc).
 
@@ -367,10 +383,9 @@ def convert_detector(source: StateDict, args: argparse.Namespace,
         CheckpointError: For keys without a counterpart or a class count
             that does not fit ``--config``.
     """
-    config = getattr(args, 'config', None)
     num_classes = _num_classes(source)
-    _check_class_count(num_classes, config)
-    backbone_cfg = _config_backbone(config)
+    _check_class_count(num_classes, getattr(args, 'config', None))
+    backbone_cfg = _config_backbone(_sizes_config(args))
     patch_size = int(source[_BACKBONE + 'patch_embed.proj.weight'].shape[-1])
     grid = _target_grid(args, patch_size, backbone_cfg)
     # None: global tables of another grid become zeros (the official

@@ -26,21 +26,36 @@ loads strictly into ``configs/video/eva-g-p14_k722-intermediate-ft_8x224.py``
 and the K-400/600/700 files into the matching 16-frame configs.
 """
 import argparse
+from typing import Mapping
+
+import torch
 
 from ..errors import CheckpointError
 from ..registry import Conversion, register_src_format, src_format_hint
-from ..state_dict import StateDict, require_keys, to_fp32
+from ..state_dict import StateDict, absent_keys, require_keys, to_fp32
 from ..eva01 import convert_official_eva
 
 HEAD = 'cls_head.fc_cls.'
 BACKBONE = 'backbone.'
+# Keys every official video file has (see the module doc).
+_REQUIRED = ('patch_embed.proj.weight', 'pos_embed', 'cls_token', 'blocks.',
+             'fc_norm.weight', 'head.weight', 'head.bias')
+
+
+def _is_official_video(state_dict: Mapping[str, torch.Tensor]) -> bool:
+    """Unprefixed video ViT names with the Conv3d patch kernel and the head
+    (eva_mm's recognizers keep them under ``backbone.`` and ``cls_head.``).
+    """
+    return not absent_keys(state_dict, _REQUIRED) and \
+        state_dict['patch_embed.proj.weight'].dim() == 5
 
 
 @register_src_format(
     'official-video',
     'BAAI EVA-01 video files (eva_video_k722/k400/k600/k700.pth: the video '
     "ViT with its 'head') -> mmaction2 Recognizer3D (backbone.*, "
-    'cls_head.fc_cls.*).')
+    'cls_head.fc_cls.*).',
+    recognise=_is_official_video)
 def official_video(source: StateDict, args: argparse.Namespace) -> Conversion:
     """Convert an official EVA-01 video checkpoint (see module doc).
 
@@ -57,10 +72,8 @@ def official_video(source: StateDict, args: argparse.Namespace) -> Conversion:
             names that the official video model does not have.
     """
     require_keys(
-        source, [
-            'patch_embed.proj.weight', 'pos_embed', 'cls_token', 'blocks.',
-            'fc_norm.weight', 'head.weight', 'head.bias'
-        ], 'an official EVA-01 video checkpoint (eva_video_k*.pth)',
+        source, _REQUIRED,
+        'an official EVA-01 video checkpoint (eva_video_k*.pth)',
         'An image EVA-01 file converts with '
         f'{src_format_hint("official", "timm")} (the video configs inflate '
         'it on load); a checkpoint that eva_mm wrote needs no conversion.')

@@ -34,7 +34,7 @@ from ..errors import CheckpointError
 from ..eva01 import DERIVED_KEY, EVA01_KEY, HEAD_KEY
 from ..reading import unwrap_state_dict
 from ..registry import Conversion, register_src_format, src_format_hint
-from ..state_dict import StateDict, to_fp32
+from ..state_dict import StateDict, absent_keys, to_fp32
 from .backbone import add_backbone_arguments, backbone_conversion
 
 # Keys with no EVAViT counterpart that a backbone file may hold, besides
@@ -52,6 +52,26 @@ _RENAMES = (('.mlp.w1.', '.mlp.fc1_g.'), ('.mlp.w2.', '.mlp.fc1_x.'),
 
 _QKV = re.compile(r'^(blocks\.\d+\.attn\.)([qkv])_proj\.(weight|bias)$')
 _PACKED = re.compile(r'^(blocks\.\d+\.mlp\.)(w12|fc1)\.(weight|bias)$')
+
+
+def _is_official_eva02(state_dict: Mapping[str, torch.Tensor]) -> bool:
+    """The official EVA-02 ViT names its SwiGLU output ``w3`` in every size
+    (modeling_finetune.py:91-116, and xformers' packed SwiGLU of Ti/S)."""
+    return not absent_keys(
+        state_dict, ('patch_embed.proj.weight', 'blocks.0.mlp.w3.weight'))
+
+
+def _is_timm_eva02(state_dict: Mapping[str, torch.Tensor]) -> bool:
+    """timm's EVA-02: separate q/k/v with the q/v biases in ``q_proj.bias``
+    and ``v_proj.bias`` (B, L), or a packed SwiGLU ``fc1`` twice as wide as
+    ``fc2``'s input (Ti, S); EVAViT fuses q/k/v and splits the SwiGLU, so
+    its own EVA-02 weights are neither."""
+    fc1 = state_dict.get('blocks.0.mlp.fc1.weight')
+    fc2 = state_dict.get('blocks.0.mlp.fc2.weight')
+    packed = fc1 is not None and fc2 is not None and \
+        fc1.shape[0] == 2 * fc2.shape[1]
+    return 'patch_embed.proj.weight' in state_dict and (
+        packed or 'blocks.0.attn.q_proj.bias' in state_dict)
 
 
 def _fuse_qkv(weights: StateDict, projections: Dict[str, Dict[str,
@@ -197,7 +217,8 @@ def _conversion(source: Mapping, args: argparse.Namespace,
     'BAAI EVA-02 ViT files: MIM eva02_{Ti,S,B,L}_pt_*_p14.pt, the '
     '_p14to16 detection initialisations and fine-tuned classifiers '
     '(q/k/v fused, SwiGLU renamed, lm_head and RoPE tables dropped) -> '
-    'EVAViT backbone.', add_backbone_arguments)
+    'EVAViT backbone.', add_backbone_arguments,
+    recognise=_is_official_eva02)
 def official_eva02(source: StateDict, args: argparse.Namespace) -> Conversion:
     """Official EVA-02 backbone weights (see module doc)."""
     return _conversion(source, args, 'an official EVA-02 ViT')
@@ -206,7 +227,7 @@ def official_eva02(source: StateDict, args: argparse.Namespace) -> Conversion:
 @register_src_format(
     'timm-eva02',
     'timm eva02_* state dicts (q/k/v fused, packed SwiGLU split) -> EVAViT '
-    'backbone.', add_backbone_arguments)
+    'backbone.', add_backbone_arguments, recognise=_is_timm_eva02)
 def timm_eva02(source: StateDict, args: argparse.Namespace) -> Conversion:
     """timm EVA-02 weights (see module doc)."""
     return _conversion(source, args, 'a timm eva02_* model')

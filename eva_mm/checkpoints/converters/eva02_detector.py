@@ -22,10 +22,13 @@ same modules again under every ``blocks.N.attn.rope.``, vit.py:370-379,
 """
 import argparse
 import re
+from typing import Mapping
+
+import torch
 
 from ..errors import CheckpointError
 from ..registry import Conversion, register_src_format, src_format_hint
-from ..state_dict import StateDict
+from ..state_dict import StateDict, absent_keys
 from .detectron2_detector import add_detector_arguments, convert_detector
 from .eva02_backbone import convert_eva02_keys
 
@@ -35,6 +38,13 @@ _ROPE = re.compile(r'^rope_(win|glb)\.freqs_(cos|sin)$')
 # An EVA-02 ViT block (SwiGLU, separate q/k/v); EVA-01 has mlp.fc1 and qkv.
 _EVA02_BLOCK = (_BACKBONE + 'blocks.0.mlp.w1.weight',
                 _BACKBONE + 'blocks.0.attn.q_proj.weight')
+_REQUIRED = (*_EVA02_BLOCK, 'backbone.simfp_2.0.weight')
+
+
+def _is_official_eva02_det(state_dict: Mapping[str, torch.Tensor]) -> bool:
+    """An EVA-02 ViT block (SwiGLU ``w1``, separate ``q_proj``) under
+    detectron2's ``backbone.net.``, and the pyramid."""
+    return not absent_keys(state_dict, _REQUIRED)
 
 
 @register_src_format(
@@ -42,7 +52,7 @@ _EVA02_BLOCK = (_BACKBONE + 'blocks.0.mlp.w1.weight',
     'Released EVA-02 detectron2 detectors (eva02_{B,L}_{coco,lvis}_*.pth, '
     "eva02_L_*_o365*.pth, weights under 'model') -> the eva_mm Cascade "
     '(Mask) R-CNN of configs/detection/eva02-* (needs --config or '
-    '--img-size).', add_detector_arguments)
+    '--img-size).', add_detector_arguments, recognise=_is_official_eva02_det)
 def official_eva02_det(source: StateDict,
                        args: argparse.Namespace) -> Conversion:
     """Rename the EVA-02 ViT of a detector, then convert it as EVA-01's.
@@ -59,8 +69,7 @@ def official_eva02_det(source: StateDict,
         CheckpointError: For an EVA-01 detector, a backbone or segmentor
             file, or keys the eva_mm detector has no place for.
     """
-    absent = [key for key in _EVA02_BLOCK if key not in source]
-    if absent or 'backbone.simfp_2.0.weight' not in source:
+    if not _is_official_eva02_det(source):
         kind = (f'an EVA-01 detector: use {src_format_hint("official-det")}'
                 if _BACKBONE + 'blocks.0.attn.qkv.weight' in source else
                 'a detectron2 detector' if any(
@@ -68,7 +77,7 @@ def official_eva02_det(source: StateDict,
                 'no detectron2 detector (a backbone: '
                 f'{src_format_hint("official-eva02")}; an EVA-02 segmentor: '
                 f'{src_format_hint("official-eva02-seg")})')
-        missing = absent or ['backbone.simfp_2.0.weight']
+        missing = absent_keys(source, _REQUIRED)
         raise CheckpointError(
             'This is not an EVA-02 detectron2 detector (eva02_*_coco_*.pth, '
             f'eva02_*_lvis_*.pth, eva02_L_*o365*.pth): it lacks {missing}, '

@@ -26,11 +26,12 @@ buffers, also saved under every ``blocks.N.attn.rope.``; eva2.py:145-146,
 """
 import argparse
 import re
-from typing import Dict, List
+from typing import Dict, List, Mapping
 
+import torch
 from ..errors import CheckpointError
 from ..registry import Conversion, register_src_format, src_format_hint
-from ..state_dict import StateDict, require_keys, to_fp32
+from ..state_dict import StateDict, absent_keys, require_keys, to_fp32
 from .eva02_backbone import convert_eva02_keys
 
 # eva2.py's fpn1/fpn2 -> Feature2Pyramid's upsample_4x/upsample_2x.
@@ -41,11 +42,18 @@ _REQUIRED = ('backbone.blocks.0.mlp.w1.weight', 'backbone.fpn1.0.weight',
              'decode_head.fpn_bottleneck.conv.weight')
 
 
+def _is_official_eva02_seg(state_dict: Mapping[str, torch.Tensor]) -> bool:
+    """The official SwiGLU names and eva2.py's fpn1 (eva_mm's UperNet has
+    timm's names and Feature2Pyramid)."""
+    return not absent_keys(state_dict, _REQUIRED)
+
+
 @register_src_format(
     'official-eva02-seg',
     'Released EVA-02 ADE20K segmentors (eva02_{B,L}_ade_seg_upernet_*.pth: '
     'mmseg 0.x EVA2 + UperNet) -> the eva_mm UperNet of '
-    'configs/segmentation/eva02-*.')
+    'configs/segmentation/eva02-*.',
+    recognise=_is_official_eva02_seg)
 def official_eva02_seg(source: StateDict,
                        args: argparse.Namespace) -> Conversion:
     """An official EVA-02 UperNet segmentor (see the module doc).

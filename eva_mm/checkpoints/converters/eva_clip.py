@@ -22,7 +22,7 @@ tower keeps ``text.*``, and ``logit_scale`` sits at the top. So:
 Every tensor is copied unchanged (DeepSpeed's fp16 values cast to fp32).
 """
 import argparse
-from typing import List
+from typing import List, Mapping
 
 import torch
 
@@ -32,8 +32,8 @@ from ..open_clip_convert import TRUNK_PREFIX, VISUAL_PREFIX
 from ..reading import unwrap_state_dict
 from ..registry import (Conversion, add_argument_once, register_src_format,
                         src_format_hint)
-from ..state_dict import (StateDict, compare_state_dicts, rename_prefix,
-                          require_keys, to_fp32)
+from ..state_dict import (StateDict, absent_keys, compare_state_dicts,
+                          rename_prefix, require_keys, to_fp32)
 from .backbone import add_backbone_arguments, backbone_conversion
 
 # Keys every official EVA-CLIP file has (EVA-01/clip/vit_model.py:261-287,
@@ -42,6 +42,12 @@ _OFFICIAL_KEYS = ('visual.patch_embed.proj.weight', 'visual.cls_token',
                   'visual.blocks.0.attn.qkv.weight', 'visual.head.weight',
                   'visual.head.bias', 'text.token_embedding.weight',
                   'text.logit_scale')
+
+
+def _is_official_clip(state_dict: Mapping[str, torch.Tensor]) -> bool:
+    """The BEiT-named tower right under ``visual.`` (open_clip's, which
+    eva_mm loads as it is, is under ``visual.trunk.``)."""
+    return not absent_keys(state_dict, _OFFICIAL_KEYS)
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -108,7 +114,7 @@ def _fits_open_clip(weights: StateDict, model_name: str) -> None:
     'official-clip',
     'BAAI EVA-CLIP eva_clip_psz14.pt (visual.blocks.*, visual.head, text.*) '
     "-> open_clip EVA01-g-14 state dict; with --vision-only -> EVAViT "
-    'backbone.', _add_arguments)
+    'backbone.', _add_arguments, recognise=_is_official_clip)
 def official_clip(source: StateDict, args: argparse.Namespace) -> Conversion:
     """The official EVA-CLIP (see module doc)."""
     source = unwrap_state_dict(source)

@@ -22,12 +22,13 @@ the grid (``EVAAttention`` computes them), so they are dropped.
 """
 import argparse
 import re
-from typing import Dict, List, Tuple
+from typing import Dict, List, Mapping, Tuple
 
+import torch
 
 from ..errors import CheckpointError
 from ..registry import Conversion, register_src_format, src_format_hint
-from ..state_dict import StateDict, require_keys, to_fp32
+from ..state_dict import StateDict, absent_keys, require_keys, to_fp32
 
 # (pattern, replacement) of the mmcv 1.x layer lists, in the order tried.
 _HEAD_RENAMES: Tuple[Tuple[re.Pattern, str], ...] = (
@@ -58,6 +59,14 @@ _REQUIRED = ('backbone.patch_embed.proj.weight', 'backbone.spm.',
              'decode_head.transformer_decoder.',
              'decode_head.query_feat.weight', 'decode_head.cls_embed.weight')
 _FORMAT = 'official-seg'
+
+
+def _is_official_seg(state_dict: Mapping[str, torch.Tensor]) -> bool:
+    """The EVA-01 segmentor with the head's mmcv 1.x layer lists (eva_mm's
+    has the mmseg 1.x names)."""
+    return not absent_keys(state_dict, _REQUIRED) and any(
+        _MMCV1_LIST.search(key) for key in state_dict
+        if key.startswith('decode_head.'))
 
 
 def _check_kind(source: StateDict) -> None:
@@ -119,7 +128,8 @@ def _describe(weights: StateDict) -> Dict[str, object]:
 @register_src_format(
     _FORMAT, 'Released EVA-01 semantic segmentation models '
     '(eva_sem_seg_mask2former_*.pth: mmseg 0.x ViT-Adapter + Mask2Former '
-    'with mmcv 1.x layer names) -> eva_mm Mask2Former segmentor.')
+    'with mmcv 1.x layer names) -> eva_mm Mask2Former segmentor.',
+    recognise=_is_official_seg)
 def official_seg(source: StateDict, args: argparse.Namespace) -> Conversion:
     """Rename the head's mmcv 1.x transformer layers (see module doc).
 
