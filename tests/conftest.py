@@ -1,7 +1,9 @@
 """Shared test set-up: makes tests/ importable (for the helpers shared by
 several test folders), gives each test its own registry scope, serves
-files over HTTP on 127.0.0.1 (``file_server``) and keeps downloads in the
-test's folder (``checkpoint_cache``)."""
+files over HTTP on 127.0.0.1 (``file_server``), keeps downloads in the
+test's folder (``checkpoint_cache``) and torch.compile's caches in the
+session's."""
+import os
 from pathlib import Path
 from typing import Iterator
 
@@ -10,6 +12,21 @@ import torch
 from mmengine.registry import DefaultScope
 
 from file_server import FileServer
+
+
+@pytest.fixture(scope='session', autouse=True)
+def compile_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Inductor's on-disk caches in this session's folder (subprocesses
+    included): its keys do not cover a custom op's fake kernel, so graphs
+    cached by an earlier checkout on the same machine could be reused."""
+    previous = os.environ.get('TORCHINDUCTOR_CACHE_DIR')
+    os.environ['TORCHINDUCTOR_CACHE_DIR'] = str(
+        tmp_path_factory.mktemp('torchinductor'))
+    yield
+    if previous is None:
+        del os.environ['TORCHINDUCTOR_CACHE_DIR']
+    else:
+        os.environ['TORCHINDUCTOR_CACHE_DIR'] = previous
 
 
 @pytest.fixture(autouse=True)

@@ -126,6 +126,29 @@ def test_blocked_kernel_under_bf16_autocast_is_close() -> None:
     torch.testing.assert_close(out.float(), ref, rtol=0, atol=3e-2)
 
 
+@pytest.mark.parametrize('extra', [0, 1])
+def test_custom_ops_pass_opcheck(extra: int) -> None:
+    """The blocked kernel's ops as torch.compile sees them: schemas, fake
+    kernels (shapes, dtypes and strides of the real outputs) and the
+    autograd registration, on a non-contiguous q as a qkv split gives."""
+    torch.manual_seed(0)
+    rows, h, w, dim = 3, 3, 4, 8
+    n = extra + h * w
+    qkv = torch.randn(rows, n, 3, dim, dtype=torch.float64)
+    q, k, v = (t.requires_grad_() for t in qkv.clone().unbind(2))
+    rel_h = torch.randn(rows, n, h, dtype=torch.float64, requires_grad=True)
+    rel_w = torch.randn(rows, n, w, dtype=torch.float64, requires_grad=True)
+    args = (q, k, v, rel_h, rel_w, 0.5, extra)
+    torch.library.opcheck(rel_pos_attention._blocked_forward, args)
+    # The backward op has no backward of its own: plain tensors.
+    q, k, v, rel_h, rel_w = (t.detach() for t in args[:5])
+    out, lse = rel_pos_attention._blocked_forward(*args)
+    torch.library.opcheck(
+        rel_pos_attention._blocked_backward,
+        (torch.randn_like(out), q, k, v, rel_h, rel_w, out.detach(), lse,
+         0.5, extra))
+
+
 def test_training_keeps_no_n_by_n_tensor() -> None:
     """What autograd keeps for the backward pass of a global block."""
     torch.manual_seed(0)

@@ -22,6 +22,7 @@ from mmengine.registry import init_default_scope
 import eva_mm  # noqa: F401  (registers eva_mm.* for the configs)
 from eva_mm.checkpoints.errors import CheckpointError
 from eva_mm.checkpoints.converters import SRC_FORMATS, check_fits_config
+from eva_mm.datasets.synthetic import generate_demo_ade
 from test_seg.official_seg_layout import (beit_adapter_shapes,
                                                 mask2former_head_shapes,
                                                 random_state_dict)
@@ -230,22 +231,34 @@ def test_wrong_kinds_get_one_clear_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_tools_test_refuses_unconverted_official_file(tmp_path: Path) -> None:
-    """The issue's failure: an official file given to tools/test.py as it
-    is. Refused, naming the head weights it would leave random."""
+def test_tools_test_evaluates_an_official_file_as_it_is(
+        tmp_path: Path) -> None:
+    """An official file given to tools/test.py as it is: recognised as
+    ``official-seg``, converted in memory, loaded strictly and evaluated,
+    with the mIoU of the same file converted on disk first."""
     import subprocess
     import sys
-    _, cfg_file = tiny_config(PLAIN_ADE, tmp_path)
-    src = tmp_path / 'official.pth'
-    torch.save({'state_dict': tiny_official(150, 8, False)}, src)
-    proc = subprocess.run(
-        [sys.executable, str(REPO / 'tools/test.py'), cfg_file, str(src),
-         '--work-dir', str(tmp_path / 'work')],
-        cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert proc.returncode != 0
-    for key in ('decode_head.transformer_decoder.layers.0.cross_attn.attn.'
-                'in_proj_weight',
-                'decode_head.pixel_decoder.encoder.layers.0.ffn.layers.1.'
-                'weight'):
-        assert key in proc.stderr
-    assert '--src-format official-seg' in proc.stderr
+    cfg, _ = tiny_config(PLAIN_ADE, tmp_path)
+    generate_demo_ade(str(tmp_path), num_train=1, num_val=2, num_classes=8)
+    cfg.test_dataloader = cfg.val_dataloader
+    cfg.test_evaluator = cfg.val_evaluator
+    cfg_file = str(tmp_path / 'tiny_test.py')
+    cfg.dump(cfg_file)
+    official = tmp_path / 'official.pth'
+    torch.save({'state_dict': tiny_official(150, 8, False)}, official)
+    converted = tmp_path / 'converted.pth'
+    convert_file(official, converted, cfg_file)
+
+    def evaluate(checkpoint: Path, work_dir: str) -> Tuple[float, str]:
+        proc = subprocess.run(
+            [sys.executable, str(REPO / 'tools/test.py'), cfg_file,
+             str(checkpoint), '--work-dir', str(tmp_path / work_dir)],
+            cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        miou = re.findall(r'mIoU: ([0-9.]+)', proc.stdout)
+        assert miou, proc.stdout[-3000:]
+        return float(miou[-1]), proc.stdout
+
+    miou, log = evaluate(official, 'official')
+    assert 'official-seg' in log
+    assert miou == evaluate(converted, 'converted')[0]

@@ -272,9 +272,16 @@ def _blocked_backward_impl(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor,
             grad_v_t.transpose(1, 2).to(v.dtype), grad_rel_h, grad_rel_w)
 
 
+def _transposed_empty(t: Tensor) -> Tensor:
+    """An empty tensor shaped as ``t`` in the (rows, d, N) memory layout
+    that dK and dV are accumulated in."""
+    return t.new_empty(t.transpose(1, 2).shape).transpose(1, 2)
+
+
 @_blocked_backward.register_fake
 def _(grad_out, q, k, v, rel_h, rel_w, out, lse, scale, num_extra_tokens):
-    return (torch.empty_like(q), torch.empty_like(k), torch.empty_like(v),
+    # Strides as the real kernel's: compiled graphs assert them.
+    return (torch.empty_like(q), _transposed_empty(k), _transposed_empty(v),
             torch.empty_like(rel_h), torch.empty_like(rel_w))
 
 
