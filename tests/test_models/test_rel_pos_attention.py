@@ -18,7 +18,9 @@ from eva_mm.models.backbones.eva_vit import EVAViT
 from eva_mm.models.backbones.eva_vit_adapter import EVAViTAdapter
 from eva_mm.models.layers import attention as attention_module
 from eva_mm.models.layers import rel_pos_attention
-from eva_mm.models.layers.attention import EVAAttention, TokenPositions
+from eva_mm.models.layers.attention import (EVAAttention, TokenPositions,
+                                            attention_formula_is_faster,
+                                            scaled_dot_product_attention)
 from eva_mm.models.layers.pos_embed import resize_rel_pos
 from eva_mm.models.layers.rel_pos_attention import (
     decomposed_rel_pos_attention, decomposed_rel_pos_logits)
@@ -308,6 +310,64 @@ def test_rope_and_plain_attention_reach_the_fused_kernel(
     assert len(calls) == len(model.blocks)
     flash = int(SDPBackend.FLASH_ATTENTION)
     assert all(mask is None and choice == flash for mask, choice in calls)
+
+
+@pytest.mark.parametrize('with_mask', [False, True])
+def test_attention_formula_and_fused_call_equal_the_formula_in_float64(
+        with_mask: bool) -> None:
+    torch.manual_seed(0)
+    inputs = [torch.randn(2, 3, 10, 8, dtype=torch.float64) for _ in 'qkv']
+    if with_mask:  # BEiT's bias: per head, broadcast over the batch
+        inputs.append(torch.randn(1, 3, 10, 10, dtype=torch.float64))
+    inputs = [t.requires_grad_() for t in inputs]
+    grad_out = torch.randn(2, 3, 10, 8, dtype=torch.float64)
+
+    def by_hand(q, k, v, bias=0.):
+        return ((q @ k.transpose(-1, -2)) / 8**0.5 + bias).softmax(-1) @ v
+
+    ref, ref_grads = outputs_and_grads(by_hand, inputs, grad_out)
+    for formula in (True, False):
+        out, grads = outputs_and_grads(
+            lambda *t: scaled_dot_product_attention(*t, formula=formula),
+            inputs, grad_out)
+        torch.testing.assert_close(out, ref, rtol=0, atol=1e-12)
+        for grad, ref_grad in zip(grads, ref_grads):
+            torch.testing.assert_close(grad, ref_grad, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize('dtype,shape,dropout,formula', [
+    (torch.bfloat16, (1, 12, 1025, 64), 0., True),  # ViT-B 512 px, global
+    (torch.float16, (25, 12, 196, 64), 0., True),  # 1024 px windows
+    (torch.bfloat16, (1, 12, 4096, 64), 0., False),  # 1024 px, global
+    (torch.bfloat16, (1, 12, 1025, 64), 0.1, False),
+    (torch.float32, (1, 12, 1025, 64), 0., False),
+])
+def test_plain_attention_takes_the_formula_for_small_16_bit_cpu_calls(
+        dtype, shape, dropout, formula) -> None:
+    q = torch.empty(shape, dtype=dtype)
+    assert attention_formula_is_faster(q, q, dropout) is formula
+
+
+@pytest.mark.parametrize('kwargs', [
+    dict(arch='eva02-tiny', img_size=32, patch_size=16),
+    dict(arch=TINY, img_size=32, patch_size=8, rel_pos='bias'),
+])
+def test_models_on_the_attention_formula_equal_the_fused_call(
+        kwargs, monkeypatch) -> None:
+    """Whole models (RoPE; BEiT's bias) in float64 with every attention
+    call forced onto the formula, against the fused call."""
+    torch.manual_seed(0)
+    model = perturbed(EVAViT(**kwargs)).train()
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    ref_outs, ref_grads = model_outputs_and_grads(model, x)
+    monkeypatch.setattr(attention_module, 'attention_formula_is_faster',
+                        lambda *args: True)
+    outs, grads = model_outputs_and_grads(model, x)
+    for out, ref in zip(outs, ref_outs):
+        torch.testing.assert_close(out, ref, rtol=0, atol=1e-10)
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, ref_grads[name], rtol=0, atol=1e-10,
+                                   msg=name)
 
 
 # ----------------------------------------------------------------------

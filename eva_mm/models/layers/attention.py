@@ -12,6 +12,61 @@ from .rel_pos_attention import (decomposed_rel_pos_attention,
                                 decomposed_rel_pos_logits,
                                 key_grid_indicators)
 
+# Up to this many 16-bit logits per call the CPU computes attention by the
+# formula itself, keeping the probabilities (32 MiB at most), as the
+# official code does at every size. PyTorch's fused CPU kernel is slower in bf16 than in
+# fp32 and than the formula: forward + backward of 12 heads of 1025 tokens
+# (ViT-B's global attention at 512 px, 12.6M logits) 182 ms against 55 ms,
+# of 25 windows of 196 tokens 203 ms against 179 ms; in fp32 it is the
+# faster by 1.3-1.7x (one thread, docs/benchmark.md).
+_FORMULA_MAX_LOGITS = 1 << 24
+
+
+def attention_formula_is_faster(q: torch.Tensor, k: torch.Tensor,
+                                dropout_p: float) -> bool:
+    """Whether :func:`scaled_dot_product_attention` computes this call by
+    the formula rather than PyTorch's fused kernel (the constant above)."""
+    logits = q.shape[0] * q.shape[1] * q.shape[2] * k.shape[2]
+    return (q.device.type == 'cpu' and not dropout_p
+            and q.dtype in (torch.float16, torch.bfloat16)
+            and logits <= _FORMULA_MAX_LOGITS)
+
+
+def scaled_dot_product_attention(q: torch.Tensor,
+                                 k: torch.Tensor,
+                                 v: torch.Tensor,
+                                 attn_mask: Optional[torch.Tensor] = None,
+                                 dropout_p: float = 0.,
+                                 formula: Optional[bool] = None
+                                 ) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d) + attn_mask) v on the faster of two exact
+    paths: ``F.scaled_dot_product_attention`` (its fused kernels keep no
+    N x N tensor) or, for small 16-bit calls on the CPU, the formula.
+
+    Args:
+        q: Queries (B, heads, N, d).
+        k: Keys (B, heads, M, d).
+        v: Values (B, heads, M, d_v).
+        attn_mask: Additive bias broadcastable to (B, heads, N, M), or None.
+        dropout_p: Dropout on the attention weights (the fused path).
+        formula: Force the formula (True) or the fused call (False); None
+            chooses (:func:`attention_formula_is_faster`).
+
+    Returns:
+        Tensor (B, heads, N, d_v) in the dtype of ``v``.
+    """
+    if formula is None:
+        formula = attention_formula_is_faster(q, k, dropout_p)
+    if not formula:
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)
+    logits = torch.matmul(q * q.shape[-1]**-0.5, k.transpose(-2, -1))
+    if attn_mask is not None:
+        logits = logits + attn_mask
+    # The CPU's softmax kernel computes 16-bit input in fp32 and rounds
+    # once; an fp32 softmax output would be 3x slower forward and backward.
+    return torch.matmul(logits.softmax(dim=-1).to(v.dtype), v)
+
 
 @dataclass
 class TokenPositions:
@@ -61,7 +116,8 @@ class EVAAttention(nn.Module):
     The ``qkv`` projection has no bias; a learned ``q_bias`` and ``v_bias`` are
     added and the key bias is fixed at zero, as in BEiT and EVA. Attention
     never builds an N x N tensor per batch element: it runs through
-    ``F.scaled_dot_product_attention`` with no mask (RoPE, none) or with
+    :func:`scaled_dot_product_attention` (PyTorch's fused kernels, or the
+    formula where that is faster) with no mask (RoPE, none) or with
     BEiT's per-head bias (1, heads, N, N) broadcast over the batch, and
     ViTDet's decomposed term goes through the exact
     :func:`~eva_mm.models.layers.rel_pos_attention.decomposed_rel_pos_attention`.
@@ -186,7 +242,7 @@ class EVAAttention(nn.Module):
         bias = None
         if self.rel_pos == 'bias':
             bias = self._table_bias(positions).to(q.dtype)
-        return F.scaled_dot_product_attention(
+        return scaled_dot_product_attention(
             q, k, v, attn_mask=bias,
             dropout_p=self.attn_drop if self.training else 0.)
 
