@@ -40,3 +40,25 @@ def test_report_rows(tmp_path):
 def test_bad_case_is_refused():
     with pytest.raises(SystemExit):
         bench.main(['--case', 'global:64:1'])
+
+
+def test_plain_formulations_agree_and_report(tmp_path):
+    hw = (4, 3)
+    inputs = bench.make_inputs(hw, batch=2, heads=2, head_dim=8,
+                               device=torch.device('cpu'))
+    diffs = bench.max_difference(inputs, hw, no_rel_pos=True)
+    assert set(diffs) == set(bench.PLAIN_IMPLS)
+    assert max(diffs.values()) < 1e-5
+    out = tmp_path / 'report.md'
+    bench.main(['--plain', '--case', 'tiny:4x3:2', '--heads', '2',
+                '--head-dim', '8', '--iters', '1', '--warmup', '0',
+                '--dtype', 'bf16', '--out', str(out)])
+    rows = [line for line in out.read_text().splitlines()
+            if line.startswith('| tiny')]
+    assert [row.split('|')[4].strip() for row in rows] == list(
+        bench.PLAIN_IMPLS)
+
+
+def test_formulations_of_the_other_mode_are_refused():
+    with pytest.raises(SystemExit):
+        bench.main(['--plain', '--impl', 'blocked'])

@@ -11,9 +11,16 @@ The formulations (``--impl``):
   (B, heads, N, N) ``attn_mask`` of ``F.scaled_dot_product_attention``;
 - ``fold``: the bias folded into q and k, one mask-free
   ``F.scaled_dot_product_attention`` call (eva_mm's path on CUDA);
-- ``blocked``: eva_mm's blocked kernel (its path on the CPU).
+- ``blocked``: eva_mm's blocked kernel (its path on the CPU);
+- ``direct``: the official arithmetic on the relative logits eva_mm
+  computes (its path for small 16-bit calls on the CPU).
 
-See ``eva_mm/models/layers/rel_pos_attention.py`` for the last two. A case
+See ``eva_mm/models/layers/rel_pos_attention.py`` for the last three.
+``--plain`` measures attention with no relative term instead (RoPE's,
+EVA-02's, and the adapter's): ``official`` (EVA-01/seg/mmseg_custom/models/
+backbones/base/beit.py:126-143), ``fused`` (``F.scaled_dot_product_attention``)
+and ``formula``, the two paths of eva_mm's
+``layers/attention.py:scaled_dot_product_attention``. A case
 is ``NAME:HxW:B``: B independent sequences of an H x W grid, e.g. the four
 global blocks of ViT-B at 1024 px see ``64x64:1`` per image and its window
 blocks ``14x14:25`` (the 64 x 64 grid padded to 5 x 5 windows of 14).
@@ -43,10 +50,13 @@ from common import (DTYPES, REPO_ROOT, add_run_arguments, autocast_for,
                     spawn_memory_worker, time_steps, write_report)
 
 sys.path.insert(0, str(REPO_ROOT))
+from eva_mm.models.layers.attention import (  # noqa: E402
+    scaled_dot_product_attention)
 from eva_mm.models.layers.rel_pos_attention import (  # noqa: E402
     _rel_pos_lookup, decomposed_rel_pos_attention, decomposed_rel_pos_logits)
 
 IMPLS = ('official', 'dense', 'fold', 'blocked', 'direct')
+PLAIN_IMPLS = ('official', 'fused', 'formula')
 Inputs = Tuple[torch.Tensor, ...]
 
 
@@ -89,9 +99,23 @@ def rewritten(impl: str) -> Callable:
     return attend
 
 
+def plain(formula: Optional[bool]) -> Callable:
+    def attend(q, k, v, table_h, table_w, hw, scale):
+        if formula is None:  # the official arithmetic (beit.py:126-143)
+            return ((q * scale) @ k.transpose(-2, -1)).softmax(dim=-1) @ v
+        return scaled_dot_product_attention(q, k, v, formula=formula)
+    return attend
+
+
 FORMULATIONS = dict(
     official=official, dense=dense, fold=rewritten('fold'),
     blocked=rewritten('blocked'), direct=rewritten('direct'))
+PLAIN_FORMULATIONS = dict(official=plain(None), fused=plain(False),
+                          formula=plain(True))
+
+
+def formulations(no_rel_pos: bool) -> Dict[str, Callable]:
+    return PLAIN_FORMULATIONS if no_rel_pos else FORMULATIONS
 
 
 def make_inputs(hw: Tuple[int, int], batch: int, heads: int, head_dim: int,
@@ -106,17 +130,18 @@ def make_inputs(hw: Tuple[int, int], batch: int, heads: int, head_dim: int,
 
 
 def make_step(impl: str, inputs: Inputs, hw: Tuple[int, int], dtype: str,
-              device: torch.device) -> Callable[[], None]:
+              device: torch.device,
+              no_rel_pos: bool = False) -> Callable[[], None]:
     q, k, v, table_h, table_w = inputs
+    attend = formulations(no_rel_pos)[impl]
     scale = q.shape[-1]**-0.5
     autocast = autocast_for(device, dtype)
 
     def step() -> None:
         with autocast():
             # Under autocast q, k and v come out of the qkv Linear in bf16.
-            out = FORMULATIONS[impl](
-                *(t.to(DTYPES[dtype]) for t in (q, k, v)), table_h, table_w,
-                hw, scale)
+            out = attend(*(t.to(DTYPES[dtype]) for t in (q, k, v)),
+                         table_h, table_w, hw, scale)
         out.float().sum().backward()
         for t in inputs:
             t.grad = None
@@ -131,14 +156,16 @@ def memory_worker(spec: dict) -> Dict[str, Optional[float]]:
                          spec['head_dim'], device)
     return peak_memory(
         make_step(spec['impl'], inputs, tuple(spec['hw']), spec['dtype'],
-                  device), device)
+                  device, spec['plain']), device)
 
 
-def max_difference(inputs: Inputs, hw: Tuple[int, int]) -> Dict[str, float]:
+def max_difference(inputs: Inputs, hw: Tuple[int, int],
+                   no_rel_pos: bool = False) -> Dict[str, float]:
     """Max abs difference of each output from ``official``'s, fp32."""
     with torch.no_grad():
         outs = {impl: fn(*inputs[:3], *inputs[3:], hw, inputs[0].shape[-1]**
-                         -0.5) for impl, fn in FORMULATIONS.items()}
+                         -0.5)
+                for impl, fn in formulations(no_rel_pos).items()}
     return {impl: (out - outs['official']).abs().max().item()
             for impl, out in outs.items()}
 
@@ -151,8 +178,12 @@ def main(argv: Optional[List[str]] = None) -> None:
                         help='NAME:HxW:B (default: ViT-B at 1024 px)')
     parser.add_argument('--heads', type=int, default=12)
     parser.add_argument('--head-dim', type=int, default=64)
-    parser.add_argument('--impl', nargs='+', default=list(IMPLS),
-                        choices=IMPLS)
+    parser.add_argument('--impl', nargs='+',
+                        choices=sorted(set(IMPLS + PLAIN_IMPLS)),
+                        help=f'default: all of {IMPLS}, with --plain all of '
+                        f'{PLAIN_IMPLS}')
+    parser.add_argument('--plain', action='store_true',
+                        help='attention with no relative term')
     parser.add_argument('--out', help='append the markdown report here')
     add_run_arguments(parser, dtypes=('fp32', 'bf16'), iters=5, warmup=1,
                       threads=1)
@@ -160,17 +191,24 @@ def main(argv: Optional[List[str]] = None) -> None:
     if args.memory_worker:
         serve_memory_worker(args.memory_worker, memory_worker)
         return
+    known = PLAIN_IMPLS if args.plain else IMPLS
+    args.impl = args.impl or list(known)
+    if set(args.impl) - set(known):
+        parser.error(f'--impl {" ".join(sorted(set(args.impl) - set(known)))}'
+                     f': {"with" if args.plain else "without"} --plain the '
+                     f'formulations are {", ".join(known)}')
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     rows, exactness = [], []
     for name, hw, batch in args.case:
         inputs = make_inputs(hw, batch, args.heads, args.head_dim, device)
-        diffs = max_difference(inputs, hw)
+        diffs = max_difference(inputs, hw, args.plain)
         exactness.append(f'{name}: ' + ', '.join(
             f'{impl} {diffs[impl]:.1e}' for impl in args.impl))
         for dtype in args.dtype:
-            steps = {impl: make_step(impl, inputs, hw, dtype, device)
+            steps = {impl: make_step(impl, inputs, hw, dtype, device,
+                                     args.plain)
                      for impl in args.impl}
             times = time_steps(steps, args.warmup, args.iters, device)
             medians = {impl: statistics.median(t) for impl, t in times.items()}
@@ -178,7 +216,7 @@ def main(argv: Optional[List[str]] = None) -> None:
                 memory = spawn_memory_worker(__file__, dict(
                     impl=impl, hw=hw, batch=batch, heads=args.heads,
                     head_dim=args.head_dim, dtype=dtype, device=args.device,
-                    threads=args.threads or torch.get_num_threads()))
+                    plain=args.plain, threads=args.threads or torch.get_num_threads()))
                 speed = ('n/a' if 'official' not in medians else
                          f'{medians["official"] / medians[impl]:.2f}')
                 rows.append(
@@ -187,7 +225,9 @@ def main(argv: Optional[List[str]] = None) -> None:
                     f'{mib(memory["tensor"])} |')
     report = '\n'.join([
         f'- Device: {device_description(args.device)}; torch '
-        f'{torch.__version__}; {args.heads} heads of {args.head_dim}.',
+        f'{torch.__version__}; {args.heads} heads of {args.head_dim}; '
+        + ('no relative term.' if args.plain else
+           'decomposed relative positions.'),
         f'- Time: median of {args.iters} steps after {args.warmup} warm-up '
         'ones, the formulations alternating; speed = official s / this s.',
         '- Max abs difference from `official` at fp32: ' +
