@@ -490,7 +490,7 @@ def test_freeze_patch_embed_only() -> None:
 # ----------------------------------------------------------------------
 # Activation checkpointing
 # ----------------------------------------------------------------------
-def _count_saved_tensors(model: EVAViT, x: torch.Tensor) -> int:
+def count_saved_tensors(model: EVAViT, x: torch.Tensor) -> int:
     """Tensors autograd saves for backward outside checkpointed regions."""
     count = 0
 
@@ -524,7 +524,7 @@ def test_with_cp_gives_identical_outputs_and_gradients() -> None:
             param.grad, grads[name].grad, rtol=0, atol=0, msg=name)
     # Checkpointing really drops the block activations: autograd keeps far
     # fewer tensors for backward.
-    assert _count_saved_tensors(checkpointed, x) * 4 < _count_saved_tensors(
+    assert count_saved_tensors(checkpointed, x) * 4 < count_saved_tensors(
         plain, x)
 
 

@@ -24,7 +24,8 @@ from eva_mm.models.layers.attention import (EVAAttention, TokenPositions,
 from eva_mm.models.layers.pos_embed import resize_rel_pos
 from eva_mm.models.layers.rel_pos_attention import (
     decomposed_rel_pos_attention, decomposed_rel_pos_logits)
-from test_models.test_eva_vit import TINY, reference_decomposed_bias
+from test_models.test_eva_vit import (TINY, count_saved_tensors,
+                                     reference_decomposed_bias)
 
 IMPLS = ('blocked', 'fold', 'direct')
 
@@ -432,19 +433,6 @@ def test_compiled_backbone_equals_eager() -> None:
 # ----------------------------------------------------------------------
 # Activation checkpointing modes
 # ----------------------------------------------------------------------
-def saved_tensor_count(model: EVAViT, x: torch.Tensor) -> int:
-    count = 0
-
-    def pack(tensor: torch.Tensor) -> torch.Tensor:
-        nonlocal count
-        count += 1
-        return tensor
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        model(x)
-    return count
-
-
 def test_checkpoint_modes_give_identical_results_and_keep_less() -> None:
     torch.manual_seed(0)
     x = torch.randn(2, 3, 56, 48)
@@ -453,7 +441,7 @@ def test_checkpoint_modes_give_identical_results_and_keep_less() -> None:
         torch.manual_seed(0)
         model = perturbed(EVAViT(**dict(DET, with_cp=mode))).float().train()
         results[mode] = model_outputs_and_grads(model, x)
-        counts[mode] = saved_tensor_count(model, x)
+        counts[mode] = count_saved_tensors(model, x)
     plain_outs, plain_grads = results[False]
     for mode in ('attn', 'global', True):
         outs, grads = results[mode]
