@@ -102,7 +102,8 @@ def test_kernels_equal_the_dense_formula(impl, hw, extra, batch, block,
 
 
 @pytest.mark.parametrize('dtype,hw,windows,impl', [
-    (torch.float32, (14, 14), 9, 'blocked'),
+    (torch.float32, (14, 14), 9, 'direct'),  # ViT-B's windows at 512 px
+    (torch.float32, (14, 14), 25, 'blocked'),  # at 1024 px
     (torch.float32, (64, 64), 1, 'blocked'),
     (torch.bfloat16, (14, 14), 9, 'direct'),  # ViT-B's windows at 512 px
     (torch.bfloat16, (14, 14), 25, 'blocked'),  # at 1024 px
@@ -152,8 +153,10 @@ def test_custom_ops_pass_opcheck(extra: int) -> None:
          0.5, extra))
 
 
-def test_training_keeps_no_n_by_n_tensor() -> None:
-    """What autograd keeps for the backward pass of a global block."""
+@pytest.mark.parametrize('impl', ['blocked', 'fold'])
+def test_training_keeps_no_n_by_n_tensor(impl: str) -> None:
+    """What autograd keeps for the backward pass of a global block, on the
+    paths taken above ``_DIRECT_MAX_LOGITS`` (CPU) and on CUDA."""
     torch.manual_seed(0)
     hw, extra = (16, 16), 1
     n = extra + hw[0] * hw[1]
@@ -175,10 +178,10 @@ def test_training_keeps_no_n_by_n_tensor() -> None:
         rel_h, rel_w = decomposed_rel_pos_logits(q, table_h, table_w, hw,
                                                  extra)
         return decomposed_rel_pos_attention(
-            q, k, v, rel_h, rel_w, scale, num_extra_tokens=extra)
+            q, k, v, rel_h, rel_w, scale, num_extra_tokens=extra, impl=impl)
 
-    # Per (batch, head) the dense formula keeps N x N logits; the new one at
-    # most N x (d + H + W).
+    # Per (batch, head) the dense formula keeps N x N logits; the new ones
+    # at most N x (d + H + W).
     assert max(saved_numels(
         lambda *t: dense_attention(*t, hw, extra, scale))) >= 2 * 2 * n * n
     assert max(saved_numels(new)) < 2 * 2 * n * (8 + sum(hw)) + 1
@@ -392,8 +395,13 @@ DYNAMO_CASES = {
 }
 
 
+@pytest.mark.parametrize('cpu_path', ['direct', 'blocked'])
 @pytest.mark.parametrize('case', sorted(DYNAMO_CASES))
-def test_no_graph_break(case) -> None:
+def test_no_graph_break(case, cpu_path, monkeypatch) -> None:
+    """Tiny calls take the direct formula; the blocked kernel, which real
+    sizes take, is forced by a zero threshold."""
+    if cpu_path == 'blocked':
+        monkeypatch.setattr(rel_pos_attention, '_DIRECT_MAX_LOGITS', 0)
     kwargs, shape = DYNAMO_CASES[case]
     model = EVAViT(**kwargs).train()
     torch._dynamo.reset()
@@ -414,7 +422,10 @@ def test_mim_masked_forward_has_no_graph_break() -> None:
 
 
 @pytest.mark.slow
-def test_compiled_backbone_equals_eager() -> None:
+def test_compiled_backbone_equals_eager(monkeypatch) -> None:
+    # The blocked kernel (a custom op) as at real sizes, not the direct
+    # formula that tiny calls take.
+    monkeypatch.setattr(rel_pos_attention, '_DIRECT_MAX_LOGITS', 0)
     torch.manual_seed(0)
     eager = perturbed(EVAViT(**DET)).float().train()
     compiled = EVAViT(compile=True, **DET).train()

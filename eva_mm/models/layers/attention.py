@@ -14,11 +14,12 @@ from .rel_pos_attention import (decomposed_rel_pos_attention,
 
 # Up to this many 16-bit logits per call the CPU computes attention by the
 # formula itself, keeping the probabilities (32 MiB at most), as the
-# official code does at every size. PyTorch's fused CPU kernel is slower in bf16 than in
-# fp32 and than the formula: forward + backward of 12 heads of 1025 tokens
-# (ViT-B's global attention at 512 px, 12.6M logits) 182 ms against 55 ms,
-# of 25 windows of 196 tokens 203 ms against 179 ms; in fp32 it is the
-# faster by 1.3-1.7x (one thread, docs/benchmark.md).
+# official code does at every size. PyTorch's fused CPU kernel is slower in
+# bf16 than the formula: forward + backward of 12 heads of 1025 tokens
+# (ViT-B's global attention at 512 px, 12.6M logits) 0.092 s against
+# 0.068 s, of 25 windows of 196 tokens 0.158 s against 0.051 s; in fp32 it
+# is the faster by 1.6x (one thread, tools/analysis/
+# rel_pos_attention_benchmark.py --plain, docs/benchmark.md).
 _FORMULA_MAX_LOGITS = 1 << 24
 
 

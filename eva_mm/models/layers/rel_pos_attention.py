@@ -24,10 +24,10 @@ fused kernels in training. Two exact ways avoid it, one per device:
   grows with the head dimension: at 1024 px the fold's d' = 192 makes it
   slower than the dense bias, while the blocked form does the work of plain
   d = 64 attention on cache-sized blocks (see docs/benchmark.md).
-- ``'direct'`` (CPU, small 16-bit calls): the official arithmetic, the two
-  terms added to a (H, W) view of the full logits; it keeps the
-  probabilities, N x N per head, and is taken only where they are small
-  and it is measurably faster (``_DIRECT_MAX_LOGITS``).
+- ``'direct'`` (CPU, small calls): the official arithmetic, the two terms
+  added to a (H, W) view of the full logits; it keeps the probabilities,
+  N x N per head, and is taken only where they are small and it is
+  measurably faster (``_DIRECT_MAX_LOGITS``).
 
 The blocked kernel is a ``torch.library`` custom op and the others plain
 PyTorch ops, so ``torch.compile`` traces the model through all of them with
@@ -45,11 +45,12 @@ from .pos_embed import resize_rel_pos
 # block and its exponentials in the cache; larger blocks were slower on the
 # 2-core benchmark machine, smaller ones pay more per-call overhead.
 _BLOCK_ELEMENTS = 1 << 20
-# Up to this many 16-bit logits per call (ViT-B's windows at 512 px: 4.1M)
-# the CPU runs the direct formula, which keeps the probabilities (8 MiB
-# there), a few percent faster than the blocked kernel, whose fp32 softmax
-# pays for converting every block; in fp32, and above it in bf16 (ViT-B's
-# windows at 1024 px: 11.5M), the blocked kernel is as fast or faster
+# Up to this many logits per call (ViT-B's windows at 512 px: 4.1M) the CPU
+# runs the direct formula, which keeps the probabilities (16 MiB in fp32
+# there) and is faster than the blocked kernel (forward + backward: fp32
+# 0.062 s vs 0.076 s, bf16 0.042 s vs 0.044 s); above it (ViT-B's windows
+# at 1024 px, 11.5M; its global attention at 512 px, 12.6M) the blocked
+# kernel is as fast or faster, by up to 1.7x, and keeps no N x N tensor
 # (tools/analysis/rel_pos_attention_benchmark.py, docs/benchmark.md).
 _DIRECT_MAX_LOGITS = 1 << 23
 # The CUDA kernels take head dimensions in multiples of 8 (16-bit types).
@@ -337,10 +338,7 @@ def _fastest_impl(q: Tensor, k: Tensor, dropout_p: float) -> str:
     if q.device.type != 'cpu' or dropout_p:
         return 'fold'
     logits = q.shape[0] * q.shape[1] * q.shape[2] * k.shape[2]
-    if q.dtype in (torch.float16, torch.bfloat16) and \
-            logits <= _DIRECT_MAX_LOGITS:
-        return 'direct'
-    return 'blocked'
+    return 'direct' if logits <= _DIRECT_MAX_LOGITS else 'blocked'
 
 
 def decomposed_rel_pos_attention(q: Tensor,
@@ -368,8 +366,8 @@ def decomposed_rel_pos_attention(q: Tensor,
         num_extra_tokens: Leading keys off the grid (cls): no term.
         dropout_p: Dropout on the attention weights (the fold only).
         impl: ``'fold'``, ``'blocked'`` or ``'direct'``; ``None`` picks the
-            fastest for the device, dtype and size (``'fold'`` on CUDA or
-            with dropout, on the CPU ``'direct'`` for small 16-bit calls and
+            fastest for the device and size (``'fold'`` on CUDA or with
+            dropout, on the CPU ``'direct'`` for small calls and
             ``'blocked'`` otherwise; the module doc says why).
 
     Returns:
