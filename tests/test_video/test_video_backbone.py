@@ -158,14 +158,18 @@ def test_fp32_islands_under_autocast(fp32, monkeypatch):
     fp32 (qk_float, EVA-01/video/models/beit.py:183-186), LayerNorms in fp32
     (LayerNormWithForceFP32, :44-72), the rest in bf16."""
     import torch.nn.functional as F
+
+    from eva_mm.models.layers import attention
     attention_dtypes = []
-    sdpa = F.scaled_dot_product_attention
+    sdpa = attention.scaled_dot_product_attention
 
     def recorded(q, k, v, **kwargs):
         attention_dtypes.append((q.dtype, k.dtype, v.dtype))
         return sdpa(q, k, v, **kwargs)
 
-    monkeypatch.setattr(F, 'scaled_dot_product_attention', recorded)
+    # What reaches attention, whichever path it then takes (the fused call
+    # or, for small 16-bit calls on the CPU, the formula).
+    monkeypatch.setattr(attention, 'scaled_dot_product_attention', recorded)
     video = _video_model(num_frames=4, fp32_norm=fp32,
                          fp32_attention=fp32).bfloat16()
     norm_outputs = []
