@@ -38,7 +38,8 @@ from mmengine.dataset import Compose
 from mmengine.structures import BaseDataElement
 from PIL import Image, UnidentifiedImageError
 
-from .video_decoding import FallbackReader, VideoDecode, VideoInit
+from .video_decoding import (FallbackReader, OpenCVReader, VideoDecode,
+                             VideoInit)
 
 # The metainfo key of a sample that carries the files skipped before it.
 SKIPPED_KEY = 'skipped_files'
@@ -49,7 +50,10 @@ FILE_KEYS = ('img_path', 'seg_map_path', 'filename')
 VIDEO_SUFFIXES = ('.3gp', '.avi', '.flv', '.m4v', '.mkv', '.mov', '.mp4',
                   '.mpeg', '.mpg', '.webm', '.wmv')
 # Transforms that read a sample's files; an error raised by one of them is
-# the file's fault. mmdet's and mmseg's loaders subclass mmcv's two.
+# the file's fault. mmdet's and mmseg's loaders subclass mmcv's two;
+# LoadAnnotations reads a file only for a sample with a label map
+# (``seg_map_path``), otherwise its errors are the annotations' or the
+# code's (:func:`_reads_a_file`).
 IMAGE_READERS = (LoadImageFromFile, LoadAnnotations)
 VIDEO_READERS = (VideoInit, VideoDecode, DecordInit, DecordDecode,
                  OpenCVInit, OpenCVDecode, PyAVInit, PyAVDecode, PIMSInit,
@@ -113,11 +117,14 @@ def check_header(path: str) -> Optional[str]:
     :func:`decode` or when it is loaded.
 
     Args:
-        path: An image or video file.
+        path: An image or video file. A remote one (``s3://``, ...) is left
+            to the loader, which reads it through mmengine's file backends.
 
     Returns:
         The reason, or None when the header reads.
     """
+    if '://' in path:
+        return None
     try:
         if os.path.getsize(path) == 0:
             return 'the file is empty'
@@ -125,9 +132,14 @@ def check_header(path: str) -> Optional[str]:
         return _error_text(error)
     if is_video(path):
         try:
-            FallbackReader(path)
-        except Exception as error:
-            return _error_text(error)
+            # OpenCV reads the container's header; decord, the fallback,
+            # indexes every frame when it opens a file.
+            OpenCVReader(path)
+        except Exception:
+            try:
+                FallbackReader(path)
+            except Exception as error:
+                return _error_text(error)
         return None
     try:
         with Image.open(path):
@@ -179,10 +191,19 @@ def decode(path: str) -> Tuple[Optional[Tuple[int, int]], Optional[str]]:
         return None, _error_text(error)
 
 
-def _failed_file(transform: object, results: dict) -> str:
-    """The file a failing loading transform was reading."""
+def _reads_a_file(transform: object, results: dict) -> bool:
+    """Whether ``transform`` reads one of the sample's files."""
+    if isinstance(transform, LoadAnnotations):
+        return bool(results.get('seg_map_path'))
+    return isinstance(transform, READERS)
+
+
+def _failed_file(transform: object, results: dict) -> Optional[str]:
+    """The file a failing loading transform was reading, if it names
+    one."""
     if isinstance(transform, VIDEO_READERS):
-        keys = ('filename', 'frame_dir')
+        # mmaction2's LoadRGBFromFile reads img_path.
+        keys = ('filename', 'frame_dir', 'img_path')
     elif isinstance(transform, LoadAnnotations):
         # A label map if the sample has one, else the annotations of the
         # image.
@@ -190,7 +211,7 @@ def _failed_file(transform: object, results: dict) -> str:
     else:
         keys = ('img_path', )
     return next((str(results[key]) for key in keys if results.get(key)),
-                '<unknown file>')
+                None)
 
 
 def _first_sample(data: dict) -> Optional[BaseDataElement]:
@@ -209,9 +230,9 @@ class GuardedPipeline(Compose):
             (the dataset then draws another index) and is carried by the
             next sample returned, under ``metainfo[SKIPPED_KEY]``.
             Evaluation (False): it raises :class:`UnreadableDataError`.
-        max_files: In training, raise once more than this many distinct
-            files failed in this process without any sample getting through
-            to carry them (a wrong data root, a lost mount).
+        max_files: In training, raise once more than this many files
+            failed in a row in this process, without any sample getting
+            through to carry them (a wrong data root, a lost mount).
         advice: What the errors tell the user to do.
     """
 
@@ -232,9 +253,11 @@ class GuardedPipeline(Compose):
             try:
                 data = transform(data)
             except Exception as error:
-                if not isinstance(transform, READERS):
+                path = _failed_file(transform, data)
+                # Not a file's fault, or none to name: the run's error.
+                if path is None or not _reads_a_file(transform, data):
                     raise
-                self._unreadable(transform, data, error)
+                self._unreadable(transform, path, error)
                 return None
             if data is None:
                 return None
@@ -250,10 +273,10 @@ class GuardedPipeline(Compose):
             self._pending = []
         return data
 
-    def _unreadable(self, transform: object, results: dict,
+    def _unreadable(self, transform: object, path: str,
                     error: Exception) -> None:
         entry = dict(
-            path=_failed_file(transform, results),
+            path=path,
             reason=f'{type(transform).__name__}: {_error_text(error)}')
         if not self.skip:
             raise UnreadableDataError(
@@ -261,10 +284,12 @@ class GuardedPipeline(Compose):
                 'Evaluation stops rather than leave the file out, which '
                 f'would change the metric. {self.advice}') from error
         self._pending.append(entry)
-        distinct = len({e['path'] for e in self._pending})
-        if distinct > self.max_files:
+        # Failures, not distinct files: a small set may draw one bad file
+        # again and again.
+        if len(self._pending) > self.max_files:
             raise UnreadableDataError(
-                f'{distinct} unreadable training files in a row, more than '
+                f'{len(self._pending)} unreadable training files in a row, '
+                'more than '
                 f'max_files={self.max_files} (a wrong data root, a lost '
                 f'mount?):\n{format_files(self._pending)}\n'
                 f'{self.advice}') from error

@@ -135,6 +135,40 @@ def test_errors_of_other_transforms_and_in_evaluation_are_raised(shapes):
 
 
 @pytest.mark.registry_scope('mmdet')
+def test_reader_errors_that_are_no_file_fault_are_raised(shapes):
+    dataset = _demo_dataset(shapes)
+    guarded = GuardedPipeline(dataset.pipeline.transforms, skip=True)
+    good = dataset.get_data_info(0)
+    # A config error: no file to name.
+    no_path = {k: v for k, v in good.items() if k != 'img_path'}
+    with pytest.raises(KeyError, match='img_path'):
+        guarded(no_path)
+    # Detection annotations come from the data list, not a file: a bad box
+    # is the annotations' fault.
+    broken_box = dict(good, instances=[dict(good['instances'][0],
+                                            bbox=[0, 0])])
+    with pytest.raises(Exception) as error:
+        guarded(broken_box)
+    assert not isinstance(error.value, UnreadableDataError)
+
+
+@pytest.mark.registry_scope('mmdet')
+def test_one_bad_file_drawn_again_counts_each_time(shapes):
+    dataset = _demo_dataset(shapes)
+    info = next(dataset.get_data_info(i) for i in range(len(dataset))
+                if dataset.get_data_info(i)['img_path'].endswith(BAD[0]))
+    guarded = GuardedPipeline(dataset.pipeline.transforms, skip=True,
+                              max_files=2)
+    assert guarded(info) is None and guarded(info) is None
+    with pytest.raises(UnreadableDataError, match='3 unreadable'):
+        guarded(info)
+
+
+def test_header_check_leaves_remote_files_to_the_loader():
+    assert check_header('s3://bucket/train/000001.jpg') is None
+
+
+@pytest.mark.registry_scope('mmdet')
 @pytest.mark.parametrize('sampler', ['default', 'repeat_factor'])
 def test_epochs_keep_their_length_in_worker_processes(shapes, sampler):
     dataset = _demo_dataset(shapes)
