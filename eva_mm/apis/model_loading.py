@@ -149,6 +149,8 @@ def init_model(config: Union[str, Config],
         CheckpointMismatchError: The checkpoint leaves model weights
             unloaded and ``allow_partial_load`` is False; it names them.
     """
+    from mmengine.runner.checkpoint import load_state_dict
+
     from eva_mm.checkpoints.loading import load_backbone_checkpoint
     from eva_mm.checkpoints.model_check import (check_whole_model_checkpoint,
                                                 check_whole_model_weights)
@@ -196,6 +198,8 @@ def init_model(config: Union[str, Config],
     check_whole_model_weights(model, weights.state_dict, checkpoint,
                               allow_partial_load, PARTIAL_OPTION,
                               weights.note)
-    model.load_state_dict(weights.state_dict, strict=False)
+    # As the unconverted path: mis-shaped entries of a partial load are
+    # skipped with mmengine's warning.
+    load_state_dict(model, weights.state_dict, strict=False)
     model.dataset_meta = _config_dataset_meta(cfg)
     return model

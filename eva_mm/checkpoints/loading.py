@@ -21,7 +21,7 @@ from mmengine.logging import print_log
 from eva_mm.models.backbones.eva_vit import EVAViT
 from eva_mm.models.layers.pos_embed import fit_state_dict
 from eva_mm.registry import WEIGHT_INITIALIZERS
-from .errors import CheckpointMismatchError
+from .errors import CheckpointFormatError, CheckpointMismatchError
 from .eva01 import DERIVED_KEY, EVA02_KEY, HEAD_KEY
 from .model_check import compare_with_model
 from .reading import PathLike, load_state_dict_file
@@ -65,7 +65,8 @@ def _mismatch_hints(model_shapes: Mapping[str, Tuple[int, ...]],
                     checkpoint: Mapping[str, torch.Tensor],
                     unexpected: Sequence[str], prefix: Optional[str],
                     has_mismatch: bool,
-                    choice: Optional[FormatChoice]) -> List[str]:
+                    choice: Optional[FormatChoice],
+                    format_hint: Optional[str] = None) -> List[str]:
     hints = []
     if unexpected and not prefix and choice is None:
         # A full detector file: "backbone.blocks.0..." would match once the
@@ -94,7 +95,7 @@ def _mismatch_hints(model_shapes: Mapping[str, Tuple[int, ...]],
             'with the checkpoint\'s arch (embed_dims, num_layers, num_heads, '
             'mlp_hidden_dim) and its pooling (final_norm / use_fc_norm).')
     if choice is None:
-        hints.append(unknown_format_hint(FORMAT_OPTION))
+        hints.append(format_hint or unknown_format_hint(FORMAT_OPTION))
     else:
         hints.append(f'It was read in the {choice.name} layout '
                      f'({choice.reason}); if that is not what the file is, '
@@ -161,8 +162,11 @@ def _mismatch_message(model: EVAViT, report: KeyReport,
                       original_shapes: Mapping[str, Tuple[int, ...]],
                       weights: StateDict, source: str,
                       prefix: Optional[str],
-                      choice: Optional[FormatChoice]) -> str:
-    """One error naming every key that does not fit, and how to fix it."""
+                      choice: Optional[FormatChoice],
+                      format_hint: Optional[str] = None) -> str:
+    """One error naming every key that does not fit, and how to fix it
+    (``format_hint``: what to say of the file's format when none was
+    chosen, by default that no format recognises it)."""
     model_shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     lines = [
         f'Checkpoint {source} does not fit {type(model).__name__}: '
@@ -187,7 +191,7 @@ def _mismatch_message(model: EVAViT, report: KeyReport,
     lines += [
         f'  - {hint}' for hint in _mismatch_hints(
             model_shapes, weights, report.unexpected, prefix,
-            bool(report.mismatched_keys), choice)
+            bool(report.mismatched_keys), choice, format_hint)
     ]
     return '\n'.join(lines)
 
@@ -293,10 +297,21 @@ def load_backbone_checkpoint(model: EVAViT,
     except CheckpointMismatchError as err:
         # Nothing under the prefix: foreign unless a format reads it.
         no_prefix = err
-    choice = choose_format(
-        full, f'{spec!r}', FORMAT_OPTION, checkpoint_format,
-        checkpoint_source.model,
-        lambda: fit is None or bool(fit.report.unexpected))
+    try:
+        choice = choose_format(
+            full, f'{spec!r}', FORMAT_OPTION, checkpoint_format,
+            checkpoint_source.model,
+            lambda: fit is None or bool(fit.report.unexpected))
+    except CheckpointFormatError as ambiguous:
+        if fit is None or checkpoint_format is not None:
+            raise
+        # In the model's own names (EVA-01's, which two formats share) but
+        # not fitting, e.g. another depth: what does not fit is the error.
+        raise CheckpointMismatchError(
+            _mismatch_message(model, fit.report, fit.original_shapes,
+                              fit.weights, source, prefix, None,
+                              f'If it is a released file: {ambiguous}')
+        ) from None
     if choice is not None:
         fit = _fit(model, _converted_backbone(model, full, choice, source))
     elif no_prefix is not None:

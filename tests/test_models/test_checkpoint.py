@@ -361,6 +361,22 @@ def test_mismatch_names_every_problem_at_once(tmp_path):
     assert_state_equal(model, before)
 
 
+def test_deeper_checkpoint_gets_the_mismatch_not_a_format_question(
+        tmp_path):
+    """A file in EVAViT's own names (EVA-01's, which the official and timm
+    formats share) for another depth: the error names what does not fit."""
+    deeper = EVAViT(arch=dict(ARCH, num_layers=4), img_size=32, patch_size=8)
+    path = tmp_path / 'deeper.pth'
+    torch.save(deeper.state_dict(), path)
+    model = EVAViT(arch=ARCH, img_size=32, patch_size=8)
+    with pytest.raises(CheckpointMismatchError) as info:
+        load_backbone_checkpoint(model, path)
+    message = str(info.value)
+    assert 'blocks.3.mlp.fc2.weight' in message
+    assert 'The checkpoint has 4 blocks of width 64, the model 2' in message
+    assert 'no registered checkpoint format recognises' not in message
+
+
 def test_prefix(tmp_path):
     weights = eva_weights(img_size=32, patch_size=8)
     path = tmp_path / 'detector.pth'

@@ -50,6 +50,9 @@ class OfficialCheckpointHook(Hook):
     # Before the hooks that read the loaded weights (EMAHook copies them).
     priority = 'VERY_HIGH'
 
+    def __init__(self) -> None:
+        self._converted_load_from = False
+
     def after_load_checkpoint(self, runner: Runner, checkpoint: dict) -> None:
         """Convert ``checkpoint`` in place if it is in a released layout.
 
@@ -58,8 +61,12 @@ class OfficialCheckpointHook(Hook):
             checkpoint: What was read from ``load_from``.
         """
         spec = runner.cfg.get('load_from')
-        if spec is None or runner.cfg.get('resume'):
+        # load_from is the run's first load; later ones (other hooks') are
+        # not that file.
+        if (spec is None or runner.cfg.get('resume')
+                or self._converted_load_from):
             return
+        self._converted_load_from = True
         model = bare_model(runner.model)
         weights = convert_for_model(
             unwrap_state_dict(checkpoint), model.state_dict, spec,
