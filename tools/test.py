@@ -30,7 +30,7 @@ from eva_mm.engine.cli import (add_common_args,  # noqa: E402
                                   check_load_from, finish_distributed,
                                   load_config)
 from eva_mm.checkpoints.errors import CheckpointError  # noqa: E402
-from eva_mm.checkpoints.zoo import ModelZooError, get_model_info  # noqa: E402
+from eva_mm.checkpoints.zoo import config_entry  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -92,12 +92,7 @@ def zoo_config(args: argparse.Namespace) -> None:
             raise ValueError('give CHECKPOINT after CONFIG (a file, URL or '
                              'model-zoo name), or a model-zoo name alone')
         return
-    try:
-        info = get_model_info(args.config)
-    except ModelZooError as err:
-        raise FileNotFoundError(
-            f'{args.config} is no config file and no model-zoo name: '
-            f'{err}') from None
+    info = config_entry(args.config)
     args.config = str(info.config_path)
     if args.checkpoint is None:
         args.checkpoint = info.weights

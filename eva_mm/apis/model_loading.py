@@ -12,13 +12,10 @@ config's test data set (official files hold none). mmdet and mmseg are
 imported inside the functions so that ``import eva_mm`` stays light.
 """
 import os.path as osp
-from typing import TYPE_CHECKING, Callable, Dict, Optional, Tuple, Union
+from typing import Callable, Dict, Optional, Tuple, Union
 
 import torch
 from mmengine.config import Config
-
-if TYPE_CHECKING:
-    from eva_mm.checkpoints.zoo import ModelInfo
 
 # The OpenMMLab libraries this module can drive, by default_scope.
 SUPPORTED_SCOPES: Tuple[str, ...] = ('mmdet', 'mmseg')
@@ -51,21 +48,6 @@ FORMAT_OPTION = ('checkpoint_format=NAME (tools/image_demo.py: '
                  '--checkpoint-format NAME)')
 PARTIAL_OPTION = ('allow_partial_load=True (tools/image_demo.py: '
                   '--allow-partial-load)')
-
-
-def _zoo_config(config: str) -> 'ModelInfo':
-    """The model-zoo entry of a name given in place of a config file.
-
-    Raises:
-        FileNotFoundError: ``config`` is no file and no zoo name.
-    """
-    from eva_mm.checkpoints.zoo import ModelZooError, get_model_info
-    try:
-        return get_model_info(config)
-    except ModelZooError as err:
-        raise FileNotFoundError(
-            f'{config} is no config file and no model-zoo name: {err}'
-        ) from None
 
 
 def _init_task_model(cfg: Config) -> Callable[..., torch.nn.Module]:
@@ -158,12 +140,13 @@ def init_model(config: Union[str, Config],
     from eva_mm.checkpoints.recognition import convert_for_model
     from eva_mm.checkpoints.registry import meta_model
     from eva_mm.checkpoints.sources import resolve_checkpoint
+    from eva_mm.checkpoints.zoo import config_entry
     from eva_mm.engine.safe_checkpoint import setup_checkpoint_loading
 
     setup_checkpoint_loading()
     zoo = None
     if isinstance(config, str) and not osp.isfile(config):
-        zoo = _zoo_config(config)
+        zoo = config_entry(config)
         config = str(zoo.config_path)
         if checkpoint is None:
             checkpoint = zoo.weights

@@ -300,6 +300,28 @@ def get_model_info(name: str,
         '`python tools/model_zoo.py list` lists all.')
 
 
+def config_entry(config: str) -> ModelInfo:
+    """The model-zoo entry of a name given where a config file is expected
+    (``tools/test.py NAME``, ``init_model(NAME)``).
+
+    Args:
+        config: What was given in place of the config file.
+
+    Returns:
+        The entry (its ``config_path`` and ``weights``).
+
+    Raises:
+        FileNotFoundError: ``config`` is no zoo name (nor, as the caller
+            checked, a file); the closest names are listed.
+    """
+    try:
+        return get_model_info(config)
+    except ModelZooError as err:
+        raise FileNotFoundError(
+            f'{config} is no config file and no model-zoo name: {err}'
+        ) from None
+
+
 def download_model(name: Union[str, ModelInfo],
                    out_dir: Optional[PathLike] = None,
                    progress: bool = True,
