@@ -13,13 +13,14 @@ import torch
 import torch.distributed as torch_dist
 from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
-from mmengine.registry import MODELS, RUNNERS
+from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 from eva_mm.checkpoints.download import check_checkpoint_file
 from eva_mm.checkpoints.model_check import check_whole_model_weights
 from eva_mm.checkpoints.reading import load_state_dict_file
 from eva_mm.checkpoints.recognition import convert_for_model
+from eva_mm.checkpoints.registry import meta_model
 from eva_mm.checkpoints.sources import (checkpoint_location, is_url,
                                         require_whole_model,
                                         resolve_checkpoint)
@@ -215,8 +216,7 @@ def runner_model(runner: Runner) -> torch.nn.Module:
     """
     model = runner.model
     if not isinstance(model, torch.nn.Module):
-        with torch.device('meta'):
-            model = MODELS.build(model)
+        model = meta_model(runner.cfg)
     return bare_model(model)
 
 
