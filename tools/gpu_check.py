@@ -32,6 +32,7 @@ Example (one H200, about 5 minutes with warm caches)::
         --official-repo ~/EVA
 """
 import argparse
+import gc
 import json
 import os
 import platform
@@ -584,6 +585,7 @@ def _official_size(plan: Plan, module: Optional[object], img: int) -> dict:
             plan, official, x)
         weights = pair.eva_mm_weights(official.state_dict(), img)
         del official
+        gc.collect()  # nothing of the official model while EVAViT runs
     with torch.device(plan.device):
         ours = pair.build_eva_mm(img, dict(with_cp=True))
     if weights is not None:

@@ -170,6 +170,14 @@ def spawn_memory_worker(script: str,
     raise RuntimeError(f'Memory case {spec} failed:\n{proc.stderr[-4000:]}')
 
 
+def release_memory(device: torch.device) -> None:
+    """Free what this process no longer references before a memory worker
+    runs beside it: cycles first, then the CUDA allocator's cache."""
+    gc.collect()
+    if device.type == 'cuda':
+        torch.cuda.empty_cache()
+
+
 def serve_memory_worker(spec: str,
                         worker: Callable[[dict], Dict[str, Optional[float]]]
                         ) -> None:

@@ -41,6 +41,7 @@ import importlib
 import importlib.util
 import sys
 import warnings
+import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -87,13 +88,20 @@ def _unused(name: str) -> type:
 def _checkpoint_wrapper(module: nn.Module) -> nn.Module:
     """fairscale's ``checkpoint_wrapper`` (vit.py:416-417): the same module
     (same state-dict names), its forward recomputed in backward while grad
-    is enabled, here with torch's non-reentrant checkpoint."""
-    forward = module.forward
+    is enabled, here with torch's non-reentrant checkpoint (fairscale's is
+    reentrant; both keep only the block's input)."""
+    # A weak reference, as fairscale's: the module holding its own forward
+    # would be a cycle that `del` does not free (a GPU's memory until the
+    # next garbage collection).
+    module_ref = weakref.ref(module)
+    forward = type(module).forward
 
     def checkpointed(*args, **kwargs):
+        block = module_ref()
         if not torch.is_grad_enabled():
-            return forward(*args, **kwargs)
-        return checkpoint(forward, *args, use_reentrant=False, **kwargs)
+            return forward(block, *args, **kwargs)
+        return checkpoint(forward, block, *args, use_reentrant=False,
+                          **kwargs)
 
     module.forward = checkpointed
     return module
@@ -211,12 +219,13 @@ def load_official_det(repo: Union[str, Path]) -> ModuleType:
 
 class _PyTorchDeformAttn:
     """The official ``MSDeformAttnFunction`` (EVA-01/seg/ops/functions/
-    ms_deform_attn_func.py:19-46) with its compiled kernels replaced by the
-    same file's PyTorch reference, ``ms_deform_attn_core_pytorch``
-    (:49-71), differentiated by autograd, as mmcv's deformable attention
-    runs off CUDA. Under autocast the inputs are cast to fp32 and autocast
-    is off, as the function's ``custom_fwd(cast_inputs=torch.float32)``
-    does on CUDA.
+    ms_deform_attn_func.py:19-46) without its compiled extension: on CUDA
+    mmcv's kernel, the same Deformable-DETR kernel that EVAViTAdapter's
+    mmcv attention runs there; elsewhere the same file's PyTorch reference,
+    ``ms_deform_attn_core_pytorch`` (:49-71), differentiated by autograd,
+    as mmcv's deformable attention runs off CUDA. Under autocast the inputs
+    are cast to fp32 and autocast is off, as the function's
+    ``custom_fwd(cast_inputs=torch.float32)`` does on CUDA.
     """
 
     def __init__(self, core: Callable[..., torch.Tensor]) -> None:
@@ -226,11 +235,18 @@ class _PyTorchDeformAttn:
               level_start_index: torch.Tensor, locations: torch.Tensor,
               weights: torch.Tensor, im2col_step: int) -> torch.Tensor:
         device = value.device.type
-        if not torch.is_autocast_enabled(device):
-            return self.core(value, shapes, locations, weights)
-        with torch.autocast(device, enabled=False):
-            return self.core(value.float(), shapes, locations.float(),
-                             weights.float())
+        if torch.is_autocast_enabled(device):
+            with torch.autocast(device, enabled=False):
+                return self.apply(value.float(), shapes, level_start_index,
+                                  locations.float(), weights.float(),
+                                  im2col_step)
+        if device == 'cuda':
+            from mmcv.ops.multi_scale_deform_attn import \
+                MultiScaleDeformableAttnFunction
+            return MultiScaleDeformableAttnFunction.apply(
+                value, shapes, level_start_index, locations, weights,
+                im2col_step)
+        return self.core(value, shapes, locations, weights)
 
 
 def load_official_adapter(repo: Union[str, Path]) -> ModuleType:

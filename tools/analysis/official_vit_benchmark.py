@@ -71,7 +71,7 @@ import torch
 import torch.nn as nn
 
 from common import (add_run_arguments, autocast_for, device_description,
-                    mib, peak_memory, serve_memory_worker,
+                    mib, peak_memory, release_memory, serve_memory_worker,
                     spawn_memory_worker, time_steps, timed_runs,
                     write_report)
 from official_eva import (PAIRS, EVAViT, Pair, eva_mm_with_cp,
@@ -272,6 +272,7 @@ def benchmark_case(args: argparse.Namespace, name: str, img: int,
     # Free this process's models before the memory workers run: one big
     # process at a time.
     del models, steps
+    release_memory(device)
     for row in rows:
         row['peak'] = {
             impl: spawn_memory_worker(__file__, dict(spec, impl=impl,
