@@ -52,9 +52,11 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-# The official EVA models and their pairing with eva_mm's (official_eva.py).
+# The benchmarks' shared timing (common.py) and the official EVA models
+# with their pairing to eva_mm's (official_eva.py).
 sys.path.insert(0, str(ROOT / 'tools/analysis'))
 
+from common import timed_runs  # noqa: E402
 from eva_mm.models import EVAViT  # noqa: E402
 
 SECTIONS = ('vit', 'mim', 'det', 'seg', 'video', 'dist', 'official')
@@ -125,11 +127,6 @@ class Plan:
 # ----------------------------------------------------------------------
 # Timing and memory
 # ----------------------------------------------------------------------
-def synchronize(device: torch.device) -> None:
-    if device.type == 'cuda':
-        torch.cuda.synchronize(device)
-
-
 def reset_peak(device: torch.device) -> None:
     if device.type == 'cuda':
         torch.cuda.empty_cache()
@@ -146,15 +143,7 @@ def peak_gib(device: torch.device) -> Optional[float]:
 
 def seconds(step: Callable[[], object], plan: Plan) -> List[float]:
     """Wall seconds of each timed call of ``step`` after warm-up."""
-    times = []
-    for i in range(plan.warmup + plan.iters):
-        synchronize(plan.device)
-        start = time.perf_counter()
-        step()
-        synchronize(plan.device)
-        if i >= plan.warmup:
-            times.append(time.perf_counter() - start)
-    return times
+    return timed_runs(step, plan.iters, plan.warmup, plan.device)
 
 
 def autocast(plan: Plan, dtype: torch.dtype = torch.bfloat16
